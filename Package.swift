@@ -1,0 +1,96 @@
+// swift-tools-version:6.2
+import PackageDescription
+
+/// Every target of ours: Swift 6 language mode, and nonisolated async functions run on the
+/// caller's executor, so that a connection owned by one task never crosses isolation domains.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("NonisolatedNonsendingByDefault"),
+    .enableUpcomingFeature("ExistentialAny"),
+]
+
+let package = Package(
+    name: "powa-collector",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "powa-collector", targets: ["powa-collector"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+    ],
+    targets: [
+        // C: libpq itself, and epoll (not part of Swift's Glibc module).
+        .systemLibrary(
+            name: "CLibPQ",
+            pkgConfig: "libpq",
+            providers: [.apt(["libpq-dev"]), .brew(["libpq"])]
+        ),
+        .systemLibrary(name: "CEpoll"),
+
+        // The async PostgreSQL layer over libpq's non-blocking API.
+        .target(
+            name: "PostgresClient",
+            dependencies: [
+                "CLibPQ",
+                "CEpoll",
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The PoWA domain: configuration, repository, remote servers, workers, control channel.
+        .target(
+            name: "PoWACollector",
+            dependencies: [
+                "PostgresClient",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // The daemon's command line.
+        .executableTarget(
+            name: "powa-collector",
+            dependencies: [
+                "PoWACollector",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+
+        // Benchmarks: a command, never a timed test.
+        .executableTarget(
+            name: "powa-bench",
+            dependencies: [
+                "PostgresClient",
+                "TestBed",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            path: "Benchmarks/powa-bench",
+            swiftSettings: swiftSettings
+        ),
+
+        // Tests: the real PostgreSQL test bed (scripts/testbed) and the suites that use it.
+        .target(
+            name: "TestBed",
+            dependencies: ["PostgresClient", .product(name: "Logging", package: "swift-log")],
+            path: "Tests/TestBed",
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PostgresClientTests",
+            dependencies: ["PostgresClient", "TestBed"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PoWACollectorTests",
+            dependencies: ["PoWACollector", "PostgresClient", "TestBed"],
+            swiftSettings: swiftSettings
+        ),
+    ]
+)

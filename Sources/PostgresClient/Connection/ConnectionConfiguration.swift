@@ -1,0 +1,51 @@
+/// How to reach a PostgreSQL server: a libpq connection string and/or keyword parameters.
+///
+/// Everything libpq supports keeps working: URIs and key/value strings, Unix sockets,
+/// multiple hosts, `.pgpass` and `PGPASSFILE`, service files, `PG*` environment variables, TLS
+/// and client certificates. Parameters are applied in order, the last one winning:
+/// `defaults`, then the expanded `connectionString`, then `overrides`.
+public struct ConnectionConfiguration: Sendable {
+    /// One libpq keyword and its value (e.g. `application_name`).
+    public struct Parameter: Sendable, Hashable {
+        public var keyword: String
+        public var value: String
+        public init(_ keyword: String, _ value: String) {
+            self.keyword = keyword
+            self.value = value
+        }
+    }
+
+    /// A libpq connection string (URI or key/value), or nil to use parameters only.
+    public var connectionString: String?
+    /// Parameters the connection string may override (e.g. a default `connect_timeout`).
+    public var defaults: [Parameter]
+    /// Parameters that override the connection string (e.g. `application_name`).
+    public var overrides: [Parameter]
+    /// The deadline for establishing the connection, enforced by this layer (libpq's
+    /// non-blocking connect does not enforce `connect_timeout`).
+    public var connectTimeout: Duration
+
+    public init(
+        connectionString: String? = nil,
+        defaults: [Parameter] = [],
+        overrides: [Parameter] = [],
+        connectTimeout: Duration = .seconds(10)
+    ) {
+        self.connectionString = connectionString
+        self.defaults = defaults
+        self.overrides = overrides
+        self.connectTimeout = connectTimeout
+    }
+
+    /// The keyword/value pairs handed to `PQconnectStartParams`, in order.
+    var orderedParameters: [Parameter] {
+        defaults + (connectionString.map { [Parameter("dbname", $0)] } ?? []) + overrides
+    }
+
+    /// Every password this configuration carries, to be masked from any message.
+    var secrets: [String] {
+        var secrets = orderedParameters.filter { $0.keyword == "password" }.map(\.value)
+        if let connectionString { secrets += Secrets.passwords(inConnectionString: connectionString) }
+        return secrets.filter { !$0.isEmpty }
+    }
+}

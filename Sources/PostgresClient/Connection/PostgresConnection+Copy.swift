@@ -1,0 +1,183 @@
+import CLibPQ
+
+extension PostgresConnection {
+    /// Starts a `COPY ... TO STDOUT` statement; read its data with `readCopyData`.
+    public func startCopyOut(_ sql: String, deadline: ContinuousClock.Instant? = nil) async throws {
+        try await startCopy(sql, expecting: .copyOut, deadline: deadline)
+    }
+
+    /// Starts a `COPY ... FROM STDIN` statement; send data with `writeCopyData`, then end it
+    /// with `finishCopyIn` or `abortCopyIn`.
+    public func startCopyIn(_ sql: String, deadline: ContinuousClock.Instant? = nil) async throws {
+        try await startCopy(sql, expecting: .copyIn, deadline: deadline)
+    }
+
+    private func startCopy(_ sql: String, expecting state: CopyState, deadline: ContinuousClock.Instant?) async throws {
+        let handle = try beginStatement()
+        defer { isBusy = false }
+        guard PQsendQuery(handle, sql) == 1 else { throw lastError(code: .connectionClosed) }
+        try await flush(deadline: deadline)
+        _ = try await collectResults(deadline: deadline)
+        guard copyState == state else {
+            if copyState != .none { await abandonStatement() }
+            throw PostgresError(code: .misuse, message: "the statement did not start the expected COPY")
+        }
+    }
+
+    /// Appends the next rows of a COPY TO STDOUT to `buffer`, up to about `limit` bytes
+    /// (whole rows). Returns false, leaving `buffer` untouched, once the COPY has ended
+    /// successfully; throws the server's error if it failed.
+    public func readCopyData(
+        into buffer: inout [UInt8],
+        limit: Int = 256 * 1024,
+        deadline: ContinuousClock.Instant? = nil
+    ) async throws -> Bool {
+        guard let handle else { throw closedError() }
+        if copyState == .copyOutEnded {
+            copyState = .none
+            isBusy = true
+            defer { isBusy = false }
+            _ = try await collectResults(deadline: deadline)
+            return false
+        }
+        guard copyState == .copyOut else {
+            throw PostgresError(code: .misuse, message: "no COPY TO STDOUT in progress")
+        }
+        let start = buffer.count
+        while buffer.count - start < limit {
+            var row: UnsafeMutablePointer<CChar>?
+            let length = PQgetCopyData(handle, &row, 1)
+            if length > 0, let row {
+                row.withMemoryRebound(to: UInt8.self, capacity: Int(length)) {
+                    buffer.append(contentsOf: UnsafeBufferPointer(start: $0, count: Int(length)))
+                }
+                PQfreemem(row)
+            } else if length == 0 {
+                // Half a batch is worth sending while the server produces the rest.
+                if buffer.count - start >= limit / 2 { return true }
+                try await waitForSocket(.read, deadline: deadline)
+                guard PQconsumeInput(handle) == 1 else { throw copyLost() }
+            } else if length == -1 {
+                // The data has ended; its final result (success or error) is read next call.
+                copyState = .copyOutEnded
+                if buffer.count > start { return true }
+                return try await readCopyData(into: &buffer, limit: limit, deadline: deadline)
+            } else {
+                throw copyLost()
+            }
+        }
+        return true
+    }
+
+    /// Sends COPY FROM STDIN data, and waits until libpq has handed it all to the kernel:
+    /// that wait is the backpressure that keeps memory bounded against a slow server.
+    public func writeCopyData(_ bytes: [UInt8], deadline: ContinuousClock.Instant? = nil) async throws {
+        guard let handle else { throw closedError() }
+        guard copyState == .copyIn else {
+            throw PostgresError(code: .misuse, message: "no COPY FROM STDIN in progress")
+        }
+        let sent = bytes.withUnsafeBytes { raw in
+            raw.withMemoryRebound(to: CChar.self) { PQputCopyData(handle, $0.baseAddress, Int32($0.count)) }
+        }
+        guard sent == 1 else { throw try await copyInFailure() }
+        try await flush(deadline: deadline)
+    }
+
+    /// Ends a COPY FROM STDIN successfully and returns the number of rows the server stored.
+    @discardableResult
+    public func finishCopyIn(deadline: ContinuousClock.Instant? = nil) async throws -> Int {
+        try await endCopyIn(errorMessage: nil, deadline: deadline)
+    }
+
+    /// Ends a COPY FROM STDIN with an error: the server discards what it received.
+    public func abortCopyIn(_ reason: String, deadline: ContinuousClock.Instant? = nil) async throws {
+        do {
+            _ = try await endCopyIn(errorMessage: reason, deadline: deadline)
+        } catch let error as PostgresError where error.sqlState == "57014" {
+            return  // query_canceled: what aborting a COPY reports
+        }
+    }
+
+    private func endCopyIn(errorMessage: String?, deadline: ContinuousClock.Instant?) async throws -> Int {
+        guard let handle else { throw closedError() }
+        guard copyState == .copyIn else {
+            throw PostgresError(code: .misuse, message: "no COPY FROM STDIN in progress")
+        }
+        copyState = .none
+        isBusy = true
+        defer { isBusy = false }
+        guard PQputCopyEnd(handle, errorMessage) != -1 else { throw lastError(code: .connectionClosed) }
+        try await flush(deadline: deadline)
+        let results = try await collectResults(deadline: deadline)
+        return results.last?.affectedRows ?? 0
+    }
+
+    /// Why a PQputCopyData failed: usually the server ended the COPY with an error.
+    private func copyInFailure() async throws -> PostgresError {
+        copyState = .none
+        isBusy = true
+        defer { isBusy = false }
+        do {
+            _ = try await collectResults(deadline: .now + .seconds(5))
+        } catch let error as PostgresError {
+            return error
+        }
+        return lastError(code: .copyFailed)
+    }
+
+    private func copyLost() -> PostgresError {
+        copyState = .none
+        return lastError(code: .connectionClosed)
+    }
+
+    /// Streams `COPY ... TO STDOUT` on `source` into `COPY ... FROM STDIN` on `destination`,
+    /// one bounded batch at a time: memory stays at about one batch whatever the volume.
+    ///
+    /// If either side fails, the other side's COPY is ended too (the destination's is aborted,
+    /// so it stores nothing of it) and the first error is thrown. Returns the rows stored.
+    @discardableResult
+    public static func pipeCopy(
+        from source: PostgresConnection,
+        _ copyOutSQL: String,
+        to destination: PostgresConnection,
+        _ copyInSQL: String,
+        batchSize: Int = 256 * 1024,
+        deadline: ContinuousClock.Instant? = nil
+    ) async throws -> Int {
+        try await destination.startCopyIn(copyInSQL, deadline: deadline)
+        do {
+            try await source.startCopyOut(copyOutSQL, deadline: deadline)
+        } catch {
+            try? await destination.abortCopyIn("source failed", deadline: .now + .seconds(5))
+            throw error
+        }
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(batchSize + 64 * 1024)
+        while true {
+            buffer.removeAll(keepingCapacity: true)
+            let more: Bool
+            do {
+                more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline)
+            } catch {
+                try? await destination.abortCopyIn("source failed", deadline: .now + .seconds(5))
+                throw error
+            }
+            guard more else { break }
+            do {
+                try await destination.writeCopyData(buffer, deadline: deadline)
+            } catch {
+                await source.abandonCopyOut()
+                throw error
+            }
+        }
+        return try await destination.finishCopyIn(deadline: deadline)
+    }
+
+    /// Stops reading a COPY TO STDOUT that is no longer wanted.
+    func abandonCopyOut() async {
+        guard copyState == .copyOut || copyState == .copyOutEnded else { return }
+        if copyState == .copyOutEnded { copyState = .none }
+        isBusy = true
+        await abandonStatement()
+    }
+}

@@ -1,0 +1,206 @@
+import CLibPQ
+import Glibc
+
+extension PostgresConnection {
+    /// Runs one statement with text parameters (`$1`, `$2`, ...; nil is NULL) and returns its
+    /// result. The statement is cancelled on the server when `deadline` passes (throwing
+    /// `.timedOut`) or the task is cancelled (throwing `CancellationError`).
+    public func query(
+        _ sql: String,
+        _ parameters: [String?] = [],
+        deadline: ContinuousClock.Instant? = nil
+    ) async throws -> QueryResult {
+        let results = try await run(deadline: deadline) { handle in
+            sendQueryParams(handle, sql, parameters)
+        }
+        guard let last = results.last else {
+            throw PostgresError(code: .misuse, message: "the statement returned no result")
+        }
+        return last
+    }
+
+    /// Runs one or more `;`-separated statements without parameters (the simple query
+    /// protocol), e.g. `BEGIN` or `SET lock_timeout = '2s'; LISTEN x`.
+    public func execute(_ sql: String, deadline: ContinuousClock.Instant? = nil) async throws {
+        _ = try await run(deadline: deadline) { handle in PQsendQuery(handle, sql) }
+    }
+
+    /// Sends a statement, waits for all its results, and returns them; a failed one is thrown
+    /// once the connection is idle again.
+    func run(
+        deadline: ContinuousClock.Instant?,
+        send: (OpaquePointer) -> Int32
+    ) async throws -> [QueryResult] {
+        let handle = try beginStatement()
+        defer { isBusy = false }
+        guard send(handle) == 1 else { throw lastError(code: .connectionClosed) }
+        try await flush(deadline: deadline)
+        return try await collectResults(deadline: deadline)
+    }
+
+    /// Marks the connection busy, refusing a second statement while one is in flight.
+    func beginStatement() throws -> OpaquePointer {
+        guard let handle else { throw closedError() }
+        guard !isBusy, copyState == .none else {
+            throw PostgresError(code: .misuse, message: "another statement is in progress on this connection")
+        }
+        isBusy = true
+        return handle
+    }
+
+    /// Writes libpq's output buffer to the server, waiting for the socket as needed. While it
+    /// waits it also reads, so a server that answers before taking all our input cannot
+    /// deadlock us.
+    func flush(deadline: ContinuousClock.Instant?) async throws {
+        guard let handle else { throw closedError() }
+        while true {
+            switch PQflush(handle) {
+            case 0: return
+            case 1:
+                try await waitForSocket([.read, .write], deadline: deadline)
+                guard PQconsumeInput(handle) == 1 else { throw lastError(code: .connectionClosed) }
+            default: throw lastError(code: .connectionClosed)
+            }
+        }
+    }
+
+    /// Reads results until libpq has none left, or until the statement switches to COPY.
+    func collectResults(deadline: ContinuousClock.Instant?) async throws -> [QueryResult] {
+        guard let handle else { throw closedError() }
+        var results: [QueryResult] = []
+        var failure: PostgresError?
+        while true {
+            try await waitUntilNotBusy(deadline: deadline)
+            guard let result = PQgetResult(handle) else { break }
+            defer { PQclear(result) }
+            switch PQresultStatus(result) {
+            case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
+                results.append(PostgresResultFields.queryResult(result))
+            case PGRES_COPY_OUT:
+                copyState = .copyOut
+                return results
+            case PGRES_COPY_IN:
+                copyState = .copyIn
+                return results
+            case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
+                failure = failure ?? PostgresResultFields.error(result, secrets: secrets)
+            default:
+                failure = failure ?? PostgresError(code: .misuse, message: "unexpected result status")
+            }
+        }
+        if let failure { throw failure }
+        if PQstatus(handle) == CONNECTION_BAD { throw lastError(code: .connectionClosed) }
+        return results
+    }
+
+    /// Waits until libpq holds a whole result (or the end of the statement).
+    func waitUntilNotBusy(deadline: ContinuousClock.Instant?) async throws {
+        guard let handle else { throw closedError() }
+        while PQisBusy(handle) == 1 {
+            try await waitForSocket(.read, deadline: deadline)
+            guard PQconsumeInput(handle) == 1 else { throw lastError(code: .connectionClosed) }
+        }
+    }
+
+    /// Waits for the socket; on a deadline or a cancellation, cancels the statement on the
+    /// server, drains it, and throws.
+    func waitForSocket(_ events: SocketEvents, deadline: ContinuousClock.Instant?) async throws {
+        guard let handle else { throw closedError() }
+        switch await SocketReactor.shared.wait(fd: PQsocket(handle), for: events, deadline: deadline) {
+        case .ready:
+            return
+        case .timedOut:
+            await abandonStatement()
+            throw PostgresError(code: .timedOut, message: "canceling statement: deadline reached")
+        case .cancelled:
+            await abandonStatement()
+            throw CancellationError()
+        }
+    }
+
+    /// Sends a cancel request for the running statement and drains its output for up to five
+    /// seconds; the connection is then idle and usable, or closed. This never waits in a way a
+    /// task cancellation could cut short.
+    func abandonStatement() async {
+        guard let handle else { return }
+        if let cancel = PQgetCancel(handle) {
+            // Fire and forget: PQcancel blocks (libpq 15) and may hang on a dead network; the
+            // thread owns and frees the PGcancel, which is independent of the connection.
+            let transfer = UnsafeTransfer(cancel)
+            Task.detached {
+                await BlockingCall.run {
+                    var buffer = [CChar](repeating: 0, count: 256)
+                    _ = PQcancel(transfer.value, &buffer, Int32(buffer.count))
+                    PQfreeCancel(transfer.value)
+                }
+            }
+        }
+        let drained = await drain(until: .now + .seconds(5))
+        isBusy = false
+        if !drained {
+            logger.debug("statement did not end after a cancel request; closing the connection")
+            close()
+        }
+    }
+
+    /// Consumes everything the server still sends for the current statement, COPY data
+    /// included. Returns false when it could not (deadline, broken connection).
+    private func drain(until deadline: ContinuousClock.Instant) async -> Bool {
+        guard let handle else { return false }
+        while true {
+            switch copyState {
+            case .copyOut:
+                var buffer: UnsafeMutablePointer<CChar>?
+                let length = PQgetCopyData(handle, &buffer, 1)
+                if let buffer { PQfreemem(buffer) }
+                if length > 0 { continue }
+                if length == 0 {
+                    guard await waitQuietly(.read, until: deadline), PQconsumeInput(handle) == 1 else { return false }
+                    continue
+                }
+                copyState = .none
+                if length == -2 { return false }
+            case .copyIn:
+                copyState = .none
+                guard PQputCopyEnd(handle, "canceled by the client") != -1 else { return false }
+            case .none, .copyOutEnded:
+                copyState = .none
+            }
+            while PQflush(handle) == 1 {
+                guard await waitQuietly([.read, .write], until: deadline), PQconsumeInput(handle) == 1 else { return false }
+            }
+            while PQisBusy(handle) == 1 {
+                guard await waitQuietly(.read, until: deadline), PQconsumeInput(handle) == 1 else { return false }
+            }
+            guard let result = PQgetResult(handle) else { return PQstatus(handle) == CONNECTION_OK }
+            switch PQresultStatus(result) {
+            case PGRES_COPY_OUT: copyState = .copyOut
+            case PGRES_COPY_IN: copyState = .copyIn
+            case PGRES_COPY_BOTH:
+                PQclear(result)
+                return false
+            default: break
+            }
+            PQclear(result)
+        }
+    }
+
+    private func waitQuietly(_ events: SocketEvents, until deadline: ContinuousClock.Instant) async -> Bool {
+        guard let handle else { return false }
+        let outcome = await SocketReactor.shared.wait(
+            fd: PQsocket(handle), for: events, deadline: deadline, cancellable: false)
+        return outcome == .ready
+    }
+}
+
+/// `PQsendQueryParams` with text parameters and text results.
+private func sendQueryParams(_ handle: OpaquePointer, _ sql: String, _ parameters: [String?]) -> Int32 {
+    guard !parameters.isEmpty else {
+        return PQsendQueryParams(handle, sql, 0, nil, nil, nil, nil, 0)
+    }
+    let copies = parameters.map { $0.map { strdup($0) } ?? nil }
+    defer { copies.forEach { free($0) } }
+    return copies.map { UnsafePointer($0) }.withUnsafeBufferPointer { values in
+        PQsendQueryParams(handle, sql, Int32(parameters.count), nil, values.baseAddress, nil, nil, 0)
+    }
+}

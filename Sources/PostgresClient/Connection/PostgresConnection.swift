@@ -1,0 +1,198 @@
+import CLibPQ
+import Glibc
+import Logging
+
+/// One connection to a PostgreSQL server, over libpq's non-blocking API.
+///
+/// A connection has one owner: the task that created it (it is not `Sendable`, and its async
+/// methods run on the caller's executor). Every wait for the server is a wait for socket
+/// readiness on the process's `SocketReactor`, so a slow server never holds a thread of the
+/// cooperative pool. Statements take an optional deadline; when it passes, or when the waiting
+/// task is cancelled, a cancel request is sent to the server (off the pool), the statement's
+/// remaining output is drained, and the connection is either usable again or closed.
+///
+/// Close it with `close()`.
+public final class PostgresConnection {
+    /// The `PGconn *`, nil once closed.
+    var handle: OpaquePointer?
+    /// Passwords of this connection, masked from every message.
+    let secrets: [String]
+    /// Where the server's notices and this connection's diagnostics go.
+    public let logger: Logger
+    private let noticeSink: NoticeSink
+    /// The COPY sub-protocol the connection is in, if any.
+    var copyState: CopyState = .none
+    /// Whether a statement is in flight (one at a time per connection).
+    var isBusy = false
+
+    enum CopyState {
+        case none, copyOut, copyIn
+        /// A COPY TO STDOUT whose data has ended, and whose final result is still to be read.
+        case copyOutEnded
+    }
+
+    private init(handle: OpaquePointer, secrets: [String], logger: Logger, noticeSink: NoticeSink) {
+        self.handle = handle
+        self.secrets = secrets
+        self.logger = logger
+        self.noticeSink = noticeSink
+    }
+
+    deinit {
+        if let handle { PQfinish(handle) }
+    }
+
+    // MARK: Connecting
+
+    /// Opens a connection, failing at `configuration.connectTimeout` at the latest.
+    ///
+    /// Throws `PostgresError` (`.invalidConnectionString`, `.connectionFailed`, `.timedOut`) or
+    /// `CancellationError`; no message ever contains a password of the configuration.
+    public static func connect(
+        _ configuration: ConnectionConfiguration,
+        logger: Logger = Logger(label: "powa.postgres")
+    ) async throws -> PostgresConnection {
+        let secrets = configuration.secrets
+        if let connectionString = configuration.connectionString {
+            try validate(connectionString, secrets: secrets)
+        }
+        let deadline = ContinuousClock.now + configuration.connectTimeout
+        let parameters = configuration.orderedParameters
+        let started = await BlockingCall.run { UnsafeTransfer(startConnecting(parameters)) }
+        guard let handle = started.value else {
+            throw PostgresError(code: .connectionFailed, message: "out of memory allocating a connection")
+        }
+        let sink = NoticeSink(logger: logger, secrets: secrets)
+        PQsetNoticeReceiver(handle, noticeReceiver, Unmanaged.passUnretained(sink).toOpaque())
+        let connection = PostgresConnection(handle: handle, secrets: secrets, logger: logger, noticeSink: sink)
+        do {
+            try await connection.pollUntilConnected(deadline: deadline, timeout: configuration.connectTimeout)
+        } catch {
+            connection.close()
+            throw error
+        }
+        PQsetnonblocking(handle, 1)
+        return connection
+    }
+
+    private static func validate(_ connectionString: String, secrets: [String]) throws {
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        if let options = PQconninfoParse(connectionString, &errorMessage) {
+            PQconninfoFree(options)
+            return
+        }
+        let message = errorMessage.map { String(cString: $0) } ?? "invalid connection string"
+        if let errorMessage { PQfreemem(errorMessage) }
+        throw PostgresError(code: .invalidConnectionString, message: message.trimmedMessage)
+            .masking(secrets)
+    }
+
+    private static func startConnecting(_ parameters: [ConnectionConfiguration.Parameter]) -> OpaquePointer? {
+        let keywords = parameters.map { strdup($0.keyword) } + [nil]
+        let values = parameters.map { strdup($0.value) } + [nil]
+        defer {
+            keywords.forEach { free($0) }
+            values.forEach { free($0) }
+        }
+        return keywords.map { UnsafePointer($0) }.withUnsafeBufferPointer { keywordPointers in
+            values.map { UnsafePointer($0) }.withUnsafeBufferPointer { valuePointers in
+                PQconnectStartParams(keywordPointers.baseAddress, valuePointers.baseAddress, 1)
+            }
+        }
+    }
+
+    private func pollUntilConnected(deadline: ContinuousClock.Instant, timeout: Duration) async throws {
+        guard let handle else { throw closedError() }
+        if PQstatus(handle) == CONNECTION_BAD { throw lastError(code: .connectionFailed) }
+        var status = PGRES_POLLING_WRITING
+        while true {
+            switch status {
+            case PGRES_POLLING_OK:
+                return
+            case PGRES_POLLING_FAILED:
+                throw lastError(code: .connectionFailed)
+            default:
+                let events: SocketEvents = status == PGRES_POLLING_READING ? .read : .write
+                switch await SocketReactor.shared.wait(fd: PQsocket(handle), for: events, deadline: deadline) {
+                case .ready: break
+                case .timedOut:
+                    throw PostgresError(code: .timedOut, message: "could not connect within \(timeout)")
+                case .cancelled: throw CancellationError()
+                }
+                let transfer = UnsafeTransfer(handle)
+                status = await BlockingCall.run { PQconnectPoll(transfer.value) }
+            }
+        }
+    }
+
+    // MARK: State
+
+    /// Whether `close()` was called or the connection was dropped after a failed cleanup.
+    public var isClosed: Bool { handle == nil }
+
+    /// Whether the connection is open and libpq considers it healthy.
+    public var isHealthy: Bool {
+        guard let handle else { return false }
+        return PQstatus(handle) == CONNECTION_OK
+    }
+
+    /// The process id of the server backend serving this connection.
+    public var backendPID: Int32 { handle.map { PQbackendPID($0) } ?? 0 }
+
+    /// The server's version as an integer, e.g. 150018 for 15.18.
+    public var serverVersionNumber: Int { handle.map { Int(PQserverVersion($0)) } ?? 0 }
+
+    /// A parameter the server reported (e.g. `server_version`, `lock_timeout` is not one).
+    public func parameterStatus(_ name: String) -> String? {
+        guard let handle, let value = PQparameterStatus(handle, name) else { return nil }
+        return String(cString: value)
+    }
+
+    /// The transaction state of the session.
+    public var transactionStatus: TransactionStatus {
+        guard let handle else { return .unknown }
+        switch PQtransactionStatus(handle) {
+        case PQTRANS_IDLE: return .idle
+        case PQTRANS_ACTIVE: return .active
+        case PQTRANS_INTRANS: return .inTransaction
+        case PQTRANS_INERROR: return .failedTransaction
+        default: return .unknown
+        }
+    }
+
+    /// Closes the connection (idempotent).
+    public func close() {
+        guard let handle else { return }
+        PQfinish(handle)
+        self.handle = nil
+        copyState = .none
+        isBusy = false
+    }
+
+    // MARK: Errors
+
+    func closedError() -> PostgresError {
+        PostgresError(code: .connectionClosed, message: "the connection is closed")
+    }
+
+    /// The connection's last libpq error, secrets masked.
+    func lastError(code: PostgresError.Code) -> PostgresError {
+        let message = handle.flatMap { PQerrorMessage($0) }.map { String(cString: $0) } ?? ""
+        let text = message.trimmedMessage.isEmpty ? "connection failed" : message.trimmedMessage
+        return PostgresError(code: code, message: text).masking(secrets)
+    }
+}
+
+/// The transaction state of a session, from libpq.
+public enum TransactionStatus: Sendable {
+    case idle, active, inTransaction, failedTransaction, unknown
+}
+
+extension String {
+    /// libpq messages end with a newline; some start with "ERROR:  " when they come from a result.
+    var trimmedMessage: String {
+        var text = Substring(self)
+        while let last = text.last, last.isNewline || last == " " { text.removeLast() }
+        return String(text)
+    }
+}

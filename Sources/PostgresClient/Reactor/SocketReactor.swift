@@ -1,0 +1,191 @@
+import CEpoll
+import Foundation
+import Synchronization
+
+/// What a wait for socket readiness ended with.
+enum SocketWaitOutcome: Sendable, Equatable {
+    /// The socket is ready for at least one of the events asked for.
+    case ready
+    /// The deadline passed first.
+    case timedOut
+    /// The waiting task was cancelled.
+    case cancelled
+}
+
+/// The events a connection waits for on its socket.
+struct SocketEvents: OptionSet, Sendable {
+    let rawValue: UInt32
+    static let read = SocketEvents(rawValue: EPOLLIN.rawValue)
+    static let write = SocketEvents(rawValue: EPOLLOUT.rawValue)
+}
+
+/// One thread that waits on epoll for every libpq socket of the process, so that no task ever
+/// blocks a thread of the cooperative pool while a server is slow to answer.
+///
+/// Each wait arms its descriptor with `EPOLLONESHOT`: a readiness event wakes exactly one
+/// waiter, once. libpq closes and reopens sockets itself and the kernel reuses descriptor
+/// numbers at once, so a wait re-arms with `EPOLL_CTL_MOD` and falls back to `EPOLL_CTL_ADD`
+/// when the descriptor is new to epoll. A spurious wake-up is harmless: every caller re-checks
+/// libpq's state and waits again.
+final class SocketReactor: Sendable {
+    /// The reactor of the process.
+    static let shared = SocketReactor()
+
+    private struct Waiter {
+        let id: UInt64
+        let deadline: ContinuousClock.Instant?
+        let continuation: UnsafeContinuation<SocketWaitOutcome, Never>
+    }
+
+    private struct State {
+        var nextID: UInt64 = 0
+        var waiters: [Int32: Waiter] = [:]
+    }
+
+    private let epollFD: Int32
+    private let wakeFD: Int32
+    private let state = Mutex(State())
+
+    private init() {
+        epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        precondition(epollFD >= 0 && wakeFD >= 0, "epoll or eventfd unavailable")
+        var event = epoll_event()
+        event.events = EPOLLIN.rawValue
+        event.data.fd = wakeFD
+        precondition(epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &event) == 0)
+        let thread = Thread { [self] in self.loop() }
+        thread.name = "powa-socket-reactor"
+        thread.start()
+    }
+
+    /// Waits until `fd` is ready for `events`, the deadline passes, or (when `cancellable`) the
+    /// task is cancelled. A non-cancellable wait is what cleanup after a cancellation uses.
+    func wait(
+        fd: Int32,
+        for events: SocketEvents,
+        deadline: ContinuousClock.Instant?,
+        cancellable: Bool = true
+    ) async -> SocketWaitOutcome {
+        if let deadline, deadline <= .now { return .timedOut }
+        let id = state.withLock { state in
+            state.nextID &+= 1
+            return state.nextID
+        }
+        guard cancellable else {
+            return await withUnsafeContinuation { continuation in
+                arm(fd: fd, events: events, id: id, deadline: deadline, continuation: continuation)
+            }
+        }
+        return await withTaskCancellationHandler {
+            await withUnsafeContinuation { continuation in
+                arm(fd: fd, events: events, id: id, deadline: deadline, continuation: continuation)
+                if Task.isCancelled { finish(fd: fd, id: id, with: .cancelled) }
+            }
+        } onCancel: {
+            finish(fd: fd, id: id, with: .cancelled)
+        }
+    }
+
+    private func arm(
+        fd: Int32,
+        events: SocketEvents,
+        id: UInt64,
+        deadline: ContinuousClock.Instant?,
+        continuation: UnsafeContinuation<SocketWaitOutcome, Never>
+    ) {
+        let previous = state.withLock { state in
+            let previous = state.waiters.removeValue(forKey: fd)
+            state.waiters[fd] = Waiter(id: id, deadline: deadline, continuation: continuation)
+            return previous
+        }
+        // One owner per connection means one waiter per descriptor; a leftover one can only
+        // belong to a closed connection whose number was reused.
+        previous?.continuation.resume(returning: .ready)
+
+        var event = epoll_event()
+        event.events = events.rawValue | EPOLLONESHOT.rawValue | EPOLLRDHUP.rawValue
+        event.data.fd = fd
+        if epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event) != 0 {
+            if errno != ENOENT || epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) != 0 {
+                // Not a pollable descriptor (closed under us): let libpq report the failure.
+                finish(fd: fd, id: id, with: .ready)
+                return
+            }
+        }
+        if deadline != nil { wakeLoop() }
+    }
+
+    /// Ends the wait `id` on `fd`, if it is still pending.
+    private func finish(fd: Int32, id: UInt64, with outcome: SocketWaitOutcome) {
+        let waiter = state.withLock { state -> Waiter? in
+            guard let waiter = state.waiters[fd], waiter.id == id else { return nil }
+            state.waiters[fd] = nil
+            return waiter
+        }
+        guard let waiter else { return }
+        if outcome != .ready {
+            var event = epoll_event()
+            event.data.fd = fd
+            _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)  // disarm; the fd may be gone
+        }
+        waiter.continuation.resume(returning: outcome)
+    }
+
+    private func wakeLoop() {
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { Glibc.write(wakeFD, $0.baseAddress, 8) }
+    }
+
+    private func loop() {
+        let capacity = 256
+        var events = [epoll_event](repeating: epoll_event(), count: capacity)
+        while true {
+            let timeout = nextTimeoutMilliseconds()
+            let count = epoll_wait(epollFD, &events, Int32(capacity), timeout)
+            if count < 0 {
+                if errno == EINTR { continue }
+                fatalError("epoll_wait failed: errno \(errno)")
+            }
+            var ready: [UnsafeContinuation<SocketWaitOutcome, Never>] = []
+            state.withLock { state in
+                for index in 0..<Int(count) {
+                    let fd = events[index].data.fd
+                    if fd == wakeFD { continue }
+                    if let waiter = state.waiters.removeValue(forKey: fd) {
+                        ready.append(waiter.continuation)
+                    }
+                }
+            }
+            if events.prefix(Int(count)).contains(where: { $0.data.fd == wakeFD }) {
+                var counter: UInt64 = 0
+                _ = withUnsafeMutableBytes(of: &counter) { Glibc.read(wakeFD, $0.baseAddress, 8) }
+            }
+            for continuation in ready { continuation.resume(returning: .ready) }
+            expireDeadlines()
+        }
+    }
+
+    private func nextTimeoutMilliseconds() -> Int32 {
+        let earliest = state.withLock { state in
+            state.waiters.values.lazy.compactMap(\.deadline).min()
+        }
+        guard let earliest else { return -1 }
+        let remaining = earliest - .now
+        if remaining <= .zero { return 0 }
+        let (seconds, attoseconds) = remaining.components
+        let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
+        return Int32(clamping: milliseconds)
+    }
+
+    private func expireDeadlines() {
+        let now = ContinuousClock.now
+        let expired = state.withLock { state -> [(Int32, UInt64)] in
+            state.waiters.compactMap { fd, waiter in
+                guard let deadline = waiter.deadline, deadline <= now else { return nil }
+                return (fd, waiter.id)
+            }
+        }
+        for (fd, id) in expired { finish(fd: fd, id: id, with: .timedOut) }
+    }
+}

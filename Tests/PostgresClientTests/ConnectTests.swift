@@ -1,0 +1,116 @@
+import Foundation
+import Glibc
+import PostgresClient
+import TestBed
+import Testing
+
+@Suite("Connecting")
+struct ConnectTests {
+    @Test("connects with a URI, a key/value string and a Unix socket")
+    func connectionStringForms() async throws {
+        let bed = try await TestBed.shared()
+        let port = bed.repositoryPort
+        let forms = [
+            "postgresql://postgres@127.0.0.1:\(port)/powa",
+            "host=127.0.0.1 port=\(port) user=postgres dbname=powa",
+            "host=\(bed.socketDirectory) port=\(port) user=postgres dbname=powa",
+            "postgresql:///powa?host=\(bed.socketDirectory)&port=\(port)&user=postgres",
+        ]
+        for form in forms {
+            let connection = try await PostgresConnection.connect(.init(connectionString: form))
+            let result = try await connection.query("SELECT current_database(), inet_server_port()")
+            #expect(result.rows[0][0] == "powa")
+            let viaSocket = form.contains(bed.socketDirectory)
+            #expect(result.rows[0][1] == (viaSocket ? nil : "\(port)"), "\(form)")
+            connection.close()
+        }
+    }
+
+    @Test("a wrong password fails with libpq's message and the password appears nowhere")
+    func wrongPassword() async throws {
+        let bed = try await TestBed.shared()
+        let secret = "Wr0ng-s3cret-xyzzy"
+        let forms = [
+            "host=127.0.0.1 port=\(bed.repositoryPort) user=powa_scram password=\(secret) dbname=powa",
+            "postgresql://powa_scram:\(secret)@127.0.0.1:\(bed.repositoryPort)/powa",
+        ]
+        for form in forms {
+            let error = try await #require(throws: PostgresError.self) {
+                _ = try await PostgresConnection.connect(.init(connectionString: form))
+            }
+            #expect(error.code == .connectionFailed)
+            #expect(error.message.contains("password authentication failed for user \"powa_scram\""))
+            for text in [error.description, String(reflecting: error), "\(error)", error.localizedDescription] {
+                #expect(!text.contains(secret), "password leaked in: \(text)")
+            }
+        }
+    }
+
+    @Test("a malformed connection string is refused without echoing its password")
+    func malformedConnectionString() async throws {
+        let secret = "Pl41n-secret-qq"
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await PostgresConnection.connect(
+                .init(connectionString: "host=127.0.0.1 password=\(secret) bogus_option=\(secret)"))
+        }
+        #expect(error.code == .invalidConnectionString)
+        #expect(error.message.contains("bogus_option"))
+        #expect(!String(reflecting: error).contains(secret))
+    }
+
+    @Test("a password from PGPASSFILE authenticates against scram-sha-256")
+    func passwordFile() async throws {
+        let bed = try await TestBed.shared()
+        let environment = ProcessInfo.processInfo.environment
+        #expect(environment["PGPASSFILE"] != nil)
+        let connection = try await PostgresConnection.connect(
+            .init(connectionString: "host=127.0.0.1 port=\(bed.repositoryPort) user=powa_scram dbname=powa"))
+        defer { connection.close() }
+        let result = try await connection.query(
+            "SELECT auth_method FROM pg_hba_file_rules WHERE $1 = ANY(user_name)", ["powa_scram"])
+        #expect(result.rows.first?[0] == "scram-sha-256")
+        let me = try await connection.query("SELECT current_user")
+        #expect(me.rows[0][0] == "powa_scram")
+    }
+
+    @Test("a listener that accepts and never answers fails at the connect deadline")
+    func silentListener() async throws {
+        let listener = try SilentListener()
+        defer { listener.close() }
+        let started = ContinuousClock.now
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await PostgresConnection.connect(
+                .init(connectionString: "host=127.0.0.1 port=\(listener.port) user=x dbname=x",
+                      connectTimeout: .milliseconds(800)))
+        }
+        #expect(error.code == .timedOut)
+        #expect(ContinuousClock.now - started >= .milliseconds(800))
+    }
+}
+
+/// A TCP socket that listens on loopback and never accepts: the kernel completes the handshake,
+/// libpq sends its startup packet, and nothing ever answers.
+struct SilentListener {
+    let fd: Int32
+    let port: Int
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0, listen(fd, 16) == 0 else { throw TestBedError(message: "listen failed") }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        self.fd = fd
+        port = Int(UInt16(bigEndian: address.sin_port))
+    }
+
+    func close() { _ = Glibc.close(fd) }
+}

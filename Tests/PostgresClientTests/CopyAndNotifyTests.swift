@@ -1,0 +1,98 @@
+import PostgresClient
+import TestBed
+import Testing
+
+@Suite("COPY streams and LISTEN/NOTIFY")
+struct CopyAndNotifyTests {
+    @Test("a COPY pipe of 1,000,000 rows between two clusters arrives complete")
+    func copyPipe() async throws {
+        let bed = try await TestBed.shared()
+        let source = try await bed.connect(port: bed.remotePorts[0])
+        let destination = try await bed.connect(port: bed.repositoryPort)
+        defer {
+            source.close()
+            destination.close()
+        }
+        let table = "copy_pipe_\(UInt32.random(in: 0...UInt32.max))"
+        try await destination.execute("CREATE TABLE \(table) (i int, t text, a int[])")
+        let rows = """
+            SELECT i, md5(i::text) || E'\\t\\\\ ''x''', ARRAY[i, -i] FROM generate_series(1, 1000000) AS i
+            """
+        let stored = try await PostgresConnection.pipeCopy(
+            from: source, "COPY (\(rows)) TO STDOUT",
+            to: destination, "COPY \(table) FROM STDIN")
+        #expect(stored == 1_000_000)
+        let checksum = "SELECT count(*), sum(i), md5(string_agg(t || a::text, ',' ORDER BY i))"
+        let expected = try await source.query("\(checksum) FROM (\(rows)) AS s(i, t, a)").rows[0]
+        let landed = try await destination.query("\(checksum) FROM \(table)").rows[0]
+        #expect(landed == expected)
+        #expect(landed[0] == "1000000")
+        try await destination.execute("DROP TABLE \(table)")
+    }
+
+    @Test("a failing COPY source stores nothing and both connections stay usable")
+    func failingSource() async throws {
+        let bed = try await TestBed.shared()
+        let source = try await bed.connect(port: bed.remotePorts[0])
+        let destination = try await bed.connect(port: bed.repositoryPort)
+        defer {
+            source.close()
+            destination.close()
+        }
+        let table = "copy_fail_\(UInt32.random(in: 0...UInt32.max))"
+        try await destination.execute("CREATE TABLE \(table) (i int)")
+        let error = try await #require(throws: PostgresError.self) {
+            try await PostgresConnection.pipeCopy(
+                from: source, "COPY (SELECT 1 / (100000 - i) FROM generate_series(1, 200000) i) TO STDOUT",
+                to: destination, "COPY \(table) FROM STDIN")
+        }
+        #expect(error.sqlState == "22012")
+        #expect(try await destination.query("SELECT count(*) FROM \(table)").rows[0][0] == "0")
+        #expect(try await source.query("SELECT 1").rows[0][0] == "1")
+        try await destination.execute("DROP TABLE \(table)")
+    }
+
+    @Test("a NOTIFY payload with quotes, backslashes, spaces and non-ASCII arrives intact with the sender's pid")
+    func notifications() async throws {
+        let bed = try await TestBed.shared()
+        let listener = try await bed.connect(port: bed.repositoryPort)
+        let sender = try await bed.connect(port: bed.repositoryPort)
+        defer {
+            listener.close()
+            sender.close()
+        }
+        let channel = "Chan nel \"\(UInt16.random(in: 0...UInt16.max))\""
+        try await listener.execute("LISTEN \"\(channel.replacingOccurrences(of: "\"", with: "\"\""))\"")
+        let payloads = [
+            "it's a \"quoted\" \\ back\\slash;  two  spaces, ünïcødé ✓ 日本語",
+            "",
+            "RELOAD -",
+        ]
+        var iterator = listener.notifications.makeAsyncIterator()
+        for payload in payloads {
+            _ = try await sender.query("SELECT pg_notify($1, $2)", [channel, payload])
+            let received = try #require(try await iterator.next())
+            #expect(received.channel == channel)
+            #expect(received.payload == payload)
+            #expect(received.senderPID == sender.backendPID)
+        }
+        // Nothing else arrives: the wait ends at its deadline.
+        #expect(try await listener.nextNotification(deadline: .now + .milliseconds(200)) == nil)
+    }
+
+    @Test("a listener learns at once that its server went away")
+    func listenerSeesTermination() async throws {
+        let bed = try await TestBed.shared()
+        let listener = try await bed.connect(port: bed.repositoryPort)
+        let killer = try await bed.connect(port: bed.repositoryPort)
+        defer {
+            listener.close()
+            killer.close()
+        }
+        try await listener.execute("LISTEN terminated_soon")
+        _ = try await killer.query("SELECT pg_terminate_backend($1)", ["\(listener.backendPID)"])
+        await #expect(throws: PostgresError.self) {
+            _ = try await listener.nextNotification(deadline: .now + .seconds(30))
+        }
+    }
+}

@@ -1,0 +1,127 @@
+import PostgresClient
+import Synchronization
+import TestBed
+import Testing
+
+@Suite("Statements, cancellation and the cooperative pool")
+struct StatementTests {
+    @Test("a bad statement reports its SQLSTATE and leaves the connection usable")
+    func badStatement() async throws {
+        let bed = try await TestBed.shared()
+        let connection = try await bed.connect(port: bed.repositoryPort)
+        defer { connection.close() }
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await connection.query("SELECT * FROM no_such_table_here")
+        }
+        #expect(error.code == .server)
+        #expect(error.sqlState == "42P01")
+        #expect(error.message.contains("no_such_table_here"))
+        let after = try await connection.query("SELECT $1::int + 1, NULL::text", ["41"])
+        #expect(try after.rows[0].decode(0, as: Int.self) == 42)
+        #expect(after.rows[0][1] == nil)
+        #expect(connection.transactionStatus == .idle)
+    }
+
+    @Test("a server error carries its detail and hint")
+    func errorFields() async throws {
+        let bed = try await TestBed.shared()
+        let connection = try await bed.connect(port: bed.repositoryPort)
+        defer { connection.close() }
+        let error = try await #require(throws: PostgresError.self) {
+            try await connection.execute(
+                "DO $$ BEGIN RAISE EXCEPTION 'boom' USING ERRCODE = '22012', DETAIL = 'the detail', HINT = 'the hint'; END $$")
+        }
+        #expect(error.sqlState == "22012")
+        #expect(error.message == "boom")
+        #expect(error.detail == "the detail")
+        #expect(error.hint == "the hint")
+    }
+
+    @Test("a SELECT 1 completes while 20 other connections sit in pg_sleep(2)")
+    func poolIsNotBlocked() async throws {
+        let bed = try await TestBed.shared()
+        let order = Recorder()
+        let marker = "pool-test-\(UInt32.random(in: 0...UInt32.max))"
+        let observer = try await bed.connect(port: bed.repositoryPort)
+        defer { observer.close() }
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for index in 0..<20 {
+                group.addTask {
+                    let connection = try await bed.connect(port: bed.repositoryPort)
+                    defer { connection.close() }
+                    _ = try await connection.query("SELECT pg_sleep(2) /* \(marker) */")
+                    order.append("sleep\(index)")
+                }
+            }
+            // Wait until all 20 are running on the server.
+            while try await observer.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
+                ["%\(marker)%"]
+            ).rows[0].decode(0, as: Int.self) < 20 {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            let other = try await bed.connect(port: bed.repositoryPort)
+            _ = try await other.query("SELECT 1")
+            other.close()
+            order.append("select1")
+            try await group.waitForAll()
+        }
+        let finished = order.values
+        #expect(finished.count == 21)
+        #expect(finished.first == "select1")
+    }
+
+    @Test("a deadline cancels the statement on the server and the connection stays usable")
+    func deadline() async throws {
+        let bed = try await TestBed.shared()
+        let connection = try await bed.connect(port: bed.repositoryPort)
+        defer { connection.close() }
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await connection.query("SELECT pg_sleep(600)", deadline: .now + .milliseconds(300))
+        }
+        #expect(error.code == .timedOut)
+        #expect(!connection.isClosed)
+        let pid = try await connection.query("SELECT pg_backend_pid()").rows[0].decode(0, as: Int32.self)
+        #expect(pid == connection.backendPID)
+    }
+
+    @Test("cancelling the waiting task ends pg_sleep(600) and leaves no such backend")
+    func taskCancellation() async throws {
+        let bed = try await TestBed.shared()
+        let marker = "cancel-test-\(UInt32.random(in: 0...UInt32.max))"
+        let observer = try await bed.connect(port: bed.repositoryPort)
+        defer { observer.close() }
+        let sleeper = Task {
+            let connection = try await bed.connect(port: bed.repositoryPort)
+            defer { connection.close() }
+            _ = try await connection.query("SELECT pg_sleep(600) /* \(marker) */")
+        }
+        let running = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1"
+        while try await observer.query(running, ["%\(marker)%"]).rows[0].decode(0, as: Int.self) == 0 {
+            try await Task.sleep(for: .milliseconds(20))
+        }
+        sleeper.cancel()
+        let outcome = await sleeper.result
+        #expect(throws: CancellationError.self) { try outcome.get() }
+        #expect(try await observer.query(running, ["%\(marker)%"]).rows[0].decode(0, as: Int.self) == 0)
+    }
+
+    @Test("server notices go to swift-log with their severity")
+    func notices() async throws {
+        let bed = try await TestBed.shared()
+        let capture = LogCapture()
+        let connection = try await PostgresConnection.connect(
+            .init(connectionString: bed.connectionString(port: bed.repositoryPort)), logger: capture.logger())
+        defer { connection.close() }
+        try await connection.execute("DO $$ BEGIN RAISE WARNING 'a warning from the server'; END $$")
+        let warnings = capture.all.filter { $0.level == .warning }
+        #expect(warnings.map(\.message) == ["server warning: a warning from the server"])
+    }
+}
+
+/// Records the order in which concurrent tasks finished.
+final class Recorder: Sendable {
+    private let storage = Mutex<[String]>([])
+    func append(_ value: String) { storage.withLock { $0.append(value) } }
+    var values: [String] { storage.withLock { $0 } }
+}

@@ -1,0 +1,205 @@
+import Foundation
+import Glibc
+import Logging
+import PostgresClient
+
+/// The real PostgreSQL clusters the tests run against, made by `scripts/testbed`: one PoWA
+/// repository cluster and remote clusters with PoWA and its stat extensions.
+///
+/// `TestBed.shared()` starts the default bed once per test process (or reuses the one
+/// `scripts/test` started). Tests that stop or kill a cluster take a private bed with
+/// `TestBed.start(name:port:remotes:)`, so they never disturb the others.
+public struct TestBed: Sendable {
+    /// The directory holding the clusters, their sockets and logs.
+    public let directory: String
+    /// The Unix socket directory of every cluster.
+    public let socketDirectory: String
+    /// The repository cluster's port.
+    public let repositoryPort: Int
+    /// The remote clusters' ports, remote1 first.
+    public let remotePorts: [Int]
+    /// The data directories of the remote clusters.
+    public let remoteDataDirectories: [String]
+    /// The repository cluster's data directory.
+    public let repositoryDataDirectory: String
+    /// PostgreSQL's binaries.
+    public let binDirectory: String
+
+    /// The password of the `powa_scram` role, which must authenticate with scram-sha-256 over TCP.
+    public static let scramPassword = "scram-secret-pw"
+
+    /// The repository of this checkout (for scripts and the built binaries).
+    public static let packageRoot: URL = {
+        var url = URL(fileURLWithPath: #filePath)
+        for _ in 0..<3 { url.deleteLastPathComponent() }
+        return url
+    }()
+
+    private static let sharedBed = SharedBed()
+
+    /// The default test bed, started on first use.
+    public static func shared() async throws -> TestBed {
+        try await sharedBed.get()
+    }
+
+    /// Starts (anew) a private test bed in `/tmp/powa-testbed-<name>` with its own ports.
+    public static func start(name: String, port: Int, remotes: Int) async throws -> TestBed {
+        let directory = "/tmp/powa-testbed-\(name)"
+        try await run(
+            "scripts/testbed", ["start"],
+            environment: [
+                "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port)",
+                "POWA_TESTBED_REMOTES": "\(remotes)",
+            ])
+        return try load(directory: directory)
+    }
+
+    /// Stops and removes this test bed.
+    public func stop() async throws {
+        try await Self.run("scripts/testbed", ["stop"], environment: ["POWA_TESTBED_DIR": directory])
+    }
+
+    /// Reads the `testbed.env` that `scripts/testbed start` wrote in `directory`.
+    public static func load(directory: String) throws -> TestBed {
+        let text = try String(contentsOfFile: directory + "/testbed.env", encoding: .utf8)
+        var values: [String: String] = [:]
+        for line in text.split(separator: "\n") {
+            let parts = line.split(separator: "=", maxSplits: 1).map(String.init)
+            if parts.count == 2 { values[parts[0]] = parts[1] }
+        }
+        func list(_ key: String) -> [String] {
+            (values[key] ?? "").split(separator: ",").map(String.init)
+        }
+        return TestBed(
+            directory: directory,
+            socketDirectory: values["POWA_TESTBED_SOCKETS"] ?? directory + "/sockets",
+            repositoryPort: Int(values["POWA_TESTBED_REPO_PORT"] ?? "") ?? 5440,
+            remotePorts: list("POWA_TESTBED_REMOTE_PORTS").compactMap { Int($0) },
+            remoteDataDirectories: list("POWA_TESTBED_REMOTE_DATA"),
+            repositoryDataDirectory: values["POWA_TESTBED_REPO_DATA"] ?? directory + "/repo",
+            binDirectory: values["POWA_TESTBED_PGBIN"] ?? "/usr/lib/postgresql/15/bin"
+        )
+    }
+
+    // MARK: Connections
+
+    /// A key/value connection string to a cluster of this bed over TCP, as superuser.
+    public func connectionString(port: Int, database: String = "powa", user: String = "postgres") -> String {
+        "host=127.0.0.1 port=\(port) dbname=\(database) user=\(user)"
+    }
+
+    /// Connects to a cluster of this bed over TCP, as superuser.
+    public func connect(port: Int, database: String = "powa") async throws -> PostgresConnection {
+        try await PostgresConnection.connect(
+            ConnectionConfiguration(
+                connectionString: connectionString(port: port, database: database),
+                overrides: [.init("application_name", "powa-tests")]
+            ),
+            logger: Logger(label: "powa.tests")
+        )
+    }
+
+    // MARK: Cluster control
+
+    /// Runs `pg_ctl` as the postgres user on a data directory, e.g. `["stop", "-m", "immediate"]`.
+    public func pgCtl(_ dataDirectory: String, _ arguments: [String]) async throws {
+        let log = directory + "/logs/" + URL(fileURLWithPath: dataDirectory).lastPathComponent + ".log"
+        try await Self.run(
+            "/usr/sbin/runuser",
+            ["-u", "postgres", "--", binDirectory + "/pg_ctl", "-D", dataDirectory, "-l", log, "-w"] + arguments)
+    }
+
+    /// Runs a command (relative paths are from the package root) on a thread of its own, and
+    /// throws with its output when it fails.
+    public static func run(_ command: String, _ arguments: [String], environment: [String: String] = [:]) async throws {
+        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
+            let thread = Thread {
+                do {
+                    try runBlocking(command, arguments, environment: environment)
+                    continuation.resume()
+                } catch {
+                    continuation.resume(throwing: error)
+                }
+            }
+            thread.start()
+        }
+    }
+
+    /// posix_spawn and waitpid: Foundation's Process can miss the exit of a script whose
+    /// grandchildren (the servers pg_ctl starts) live on.
+    private static func runBlocking(_ command: String, _ arguments: [String], environment: [String: String]) throws {
+        let path = command.hasPrefix("/") ? command : packageRoot.appendingPathComponent(command).path
+        let outputPath = "/tmp/powa-testbed-run-\(UUID().uuidString).log"
+        defer { unlink(outputPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        let fullEnvironment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let argv = ([path] + arguments).map { strdup($0) } + [nil]
+        let envp = fullEnvironment.map { strdup("\($0)=\($1)") } + [nil]
+        defer {
+            argv.forEach { free($0) }
+            envp.forEach { free($0) }
+        }
+        var pid: pid_t = 0
+        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
+        guard spawned == 0 else { throw TestBedError(message: "could not start \(path): errno \(spawned)") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+        let exited = (status & 0x7f) == 0
+        let code = (status >> 8) & 0xff
+        guard exited && code == 0 else {
+            let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+            throw TestBedError(
+                message: "\(command) \(arguments.joined(separator: " ")) failed (status \(status)): \(output)")
+        }
+    }
+}
+
+/// A test bed command that failed.
+public struct TestBedError: Error, CustomStringConvertible {
+    public let message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Starts the shared bed once per process. When `POWA_TESTBED_DIR` names a running bed (as
+/// `scripts/test` does), it is reused as it is.
+private actor SharedBed {
+    private var starting: Task<TestBed, any Error>?
+
+    func get() async throws -> TestBed {
+        if let starting { return try await starting.value }
+        let task = Task { try await start() }
+        starting = task
+        return try await task.value
+    }
+
+    private func start() async throws -> TestBed {
+        let environment = ProcessInfo.processInfo.environment
+        let directory = environment["POWA_TESTBED_DIR"] ?? "/tmp/powa-testbed"
+        let reusable =
+            environment["POWA_TESTBED_REUSE"] == "1"
+            && FileManager.default.fileExists(atPath: directory + "/testbed.env")
+        if !reusable {
+            try await TestBed.run("scripts/testbed", ["start"], environment: ["POWA_TESTBED_DIR": directory])
+        }
+        let loaded = try TestBed.load(directory: directory)
+        try writePassFile(for: loaded)
+        return loaded
+    }
+
+    /// A `.pgpass` with the scram role's password, named by `PGPASSFILE` for the whole
+    /// process before any test connects (setting the environment later would race libpq).
+    private func writePassFile(for bed: TestBed) throws {
+        let path = bed.directory + "/pgpass"
+        let lines = ([bed.repositoryPort] + bed.remotePorts)
+            .map { "127.0.0.1:\($0):*:powa_scram:\(TestBed.scramPassword)" }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+        setenv("PGPASSFILE", path, 1)
+    }
+}
