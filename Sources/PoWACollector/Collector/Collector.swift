@@ -1,0 +1,141 @@
+import Logging
+import PostgresClient
+import ServiceLifecycle
+import Synchronization
+import UnixSignals
+
+/// The powa-collector daemon as a service: checks the repository, runs one worker per active
+/// remote server, reloads on SIGHUP (and on a RELOAD request), and on graceful shutdown stops
+/// every worker, rolling back any snapshot in flight.
+public final class Collector: Service, Sendable {
+    /// The version the daemon reports (in `--version` and `application_name`).
+    public static let version = "4.1.0-swift"
+
+    private let configurationPath: String?
+    private let state: Mutex<CollectorConfiguration>
+    private let logger: Logger
+    private let levelSwitch: LogLevelSwitch?
+    /// What the control channel reads and commands.
+    public let board = WorkerBoard()
+    private let fleet: WorkerFleet
+
+    /// - Parameters:
+    ///   - configuration: the configuration read at start-up.
+    ///   - configurationPath: where to re-read it on reload (nil: the search path again).
+    ///   - levelSwitch: the log level to set from `debug` on reload.
+    public init(
+        configuration: CollectorConfiguration,
+        configurationPath: String?,
+        logger: Logger,
+        levelSwitch: LogLevelSwitch? = nil
+    ) {
+        self.configurationPath = configurationPath
+        self.state = Mutex(configuration)
+        self.logger = logger
+        self.levelSwitch = levelSwitch
+        self.fleet = WorkerFleet(
+            board: board, limiter: SnapshotLimiter(permits: configuration.maxConcurrentSnapshots))
+    }
+
+    /// The configuration in force.
+    public var configuration: CollectorConfiguration { state.withLock { $0 } }
+
+    public func run() async throws {
+        try await checkRepository()
+        await reload(rereadFile: false)
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await self.reloadOnHangup() }
+            group.addTask {
+                // Runs until the graceful shutdown (or cancellation) arrives.
+                try? await gracefulShutdown()
+            }
+            await group.next()
+            group.cancelAll()
+        }
+        logger.info("shutting down: stopping every worker")
+        await fleet.stopAll()
+        logger.info("collector stopped")
+    }
+
+    /// Checks at start-up that the repository has a usable powa; retries while it cannot be
+    /// reached, and throws when it is not a PoWA 4 repository (or the DSN is malformed).
+    private func checkRepository() async throws {
+        var backoff = Backoff()
+        while true {
+            let configuration = self.configuration
+            do {
+                let repository = try await PoWARepository.connect(
+                    dsn: configuration.repositoryDSN,
+                    applicationName: ApplicationName.main(version: Self.version),
+                    connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+                defer { repository.close() }
+                guard let text = try await repository.powaVersion() else {
+                    throw CollectorError("the powa extension is not installed in the repository database")
+                }
+                guard let version = PoWAVersion(text), version >= .minimum else {
+                    throw CollectorError("powa \(text) on the repository is too old: 4.0 or later is required")
+                }
+                logger.info("repository ready", metadata: ["powa": "\(text)"])
+                return
+            } catch let error as PostgresError where error.code == .invalidConnectionString {
+                throw CollectorError("repository.dsn: \(error)")
+            } catch let error as CollectorError {
+                throw error
+            } catch {
+                try Task.checkCancellation()
+                let delay = backoff.next()
+                logger.error("cannot reach the repository (retrying in \(Int(delay.secondsValue)) s): \(error)")
+                try await Task.sleep(for: delay)
+            }
+        }
+    }
+
+    private func reloadOnHangup() async {
+        for await _ in await UnixSignalsSequence(trapping: .sighup) {
+            logger.info("SIGHUP received: reloading")
+            await reload(rereadFile: true)
+        }
+    }
+
+    /// Re-reads the configuration file (keeping the current one if the new one is invalid) and
+    /// the server list, and reconciles the workers. Returns false when the server list could
+    /// not be read (the workers are left as they were).
+    @discardableResult
+    public func reload(rereadFile: Bool = true) async -> Bool {
+        if rereadFile {
+            do {
+                let (fresh, path) = try ConfigurationFile.load(path: configurationPath)
+                state.withLock { $0 = fresh }
+                logger.info("configuration reloaded", metadata: ["file": "\(path)"])
+            } catch {
+                logger.error("configuration not reloaded, keeping the current one: \(error)")
+            }
+        }
+        let configuration = self.configuration
+        levelSwitch?.current = configuration.debug ? .debug : .info
+        let list: ServerList
+        do {
+            let repository = try await PoWARepository.connect(
+                dsn: configuration.repositoryDSN,
+                applicationName: ApplicationName.main(version: Self.version),
+                connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+            defer { repository.close() }
+            list = try await repository.activeServers()
+        } catch {
+            logger.error("could not read the list of servers from the repository: \(error)")
+            return false
+        }
+        for rejected in list.rejected {
+            logger.error("server ignored: \(rejected.reason)", metadata: ["srvid": "\(rejected.id)"])
+        }
+        logger.info("active remote servers: \(list.servers.count)")
+        await fleet.reconcile(servers: list.servers, configuration: configuration, logger: logger)
+        return true
+    }
+}
+
+/// A problem that stops the daemon at start-up, as one line.
+public struct CollectorError: Error, CustomStringConvertible, Sendable {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}

@@ -1,0 +1,139 @@
+import Foundation
+
+/// Finds, reads and validates the configuration file.
+///
+/// Without `--config`, the first of these that exists is used, as by the Python collector:
+/// `/etc/powa-collector.conf`, `~/.config/powa-collector.conf`, `~/.powa-collector.conf`,
+/// `./powa-collector.conf`. Unknown keys are ignored.
+public enum ConfigurationFile {
+    /// The files searched, in order.
+    public static func searchPath(home: String = NSHomeDirectory(), currentDirectory: String = FileManager.default.currentDirectoryPath) -> [String] {
+        [
+            "/etc/powa-collector.conf",
+            home + "/.config/powa-collector.conf",
+            home + "/.powa-collector.conf",
+            currentDirectory + "/powa-collector.conf",
+        ]
+    }
+
+    /// Loads the configuration from `path`, or from the first file of the search path.
+    public static func load(path: String? = nil) throws(ConfigurationError) -> (CollectorConfiguration, path: String) {
+        let chosen: String
+        if let path {
+            chosen = path
+        } else if let found = searchPath().first(where: { FileManager.default.fileExists(atPath: $0) }) {
+            chosen = found
+        } else {
+            throw ConfigurationError(
+                "no configuration file found; looked for "
+                    + searchPath().joined(separator: ", ")
+                    + " (copy powa-collector.conf.sample there, or pass --config PATH)")
+        }
+        guard let data = FileManager.default.contents(atPath: chosen) else {
+            let reason = FileManager.default.fileExists(atPath: chosen) ? "cannot be read" : "does not exist"
+            throw ConfigurationError("\(chosen): the configuration file \(reason)")
+        }
+        do {
+            return (try parse(data), chosen)
+        } catch {
+            throw ConfigurationError("\(chosen): \(error.message)")
+        }
+    }
+
+    /// Parses and validates the JSON text of a configuration file.
+    public static func parse(_ data: Data) throws(ConfigurationError) -> CollectorConfiguration {
+        let root: JSONValue
+        do {
+            root = try JSONDecoder().decode(JSONValue.self, from: data)
+        } catch {
+            throw ConfigurationError("invalid JSON: \(jsonErrorMessage(error))")
+        }
+        guard case .object(let object) = root else {
+            throw ConfigurationError("the configuration must be a JSON object, like {\"repository\": {\"dsn\": \"...\"}}")
+        }
+        guard let repository = object["repository"] else {
+            throw ConfigurationError("missing \"repository\": add {\"repository\": {\"dsn\": \"postgresql://user@host:port/powa\"}}")
+        }
+        guard case .object(let repositoryObject) = repository else {
+            throw ConfigurationError("\"repository\" must be an object with a \"dsn\" key, not \(repository.summary)")
+        }
+        guard let dsnValue = repositoryObject["dsn"] else {
+            throw ConfigurationError("missing \"repository.dsn\": the libpq connection string of the repository database")
+        }
+        guard case .string(let dsn) = dsnValue else {
+            throw ConfigurationError("\"repository.dsn\" must be a string, not \(dsnValue.summary)")
+        }
+        guard !dsn.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw ConfigurationError("\"repository.dsn\" is empty")
+        }
+        var configuration = CollectorConfiguration(repositoryDSN: dsn)
+        configuration.debug = try bool(object, "debug") ?? false
+        configuration.useServerAlias = try bool(object, "use_server_alias") ?? false
+        configuration.connectTimeout = try positiveNumber(object, "connect_timeout") ?? configuration.connectTimeout
+        configuration.snapshotTimeout = try positiveNumber(object, "snapshot_timeout") ?? configuration.snapshotTimeout
+        if let limit = try positiveNumber(object, "max_concurrent_snapshots") {
+            guard limit == limit.rounded(), limit <= 10_000 else {
+                throw ConfigurationError("\"max_concurrent_snapshots\" must be a whole number from 1 to 10000, not \(limit)")
+            }
+            configuration.maxConcurrentSnapshots = Int(limit)
+        }
+        return configuration
+    }
+
+    private static func bool(_ object: [String: JSONValue], _ key: String) throws(ConfigurationError) -> Bool? {
+        switch object[key] {
+        case nil, .null: return nil
+        case .bool(let value): return value
+        case let value?: throw ConfigurationError("\"\(key)\" must be true or false, not \(value.summary)")
+        }
+    }
+
+    private static func positiveNumber(_ object: [String: JSONValue], _ key: String) throws(ConfigurationError) -> Double? {
+        switch object[key] {
+        case nil, .null: return nil
+        case .number(let value) where value > 0 && value.isFinite: return value
+        case let value?: throw ConfigurationError("\"\(key)\" must be a positive number, not \(value.summary)")
+        }
+    }
+
+    /// The decoder's own description of where the JSON is wrong (it gives line and column).
+    private static func jsonErrorMessage(_ error: any Error) -> String {
+        guard case DecodingError.dataCorrupted(let context) = error else { return "\(error)" }
+        let underlying = (context.underlyingError as? NSError)?.userInfo[NSDebugDescriptionErrorKey] as? String
+        return underlying ?? context.debugDescription
+    }
+}
+
+/// A JSON document, typed just enough to tell a configuration's mistakes apart.
+enum JSONValue: Decodable {
+    case null, bool(Bool), number(Double), string(String), array([JSONValue]), object([String: JSONValue])
+
+    init(from decoder: any Decoder) throws {
+        let container = try decoder.singleValueContainer()
+        if container.decodeNil() { self = .null }
+        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
+        else if let value = try? container.decode(Double.self) { self = .number(value) }
+        else if let value = try? container.decode(String.self) { self = .string(value) }
+        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
+        else { self = .object(try container.decode([String: JSONValue].self)) }
+    }
+
+    /// How an error message names this value.
+    var summary: String {
+        switch self {
+        case .null: "null"
+        case .bool(let value): "\(value)"
+        case .number(let value): value == value.rounded() && abs(value) < 1e15 ? "\(Int(value))" : "\(value)"
+        case .string(let value): "the string \"\(value.count > 40 ? String(value.prefix(40)) + "..." : value)\""
+        case .array: "an array"
+        case .object: "an object"
+        }
+    }
+}
+
+/// A configuration problem, as one actionable line.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}

@@ -1,0 +1,7 @@
+/// The `application_name` of each connection, as the Python collector sets them, so a DBA (and
+/// powa-web) recognises the collector's sessions in `pg_stat_activity`.
+enum ApplicationName {
+    static func main(version: String) -> String { "PoWA collector - main thread (\(version))" }
+    static func worker(_ name: String) -> String { "PoWA collector - worker \(name)" }
+    static func workerRepository(_ name: String) -> String { "PoWA collector - repo_conn for worker \(name)" }
+}

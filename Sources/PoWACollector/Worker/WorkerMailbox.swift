@@ -1,0 +1,66 @@
+import Synchronization
+
+/// What the rest of the daemon asks of a running worker, without waiting for it: take a
+/// snapshot now, re-check versions. The worker sleeps on its mailbox until the next snapshot
+/// is due or a request arrives; no polling.
+final class WorkerMailbox: Sendable {
+    /// A request to a worker.
+    enum Request: Hashable, Sendable {
+        case forceSnapshot
+        case recheckVersions
+    }
+
+    private struct State {
+        var pending: Set<Request> = []
+        var waiter: CheckedContinuation<Void, Never>?
+    }
+
+    private let state = Mutex(State())
+
+    /// Leaves a request and wakes the worker.
+    func post(_ request: Request) {
+        let waiter = state.withLock { state in
+            state.pending.insert(request)
+            return state.waiter.take()
+        }
+        waiter?.resume()
+    }
+
+    /// Whether a request is waiting (without taking it).
+    func isPending(_ request: Request) -> Bool {
+        state.withLock { $0.pending.contains(request) }
+    }
+
+    /// Takes the pending requests.
+    func take() -> Set<Request> {
+        state.withLock { state in
+            defer { state.pending = [] }
+            return state.pending
+        }
+    }
+
+    /// Waits until `deadline`, a request arrives, or the task is cancelled.
+    func wait(until deadline: ContinuousClock.Instant) async {
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
+            group.addTask { await self.waitForRequest() }
+            await group.next()
+            group.cancelAll()
+        }
+    }
+
+    private func waitForRequest() async {
+        await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+                let ready = state.withLock { state -> Bool in
+                    if !state.pending.isEmpty { return true }
+                    state.waiter = continuation
+                    return false
+                }
+                if ready { continuation.resume() }
+            }
+        } onCancel: {
+            state.withLock { $0.waiter.take() }?.resume()
+        }
+    }
+}
