@@ -90,7 +90,11 @@ let package = Package(
         ),
         .testTarget(
             name: "PoWACollectorTests",
-            dependencies: ["PoWACollector", "PostgresClient", "TestBed"],
+            dependencies: [
+                "PoWACollector", "PostgresClient", "TestBed",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            ],
             swiftSettings: swiftSettings
         ),
     ]

@@ -54,6 +54,21 @@ public struct TestBed: Sendable {
         return try load(directory: directory)
     }
 
+    /// Runs `body` with a private test bed, and stops it afterwards whatever happened.
+    public static func withPrivate<T>(
+        name: String, port: Int, remotes: Int, _ body: (TestBed) async throws -> T
+    ) async throws -> T {
+        let bed = try await start(name: name, port: port, remotes: remotes)
+        do {
+            let result = try await body(bed)
+            try await bed.stop()
+            return result
+        } catch {
+            try? await bed.stop()
+            throw error
+        }
+    }
+
     /// Stops and removes this test bed.
     public func stop() async throws {
         try await Self.run("scripts/testbed", ["stop"], environment: ["POWA_TESTBED_DIR": directory])

@@ -9,7 +9,7 @@ import UnixSignals
 /// every worker, rolling back any snapshot in flight.
 public final class Collector: Service, Sendable {
     /// The version the daemon reports (in `--version` and `application_name`).
-    public static let version = "4.1.0-swift"
+    public static let version = "1.0.0"
 
     private let configurationPath: String?
     private let state: Mutex<CollectorConfiguration>

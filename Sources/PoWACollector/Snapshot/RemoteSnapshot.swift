@@ -15,6 +15,8 @@ struct RemoteSnapshot {
     let server: RemoteServer
     let sources: [SnapshotSource]
     let deadline: ContinuousClock.Instant
+    /// The repository session's name, restored after `powa_take_snapshot` changed it.
+    let applicationName: String
     let logger: Logger
 
     /// What a snapshot that landed reports.
@@ -86,6 +88,10 @@ struct RemoteSnapshot {
         }
         do {
             outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
+            // powa_take_snapshot renames the session 'PoWA - ...', which powa-web would take for
+            // the repository's own background worker.
+            _ = try await connection.query(
+                "SELECT pg_catalog.set_config('application_name', $1, false)", [applicationName], deadline: deadline)
             try await repository.appendErrors(serverID: server.id, outcome.errors, deadline: deadline)
             try await connection.execute("COMMIT", deadline: deadline)
         } catch {

@@ -249,7 +249,9 @@ struct Worker {
             logger.warning("no snapshot source is enabled for this server: nothing to do")
             return .failed
         }
-        let snapshot = RemoteSnapshot(server: server, sources: sources, deadline: deadline, logger: logger)
+        let snapshot = RemoteSnapshot(
+            server: server, sources: sources, deadline: deadline,
+            applicationName: ApplicationName.workerRepository(name), logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             setStatus(.running)

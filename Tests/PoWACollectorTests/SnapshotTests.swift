@@ -1,0 +1,146 @@
+import PoWACollector
+import PostgresClient
+import TestBed
+import Testing
+
+/// Runs queries with WHERE clauses on a remote, so pg_stat_statements, pg_qualstats and
+/// pg_stat_kcache have something new to report.
+func runWorkload(on bed: TestBed, port: Int) async throws {
+    let connection = try await bed.connect(port: port)
+    defer { connection.close() }
+    for value in 1...20 {
+        _ = try await connection.query("SELECT count(*) FROM items WHERE grp = $1::int", ["\(value)"])
+        _ = try await connection.query("SELECT count(*) FROM items WHERE id < $1::int AND price > 1", ["\(value * 10)"])
+    }
+}
+
+@Suite("Remote snapshots")
+struct SnapshotTests {
+    @Test("every enabled source of every active server lands rows, snapts advances, errors stay NULL")
+    func everySourceLands() async throws {
+        // A bed of its own: pg_qualstats is reset by each snapshot's cleanup.
+        try await TestBed.withPrivate(name: "sources", port: 5450, remotes: 2) { bed in
+        let repository = try await ScratchRepository.create(on: bed)
+        let first = try await repository.register(port: bed.remotePorts[0], alias: "one")
+        let second = try await repository.register(port: bed.remotePorts[1], alias: "two")
+        let before = try await repository.snapts(first)
+        #expect(before == nil)
+
+        let collector = RunningCollector(repository: repository)
+        // Quals are kept only for statements powa already knows: snapshot, query, snapshot.
+        for port in bed.remotePorts { try await runWorkload(on: bed, port: port) }
+        _ = try await repository.waitForSnapshots(first, count: 1)
+        _ = try await repository.waitForSnapshots(second, count: 1)
+        for port in bed.remotePorts { try await runWorkload(on: bed, port: port) }
+        _ = try await repository.waitForSnapshots(first, count: 1)
+        _ = try await repository.waitForSnapshots(second, count: 1)
+        try await collector.stop()
+
+        let tables = [
+            "powa_statements_history_current", "powa_kcache_metrics_current",
+            "powa_qualstats_quals_history_current", "powa_wait_sampling_history_current",
+            "powa_stat_bgwriter_history_current", "pg_track_settings_history",
+        ]
+        for server in [first, second] {
+            for table in tables {
+                let rows = try await repository.int("SELECT count(*) FROM \(table) WHERE srvid = $1", ["\(server)"])
+                #expect(rows > 0, "\(table) has no row for server \(server)")
+            }
+            // powa 4.1.4's powa_stat_all_rel() returns nothing on PostgreSQL 15: whatever the
+            // remote source gives must land, no more, no less.
+            let remote = try await bed.connect(port: bed.remotePorts[server == first ? 0 : 1])
+            let offered = try await remote.query("SELECT count(*) FROM powa_all_relations_src(0)").rows[0][0]
+            remote.close()
+            let landed = try await repository.int(
+                "SELECT count(*) FROM powa_all_relations_history_current WHERE srvid = $1", ["\(server)"])
+            #expect((landed > 0) == (Int(offered ?? "0")! > 0))
+            #expect(try await repository.errors(server) == "")
+            #expect(try await repository.snapts(server) != nil)
+        }
+        // The staging tables were emptied by powa_take_snapshot.
+        #expect(try await repository.int("SELECT count(*) FROM powa_statements_src_tmp") == 0)
+        #expect(!collector.logs.lines.contains { $0.hasPrefix("error") })
+        }
+    }
+
+    @Test("a failing source is reported by name while every other source still lands")
+    func failingSource() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[0])
+        // One source whose function is missing on the remote, one whose staging table is
+        // missing on the repository.
+        let remote = try await bed.connect(port: bed.remotePorts[0])
+        try await remote.execute(
+            "CREATE OR REPLACE FUNCTION public.only_on_remote_src(_srvid int) RETURNS TABLE(x int) LANGUAGE sql AS 'SELECT 1'")
+        remote.close()
+        let connection = try await repository.connect()
+        try await connection.execute(
+            """
+            CREATE FUNCTION public.noop_snapshot(int) RETURNS void LANGUAGE sql AS 'SELECT';
+            INSERT INTO powa_functions (srvid, module, operation, function_name, query_source, added_manually, enabled)
+            VALUES (\(server), 'missing_remote', 'snapshot', 'noop_snapshot', 'no_such_function_src', true, true),
+                   (\(server), 'missing_tmp', 'snapshot', 'noop_snapshot', 'only_on_remote_src', true, true)
+            """)
+        connection.close()
+
+        let collector = RunningCollector(repository: repository)
+        _ = try await repository.waitForSnapshots(server, count: 1)
+        try await collector.stop()
+
+        let errors = try await repository.errors(server)
+        #expect(errors.contains("no_such_function_src"))
+        #expect(errors.contains("only_on_remote_src"))
+        #expect(errors.components(separatedBy: "\n").count == 2)
+        #expect(try await repository.int("SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) > 0)
+        #expect(try await repository.int("SELECT count(*) FROM powa_stat_bgwriter_history_current WHERE srvid = $1", ["\(server)"]) > 0)
+        #expect(collector.logs.lines.contains { $0.contains("snapshot source failed") && $0.contains("no_such_function_src") })
+    }
+
+    @Test("versions: powa_servers.version, powa_extensions versions and the hypopg row")
+    func versions() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[1])
+        #expect(try await repository.int("SELECT count(*) FROM powa_extensions WHERE srvid = $1 AND extname = 'hypopg'", ["\(server)"]) == 0)
+
+        let collector = RunningCollector(repository: repository)
+        _ = try await repository.waitForSnapshots(server, count: 1)
+        try await collector.stop()
+
+        let remote = try await bed.connect(port: bed.remotePorts[1])
+        defer { remote.close() }
+        let serverVersion = try await remote.query("SHOW server_version").rows[0][0]
+        #expect(try await repository.value("SELECT version FROM powa_servers WHERE id = $1", ["\(server)"]) == serverVersion)
+        let expected = try await remote.query(
+            "SELECT extname, extversion FROM pg_extension WHERE extname IN ('powa','pg_stat_statements','pg_qualstats','pg_stat_kcache','pg_wait_sampling','pg_track_settings') ORDER BY 1"
+        ).rows
+        let connection = try await repository.connect()
+        defer { connection.close() }
+        let stored = try await connection.query(
+            "SELECT extname, version FROM powa_extensions WHERE srvid = $1 AND extname <> 'hypopg' ORDER BY 1", ["\(server)"]
+        ).rows
+        #expect(stored == expected)
+        let hypopg = try await remote.query("SELECT default_version FROM pg_available_extensions WHERE name = 'hypopg'").rows[0][0]
+        #expect(try await repository.value("SELECT version FROM powa_extensions WHERE srvid = $1 AND extname = 'hypopg'", ["\(server)"]) == hypopg)
+    }
+
+    @Test("a remote without the powa extension: a clear error, the other workers unaffected")
+    func remoteWithoutPoWA() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let broken = try await repository.register(port: bed.remotePorts[0], hostname: "localhost", dbname: "postgres")
+        let healthy = try await repository.register(port: bed.remotePorts[1])
+
+        let collector = RunningCollector(repository: repository)
+        _ = try await repository.waitForSnapshots(healthy, count: 2)
+        #expect(try await collector.waitForLog("the powa extension is not installed"))
+        #expect(collector.collector.board.statuses(serverID: broken)[broken] == .stopped)
+        #expect(collector.collector.board.statuses(serverID: healthy)[healthy] == .running)
+        try await collector.stop()
+
+        #expect(try await repository.errors(broken).contains("the powa extension is not installed in database \"postgres\""))
+        #expect(try await repository.snapts(broken) == nil)
+        #expect(try await repository.errors(healthy) == "")
+    }
+}

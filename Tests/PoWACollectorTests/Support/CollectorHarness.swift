@@ -1,0 +1,145 @@
+import Foundation
+import Logging
+import PoWACollector
+import PostgresClient
+import ServiceLifecycle
+import Synchronization
+import TestBed
+import Testing
+
+/// A PoWA repository database of its own on a test bed's repository cluster, so that tests
+/// running at the same time never share `powa_servers` or snapshots.
+struct ScratchRepository {
+    let bed: TestBed
+    let database: String
+
+    private static let counter = Atomic<Int>(0)
+
+    /// Creates `powa` (and `pg_track_settings`) in a new database.
+    static func create(on bed: TestBed) async throws -> ScratchRepository {
+        let number = counter.add(1, ordering: .relaxed).newValue
+        let database = "repo_\(ProcessInfo.processInfo.processIdentifier)_\(number)"
+        let admin = try await bed.connect(port: bed.repositoryPort, database: "postgres")
+        try await admin.execute("CREATE DATABASE \(database)")
+        admin.close()
+        let repository = ScratchRepository(bed: bed, database: database)
+        let connection = try await repository.connect()
+        defer { connection.close() }
+        try await connection.execute("CREATE EXTENSION powa CASCADE; CREATE EXTENSION pg_track_settings")
+        return repository
+    }
+
+    var dsn: String { bed.connectionString(port: bed.repositoryPort, database: database) }
+
+    func connect() async throws -> PostgresConnection {
+        try await bed.connect(port: bed.repositoryPort, database: database)
+    }
+
+    /// Registers a remote server and returns its id.
+    @discardableResult
+    func register(
+        port: Int, hostname: String = "127.0.0.1", alias: String? = nil, dbname: String = "powa",
+        username: String = "postgres", password: String? = nil, frequency: Int = 5,
+        extensions: String = "{pg_stat_kcache,pg_qualstats,pg_wait_sampling,pg_track_settings}"
+    ) async throws -> Int {
+        let connection = try await connect()
+        defer { connection.close() }
+        _ = try await connection.query(
+            """
+            SELECT powa_register_server(hostname => $1, port => $2::int, alias => $3, username => $4,
+                password => $5, dbname => $6, frequency => $7::int, extensions => $8::text[])
+            """, [hostname, "\(port)", alias, username, password, dbname, "\(frequency)", extensions])
+        return try await connection.query(
+            "SELECT id FROM powa_servers WHERE hostname = $1 AND port = $2::int", [hostname, "\(port)"]
+        ).rows[0].decode(0, as: Int.self)
+    }
+
+    /// The first column of the first row of a query on this repository.
+    func value(_ sql: String, _ parameters: [String?] = []) async throws -> String? {
+        let connection = try await connect()
+        defer { connection.close() }
+        return try await connection.query(sql, parameters).rows.first?[0]
+    }
+
+    func int(_ sql: String, _ parameters: [String?] = []) async throws -> Int {
+        Int(try await value(sql, parameters) ?? "") ?? 0
+    }
+
+    /// `powa_snapshot_metas.snapts` of a server as seconds since the epoch (nil: -infinity).
+    func snapts(_ serverID: Int) async throws -> Double? {
+        let text = try await value(
+            "SELECT CASE WHEN snapts = '-infinity' THEN NULL ELSE extract(epoch FROM snapts) END FROM powa_snapshot_metas WHERE srvid = $1",
+            ["\(serverID)"])
+        return text.flatMap(Double.init)
+    }
+
+    /// `powa_snapshot_metas.errors` of a server, joined by newlines ("" when NULL).
+    func errors(_ serverID: Int) async throws -> String {
+        try await value(
+            "SELECT coalesce(array_to_string(errors, E'\\n'), '') FROM powa_snapshot_metas WHERE srvid = $1",
+            ["\(serverID)"]) ?? ""
+    }
+
+    /// Waits until the server's snapts has moved past `after` `count` times; returns each value.
+    func waitForSnapshots(
+        _ serverID: Int, count: Int, after start: Double? = nil, timeout: Duration = .seconds(60)
+    ) async throws -> [Double] {
+        var seen: [Double] = []
+        var last = start
+        if last == nil { last = try await snapts(serverID) }
+        let deadline = ContinuousClock.now + timeout
+        while seen.count < count {
+            guard ContinuousClock.now < deadline else {
+                Issue.record("server \(serverID): only \(seen.count) of \(count) snapshots within \(timeout)")
+                return seen
+            }
+            try await Task.sleep(for: .milliseconds(100))
+            if let current = try await snapts(serverID), current != last {
+                seen.append(current)
+                last = current
+            }
+        }
+        return seen
+    }
+}
+
+/// A collector running in this process, inside a ServiceGroup, logging into a capture.
+final class RunningCollector: Sendable {
+    let collector: Collector
+    let logs = LogCapture()
+    private let group: ServiceGroup
+    private let task: Task<Void, any Error>
+
+    init(_ configuration: CollectorConfiguration) {
+        let logger = logs.logger(label: "powa-collector", level: .debug)
+        collector = Collector(configuration: configuration, configurationPath: nil, logger: logger)
+        group = ServiceGroup(
+            configuration: .init(services: [.init(service: collector)], logger: Logger(label: "tests-lifecycle")))
+        let group = self.group
+        task = Task { try await group.run() }
+    }
+
+    convenience init(repository: ScratchRepository, configure: (inout CollectorConfiguration) -> Void = { _ in }) {
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.connectTimeout = 3
+        configuration.snapshotTimeout = 20
+        configure(&configuration)
+        self.init(configuration)
+    }
+
+    /// Shuts the collector down gracefully and waits for it.
+    func stop() async throws {
+        await group.triggerGracefulShutdown()
+        try await task.value
+    }
+
+    /// Waits until a log line contains `text`.
+    func waitForLog(_ text: String, timeout: Duration = .seconds(30)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if logs.lines.contains(where: { $0.contains(text) }) { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+}
