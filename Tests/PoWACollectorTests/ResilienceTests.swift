@@ -1,0 +1,132 @@
+import PoWACollector
+import PostgresClient
+import TestBed
+import Testing
+
+/// Adds a source to a server that sleeps `seconds` on the remote before returning one row, and
+/// runs after every other source: a window during which a test can break things mid-snapshot.
+func addSlowSource(
+    repository: ScratchRepository, serverID: Int, remotePort: Int, seconds: Int, name: String = "slow_src"
+) async throws {
+    let remote = try await repository.bed.connect(port: remotePort)
+    try await remote.execute(
+        "CREATE OR REPLACE FUNCTION public.\(name)(_srvid int) RETURNS TABLE(x int) LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(\(seconds))'"
+    )
+    remote.close()
+    let connection = try await repository.connect()
+    defer { connection.close() }
+    try await connection.execute(
+        """
+        CREATE UNLOGGED TABLE IF NOT EXISTS public.\(name)_tmp (srvid int, x int);
+        CREATE OR REPLACE FUNCTION public.\(name)_snapshot(int) RETURNS void LANGUAGE sql
+            AS 'DELETE FROM public.\(name)_tmp';
+        INSERT INTO powa_functions (srvid, module, operation, function_name, query_source, added_manually, enabled, priority)
+        VALUES (\(serverID), '\(name)', 'snapshot', '\(name)_snapshot', '\(name)', true, true, 100)
+        """)
+}
+
+/// Waits until a statement matching `pattern` runs on the cluster at `port`.
+func waitForActiveQuery(bed: TestBed, port: Int, like pattern: String, timeout: Duration = .seconds(30)) async throws {
+    let observer = try await bed.connect(port: port, database: "postgres")
+    defer { observer.close() }
+    let deadline = ContinuousClock.now + timeout
+    while ContinuousClock.now < deadline {
+        let count = try await observer.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
+            [pattern]
+        ).rows[0].decode(0, as: Int.self)
+        if count > 0 { return }
+        try await Task.sleep(for: .milliseconds(50))
+    }
+    Issue.record("no active query like \(pattern) on port \(port)")
+}
+
+@Suite("Failures during snapshots")
+struct ResilienceTests {
+    @Test("a remote killed during a snapshot leaves nothing of it; the worker reconnects and resumes")
+    func remoteKilled() async throws {
+        try await TestBed.withPrivate(name: "remote-killed", port: 5455, remotes: 1) { bed in
+            let repository = try await ScratchRepository.create(on: bed)
+            let server = try await repository.register(port: bed.remotePorts[0])
+            try await addSlowSource(repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 3)
+            let collector = RunningCollector(repository: repository)
+            let first = try #require(try await repository.waitForSnapshots(server, count: 1).last)
+            let history = try await repository.int(
+                "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"])
+
+            try await waitForActiveQuery(bed: bed, port: bed.remotePorts[0], like: "%\"slow_src\"%")
+            try await bed.pgCtl(bed.remoteDataDirectories[0], ["stop", "-m", "immediate"])
+            #expect(try await collector.waitForLog("lost the connection to the remote server"))
+            #expect(try await repository.snapts(server) == first)
+            #expect(try await repository.int(
+                "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) == history)
+            #expect(try await repository.int("SELECT count(*) FROM powa_statements_src_tmp") == 0)
+            #expect(collector.collector.board.statuses()[server] == .noRemoteConnection)
+
+            try await bed.pgCtl(bed.remoteDataDirectories[0], ["start"])
+            let resumed = try await repository.waitForSnapshots(server, count: 1, after: first, timeout: .seconds(90))
+            #expect(resumed.count == 1)
+            #expect(collector.collector.board.statuses()[server] == .running)
+            #expect(try await repository.int(
+                "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) > history)
+            try await collector.stop()
+        }
+    }
+
+    @Test("with the repository unreachable during a snapshot, pg_qualstats on the remote is not reset")
+    func repositoryLostKeepsQuals() async throws {
+        try await TestBed.withPrivate(name: "repository-lost", port: 5460, remotes: 1) { bed in
+            let repository = try await ScratchRepository.create(on: bed)
+            let server = try await repository.register(port: bed.remotePorts[0])
+            try await addSlowSource(repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 3)
+            let collector = RunningCollector(repository: repository)
+            _ = try await repository.waitForSnapshots(server, count: 1)
+
+            // Mid-snapshot: new quals on the remote, then the repository goes away.
+            try await waitForActiveQuery(bed: bed, port: bed.remotePorts[0], like: "%\"slow_src\"%")
+            try await runWorkload(on: bed, port: bed.remotePorts[0])
+            let remote = try await bed.connect(port: bed.remotePorts[0])
+            defer { remote.close() }
+            let quals = try await remote.query("SELECT count(*) FROM pg_qualstats").rows[0].decode(0, as: Int.self)
+            #expect(quals > 0)
+            try await bed.pgCtl(bed.repositoryDataDirectory, ["stop", "-m", "immediate"])
+
+            #expect(try await collector.waitForLog("snapshot failed and was rolled back"))
+            // Give a wrongly placed cleanup every chance to run.
+            try await Task.sleep(for: .seconds(1))
+            let after = try await remote.query("SELECT count(*) FROM pg_qualstats").rows[0].decode(0, as: Int.self)
+            #expect(after >= quals)
+            #expect(!collector.logs.lines.contains { $0.contains("cleanup") })
+
+            try await bed.pgCtl(bed.repositoryDataDirectory, ["start"])
+            try await collector.stop()
+        }
+    }
+
+    @Test("a source that hangs is cancelled at the snapshot timeout while another server stays on schedule")
+    func hungSource() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let hung = try await repository.register(port: bed.remotePorts[0])
+        let healthy = try await repository.register(port: bed.remotePorts[1])
+        try await addSlowSource(
+            repository: repository, serverID: hung, remotePort: bed.remotePorts[0], seconds: 600, name: "hung_src")
+
+        let collector = RunningCollector(repository: repository) { $0.snapshotTimeout = 3 }
+        let times = try await repository.waitForSnapshots(healthy, count: 5)
+        #expect(try await collector.waitForLog("snapshot timed out while reading hung_src"))
+        try await collector.stop()
+
+        for (earlier, later) in zip(times, times.dropFirst()) {
+            #expect(abs(later - earlier - 5) <= 0.3, "gap \(later - earlier)")
+        }
+        #expect(try await repository.errors(hung).contains("snapshot timed out while reading hung_src"))
+        #expect(try await repository.snapts(hung) == nil)
+        // The cancelled statement is gone from the remote.
+        let remote = try await bed.connect(port: bed.remotePorts[0])
+        defer { remote.close() }
+        #expect(try await remote.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%hung_src%' AND state = 'active' AND pid <> pg_backend_pid()"
+        ).rows[0][0] == "0")
+    }
+}

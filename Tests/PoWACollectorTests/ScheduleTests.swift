@@ -1,0 +1,73 @@
+@testable import PoWACollector
+import TestBed
+import Testing
+
+@Suite("Scheduling")
+struct ScheduleTests {
+    @Test("snapshot k is due at origin + k * frequency, whatever the snapshots took")
+    func driftFree() {
+        let now = ContinuousClock.now
+        var schedule = SnapshotSchedule(frequency: .seconds(5), origin: now)
+        schedule.advance(now: now + .milliseconds(700))
+        #expect(schedule.nextDue == now + .seconds(5))
+        schedule.advance(now: now + .seconds(5) + .milliseconds(900))
+        #expect(schedule.nextDue == now + .seconds(10))
+    }
+
+    @Test("an overrun runs one late snapshot at once and skips the rest of the missed slots")
+    func overrun() {
+        let now = ContinuousClock.now
+        var schedule = SnapshotSchedule(frequency: .seconds(5), origin: now)
+        schedule.advance(now: now + .seconds(17))
+        #expect(schedule.nextDue == now + .seconds(15))
+    }
+
+    @Test("a recent snapshot keeps its phase; an old or unknown one gets a random offset")
+    func startingPhase() {
+        let now = ContinuousClock.now
+        let recent = SnapshotSchedule.starting(frequency: .seconds(60), lastSnapshot: .secondsAgo(20), now: now)
+        #expect(recent.nextDue == now + .seconds(40))
+        let stale = SnapshotSchedule.starting(
+            frequency: .seconds(60), lastSnapshot: .secondsAgo(600), now: now, randomFraction: 0.25)
+        #expect(stale.nextDue == now + .seconds(15))
+        let never = SnapshotSchedule.starting(frequency: .seconds(60), lastSnapshot: .never, now: now, randomFraction: 0.5)
+        #expect(never.nextDue == now + .seconds(30))
+        let offsets = (0..<50).map { _ in
+            SnapshotSchedule.starting(frequency: .seconds(60), lastSnapshot: .never, now: now).nextDue - now
+        }
+        #expect(offsets.allSatisfy { $0 >= .zero && $0 < .seconds(60) })
+        #expect(Set(offsets).count > 1)
+    }
+
+    @Test("at frequency 5 for 40 s, consecutive snapts are 5 s apart within 0.3 s")
+    func cadence() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[0])
+        let collector = RunningCollector(repository: repository)
+        let first = try #require(try await repository.waitForSnapshots(server, count: 1).first)
+        let times = try await repository.waitForSnapshots(server, count: 8, after: first, timeout: .seconds(60))
+        try await collector.stop()
+        #expect(times.count == 8)
+        let all = [first] + times
+        #expect(all.last! - all.first! >= 40 - 0.3 * 8)
+        for (earlier, later) in zip(all, all.dropFirst()) {
+            #expect(abs(later - earlier - 5) <= 0.3, "gap \(later - earlier)")
+        }
+    }
+
+    @Test("a restarted collector keeps the phase of a recent snapts")
+    func restartKeepsPhase() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[1], frequency: 5)
+        let before = RunningCollector(repository: repository)
+        let last = try #require(try await repository.waitForSnapshots(server, count: 2).last)
+        try await before.stop()
+
+        let after = RunningCollector(repository: repository)
+        let next = try #require(try await repository.waitForSnapshots(server, count: 1, after: last).first)
+        try await after.stop()
+        #expect(abs(next - last - 5) <= 0.3, "the restarted collector snapshotted \(next - last) s after the last one")
+    }
+}

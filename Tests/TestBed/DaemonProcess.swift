@@ -1,0 +1,77 @@
+import Foundation
+import Glibc
+
+/// A program started by a test (the built `powa-collector`), its output going to a file the
+/// test can read at any time; stopped with a signal and awaited without blocking the pool.
+public final class DaemonProcess: Sendable {
+    public let pid: pid_t
+    private let outputPath: String
+
+    /// The `powa-collector` binary of this checkout's debug build.
+    public static var collectorBinary: String {
+        TestBed.packageRoot.appendingPathComponent(".build/debug/powa-collector").path
+    }
+
+    /// Starts `executable` with `arguments`, in `directory`, with extra environment variables.
+    public init(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:],
+        directory: String = "/tmp"
+    ) throws {
+        guard FileManager.default.isExecutableFile(atPath: executable) else {
+            throw TestBedError(message: "\(executable) is missing: run `swift build` first")
+        }
+        outputPath = "/tmp/powa-daemon-\(UUID().uuidString).log"
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        let fullEnvironment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+        let envp = fullEnvironment.map { strdup("\($0)=\($1)") } + [nil]
+        defer { envp.forEach { free($0) } }
+        // posix_spawn has no portable chdir: start through the shell's `cd`, then exec.
+        var pid: pid_t = 0
+        let shellArguments = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", directory, executable] + arguments
+        let shellArgv = shellArguments.map { strdup($0) } + [nil]
+        defer { shellArgv.forEach { free($0) } }
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, shellArgv, envp)
+        guard spawned == 0 else { throw TestBedError(message: "could not start \(executable): errno \(spawned)") }
+        self.pid = pid
+    }
+
+    /// Everything the program printed so far.
+    public var output: String {
+        (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+    }
+
+    /// Sends a signal.
+    public func signal(_ signal: Int32) {
+        kill(pid, signal)
+    }
+
+    /// Waits for the program to exit and returns its exit code (128 + n when killed by signal n).
+    public func wait() async -> Int32 {
+        let pid = self.pid
+        return await withCheckedContinuation { continuation in
+            Thread {
+                var status: Int32 = 0
+                while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
+                let signalNumber = status & 0x7f
+                continuation.resume(returning: signalNumber == 0 ? (status >> 8) & 0xff : 128 + signalNumber)
+            }.start()
+        }
+    }
+
+    /// Waits until the output contains `text`.
+    public func waitForOutput(_ text: String, timeout: Duration = .seconds(30)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if output.contains(text) { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
+    deinit { unlink(outputPath) }
+}
