@@ -12,7 +12,7 @@ let package = Package(
     name: "powa-collector",
     platforms: [.macOS(.v15)],
     products: [
-        .executable(name: "powa-collector", targets: ["powa-collector"]),
+        .executable(name: "powa-collector", targets: ["powa-collector"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),

@@ -17,7 +17,8 @@ struct ConfigurationTests {
         #expect(minimal.useServerAlias == false)
         #expect(minimal.maxConcurrentSnapshots == 4)
         let full = try parse(
-            #"{"repository": {"dsn": "host=/run/postgresql dbname=powa"}, "debug": true, "use_server_alias": true, "snapshot_timeout": 30, "max_concurrent_snapshots": 8, "connect_timeout": 5, "extra": [1, 2]}"#)
+            #"{"repository": {"dsn": "host=/run/postgresql dbname=powa"}, "debug": true, "use_server_alias": true, "snapshot_timeout": 30, "max_concurrent_snapshots": 8, "connect_timeout": 5, "extra": [1, 2]}"#
+        )
         #expect(full.debug && full.useServerAlias)
         #expect(full.snapshotTimeout == 30 && full.connectTimeout == 5 && full.maxConcurrentSnapshots == 8)
     }
@@ -33,7 +34,10 @@ struct ConfigurationTests {
             ("{\"repository\": {\"dsn\": \"x\"}, \"debug\": \"yes\"}", "\"debug\" must be true or false, not the string \"yes\""),
             ("{\"repository\": {\"dsn\": \"x\"}, \"use_server_alias\": 1}", "\"use_server_alias\" must be true or false, not 1"),
             ("{\"repository\": {\"dsn\": \"x\"}, \"snapshot_timeout\": -1}", "\"snapshot_timeout\" must be a positive number"),
-            ("{\"repository\": {\"dsn\": \"x\"}, \"max_concurrent_snapshots\": 2.5}", "\"max_concurrent_snapshots\" must be a whole number"),
+            (
+                "{\"repository\": {\"dsn\": \"x\"}, \"max_concurrent_snapshots\": 2.5}",
+                "\"max_concurrent_snapshots\" must be a whole number"
+            ),
             ("[1, 2]", "must be a JSON object"),
         ])
     func mistakes(text: String, message: String) {
@@ -48,7 +52,9 @@ struct ConfigurationTests {
 @Suite("The powa-collector command")
 struct CommandTests {
     /// Runs the collector binary to its end and returns its exit code and output.
-    private func run(_ arguments: [String], directory: String = "/tmp", home: String = "/nonexistent") async throws -> (Int32, String) {
+    private func run(_ arguments: [String], directory: String = "/tmp", home: String = "/nonexistent") async throws -> (
+        Int32, String
+    ) {
         let process = try DaemonProcess(
             DaemonProcess.collectorBinary, arguments, environment: ["HOME": home], directory: directory)
         let code = await process.wait()

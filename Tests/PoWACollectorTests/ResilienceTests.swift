@@ -58,8 +58,9 @@ struct ResilienceTests {
             try await bed.pgCtl(bed.remoteDataDirectories[0], ["stop", "-m", "immediate"])
             #expect(try await collector.waitForLog("lost the connection to the remote server"))
             #expect(try await repository.snapts(server) == first)
-            #expect(try await repository.int(
-                "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) == history)
+            #expect(
+                try await repository.int(
+                    "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) == history)
             #expect(try await repository.int("SELECT count(*) FROM powa_statements_src_tmp") == 0)
             #expect(collector.collector.board.statuses()[server] == .noRemoteConnection)
 
@@ -67,8 +68,9 @@ struct ResilienceTests {
             let resumed = try await repository.waitForSnapshots(server, count: 1, after: first, timeout: .seconds(90))
             #expect(resumed.count == 1)
             #expect(collector.collector.board.statuses()[server] == .running)
-            #expect(try await repository.int(
-                "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) > history)
+            #expect(
+                try await repository.int(
+                    "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) > history)
             try await collector.stop()
         }
     }
@@ -125,8 +127,9 @@ struct ResilienceTests {
         // The cancelled statement is gone from the remote.
         let remote = try await bed.connect(port: bed.remotePorts[0])
         defer { remote.close() }
-        #expect(try await remote.query(
-            "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%hung_src%' AND state = 'active' AND pid <> pg_backend_pid()"
-        ).rows[0][0] == "0")
+        #expect(
+            try await remote.query(
+                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%hung_src%' AND state = 'active' AND pid <> pg_backend_pid()"
+            ).rows[0][0] == "0")
     }
 }

@@ -1,6 +1,7 @@
-@testable import PoWACollector
 import TestBed
 import Testing
+
+@testable import PoWACollector
 
 @Suite("Scheduling")
 struct ScheduleTests {

@@ -20,46 +20,46 @@ struct SnapshotTests {
     func everySourceLands() async throws {
         // A bed of its own: pg_qualstats is reset by each snapshot's cleanup.
         try await TestBed.withPrivate(name: "sources", port: 5450, remotes: 2) { bed in
-        let repository = try await ScratchRepository.create(on: bed)
-        let first = try await repository.register(port: bed.remotePorts[0], alias: "one")
-        let second = try await repository.register(port: bed.remotePorts[1], alias: "two")
-        let before = try await repository.snapts(first)
-        #expect(before == nil)
+            let repository = try await ScratchRepository.create(on: bed)
+            let first = try await repository.register(port: bed.remotePorts[0], alias: "one")
+            let second = try await repository.register(port: bed.remotePorts[1], alias: "two")
+            let before = try await repository.snapts(first)
+            #expect(before == nil)
 
-        let collector = RunningCollector(repository: repository)
-        // Quals are kept only for statements powa already knows: snapshot, query, snapshot.
-        for port in bed.remotePorts { try await runWorkload(on: bed, port: port) }
-        _ = try await repository.waitForSnapshots(first, count: 1)
-        _ = try await repository.waitForSnapshots(second, count: 1)
-        for port in bed.remotePorts { try await runWorkload(on: bed, port: port) }
-        _ = try await repository.waitForSnapshots(first, count: 1)
-        _ = try await repository.waitForSnapshots(second, count: 1)
-        try await collector.stop()
+            let collector = RunningCollector(repository: repository)
+            // Quals are kept only for statements powa already knows: snapshot, query, snapshot.
+            for port in bed.remotePorts { try await runWorkload(on: bed, port: port) }
+            _ = try await repository.waitForSnapshots(first, count: 1)
+            _ = try await repository.waitForSnapshots(second, count: 1)
+            for port in bed.remotePorts { try await runWorkload(on: bed, port: port) }
+            _ = try await repository.waitForSnapshots(first, count: 1)
+            _ = try await repository.waitForSnapshots(second, count: 1)
+            try await collector.stop()
 
-        let tables = [
-            "powa_statements_history_current", "powa_kcache_metrics_current",
-            "powa_qualstats_quals_history_current", "powa_wait_sampling_history_current",
-            "powa_stat_bgwriter_history_current", "pg_track_settings_history",
-        ]
-        for server in [first, second] {
-            for table in tables {
-                let rows = try await repository.int("SELECT count(*) FROM \(table) WHERE srvid = $1", ["\(server)"])
-                #expect(rows > 0, "\(table) has no row for server \(server)")
+            let tables = [
+                "powa_statements_history_current", "powa_kcache_metrics_current",
+                "powa_qualstats_quals_history_current", "powa_wait_sampling_history_current",
+                "powa_stat_bgwriter_history_current", "pg_track_settings_history",
+            ]
+            for server in [first, second] {
+                for table in tables {
+                    let rows = try await repository.int("SELECT count(*) FROM \(table) WHERE srvid = $1", ["\(server)"])
+                    #expect(rows > 0, "\(table) has no row for server \(server)")
+                }
+                // powa 4.1.4's powa_stat_all_rel() returns nothing on PostgreSQL 15: whatever the
+                // remote source gives must land, no more, no less.
+                let remote = try await bed.connect(port: bed.remotePorts[server == first ? 0 : 1])
+                let offered = try await remote.query("SELECT count(*) FROM powa_all_relations_src(0)").rows[0][0]
+                remote.close()
+                let landed = try await repository.int(
+                    "SELECT count(*) FROM powa_all_relations_history_current WHERE srvid = $1", ["\(server)"])
+                #expect((landed > 0) == (Int(offered ?? "0")! > 0))
+                #expect(try await repository.errors(server) == "")
+                #expect(try await repository.snapts(server) != nil)
             }
-            // powa 4.1.4's powa_stat_all_rel() returns nothing on PostgreSQL 15: whatever the
-            // remote source gives must land, no more, no less.
-            let remote = try await bed.connect(port: bed.remotePorts[server == first ? 0 : 1])
-            let offered = try await remote.query("SELECT count(*) FROM powa_all_relations_src(0)").rows[0][0]
-            remote.close()
-            let landed = try await repository.int(
-                "SELECT count(*) FROM powa_all_relations_history_current WHERE srvid = $1", ["\(server)"])
-            #expect((landed > 0) == (Int(offered ?? "0")! > 0))
-            #expect(try await repository.errors(server) == "")
-            #expect(try await repository.snapts(server) != nil)
-        }
-        // The staging tables were emptied by powa_take_snapshot.
-        #expect(try await repository.int("SELECT count(*) FROM powa_statements_src_tmp") == 0)
-        #expect(!collector.logs.lines.contains { $0.hasPrefix("error") })
+            // The staging tables were emptied by powa_take_snapshot.
+            #expect(try await repository.int("SELECT count(*) FROM powa_statements_src_tmp") == 0)
+            #expect(!collector.logs.lines.contains { $0.hasPrefix("error") })
         }
     }
 
@@ -92,8 +92,11 @@ struct SnapshotTests {
         #expect(errors.contains("no_such_function_src"))
         #expect(errors.contains("only_on_remote_src"))
         #expect(errors.components(separatedBy: "\n").count == 2)
-        #expect(try await repository.int("SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) > 0)
-        #expect(try await repository.int("SELECT count(*) FROM powa_stat_bgwriter_history_current WHERE srvid = $1", ["\(server)"]) > 0)
+        #expect(
+            try await repository.int("SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) > 0)
+        #expect(
+            try await repository.int("SELECT count(*) FROM powa_stat_bgwriter_history_current WHERE srvid = $1", ["\(server)"])
+                > 0)
         #expect(collector.logs.lines.contains { $0.contains("snapshot source failed") && $0.contains("no_such_function_src") })
     }
 
@@ -102,7 +105,9 @@ struct SnapshotTests {
         let bed = try await TestBed.shared()
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[1])
-        #expect(try await repository.int("SELECT count(*) FROM powa_extensions WHERE srvid = $1 AND extname = 'hypopg'", ["\(server)"]) == 0)
+        #expect(
+            try await repository.int(
+                "SELECT count(*) FROM powa_extensions WHERE srvid = $1 AND extname = 'hypopg'", ["\(server)"]) == 0)
 
         let collector = RunningCollector(repository: repository)
         _ = try await repository.waitForSnapshots(server, count: 1)
@@ -121,8 +126,11 @@ struct SnapshotTests {
             "SELECT extname, version FROM powa_extensions WHERE srvid = $1 AND extname <> 'hypopg' ORDER BY 1", ["\(server)"]
         ).rows
         #expect(stored == expected)
-        let hypopg = try await remote.query("SELECT default_version FROM pg_available_extensions WHERE name = 'hypopg'").rows[0][0]
-        #expect(try await repository.value("SELECT version FROM powa_extensions WHERE srvid = $1 AND extname = 'hypopg'", ["\(server)"]) == hypopg)
+        let hypopg = try await remote.query("SELECT default_version FROM pg_available_extensions WHERE name = 'hypopg'").rows[0][
+            0]
+        #expect(
+            try await repository.value(
+                "SELECT version FROM powa_extensions WHERE srvid = $1 AND extname = 'hypopg'", ["\(server)"]) == hypopg)
     }
 
     @Test("a remote without the powa extension: a clear error, the other workers unaffected")

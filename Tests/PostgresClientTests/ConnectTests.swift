@@ -80,8 +80,9 @@ struct ConnectTests {
         let started = ContinuousClock.now
         let error = try await #require(throws: PostgresError.self) {
             _ = try await PostgresConnection.connect(
-                .init(connectionString: "host=127.0.0.1 port=\(listener.port) user=x dbname=x",
-                      connectTimeout: .milliseconds(800)))
+                .init(
+                    connectionString: "host=127.0.0.1 port=\(listener.port) user=x dbname=x",
+                    connectTimeout: .milliseconds(800)))
         }
         #expect(error.code == .timedOut)
         #expect(ContinuousClock.now - started >= .milliseconds(800))

@@ -47,8 +47,9 @@ public final class LogCapture: Sendable {
         func log(event: LogEvent) {
             let merged = metadata.merging(event.metadata ?? [:]) { $1 }
             capture.append(
-                Record(level: event.level, message: event.message.description,
-                       metadata: merged.mapValues { "\($0)" }))
+                Record(
+                    level: event.level, message: event.message.description,
+                    metadata: merged.mapValues { "\($0)" }))
         }
     }
 }

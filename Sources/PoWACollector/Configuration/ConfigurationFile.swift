@@ -7,7 +7,9 @@ import Foundation
 /// `./powa-collector.conf`. Unknown keys are ignored.
 public enum ConfigurationFile {
     /// The files searched, in order.
-    public static func searchPath(home: String = NSHomeDirectory(), currentDirectory: String = FileManager.default.currentDirectoryPath) -> [String] {
+    public static func searchPath(
+        home: String = NSHomeDirectory(), currentDirectory: String = FileManager.default.currentDirectoryPath
+    ) -> [String] {
         [
             "/etc/powa-collector.conf",
             home + "/.config/powa-collector.conf",
@@ -52,7 +54,8 @@ public enum ConfigurationFile {
             throw ConfigurationError("the configuration must be a JSON object, like {\"repository\": {\"dsn\": \"...\"}}")
         }
         guard let repository = object["repository"] else {
-            throw ConfigurationError("missing \"repository\": add {\"repository\": {\"dsn\": \"postgresql://user@host:port/powa\"}}")
+            throw ConfigurationError(
+                "missing \"repository\": add {\"repository\": {\"dsn\": \"postgresql://user@host:port/powa\"}}")
         }
         guard case .object(let repositoryObject) = repository else {
             throw ConfigurationError("\"repository\" must be an object with a \"dsn\" key, not \(repository.summary)")
@@ -110,12 +113,19 @@ enum JSONValue: Decodable {
 
     init(from decoder: any Decoder) throws {
         let container = try decoder.singleValueContainer()
-        if container.decodeNil() { self = .null }
-        else if let value = try? container.decode(Bool.self) { self = .bool(value) }
-        else if let value = try? container.decode(Double.self) { self = .number(value) }
-        else if let value = try? container.decode(String.self) { self = .string(value) }
-        else if let value = try? container.decode([JSONValue].self) { self = .array(value) }
-        else { self = .object(try container.decode([String: JSONValue].self)) }
+        if container.decodeNil() {
+            self = .null
+        } else if let value = try? container.decode(Bool.self) {
+            self = .bool(value)
+        } else if let value = try? container.decode(Double.self) {
+            self = .number(value)
+        } else if let value = try? container.decode(String.self) {
+            self = .string(value)
+        } else if let value = try? container.decode([JSONValue].self) {
+            self = .array(value)
+        } else {
+            self = .object(try container.decode([String: JSONValue].self))
+        }
     }
 
     /// How an error message names this value.

@@ -257,7 +257,8 @@ struct Worker {
             setStatus(.running)
             if outcome.takeSnapshotErrors != 0 {
                 logger.warning(
-                    "powa_take_snapshot(\(server.id)) reported \(outcome.takeSnapshotErrors) error(s): see the repository server's log")
+                    "powa_take_snapshot(\(server.id)) reported \(outcome.takeSnapshotErrors) error(s): see the repository server's log"
+                )
             }
             logger.debug(
                 "snapshot taken",

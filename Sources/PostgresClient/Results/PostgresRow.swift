@@ -18,7 +18,9 @@ public struct PostgresRow: Sendable, Hashable {
     }
 
     /// Column `index` decoded as `T`, nil when it is NULL; throws when it is not a valid `T`.
-    public func decodeIfPresent<T: PostgresTextDecodable>(_ index: Int, as type: T.Type = T.self) throws(PostgresDecodingError) -> T? {
+    public func decodeIfPresent<T: PostgresTextDecodable>(_ index: Int, as type: T.Type = T.self) throws(PostgresDecodingError)
+        -> T?
+    {
         guard index < values.count, values[index] != nil else { return nil }
         return try decode(index, as: type)
     }
@@ -30,8 +32,11 @@ public struct PostgresDecodingError: Error, Sendable, CustomStringConvertible {
     public let text: String?
     public let type: String
     public var description: String {
-        if let text { "column \(column): \(String(reflecting: text)) is not a valid \(type)" }
-        else { "column \(column): NULL where a \(type) was expected" }
+        if let text {
+            "column \(column): \(String(reflecting: text)) is not a valid \(type)"
+        } else {
+            "column \(column): NULL where a \(type) was expected"
+        }
     }
 }
 
