@@ -45,6 +45,7 @@ public final class Collector: Service, Sendable {
         await reload(rereadFile: false)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.reloadOnHangup() }
+            group.addTask { await self.controlChannel.run() }
             group.addTask {
                 // Runs until the graceful shutdown (or cancellation) arrives.
                 try? await gracefulShutdown()
@@ -88,6 +89,15 @@ public final class Collector: Service, Sendable {
                 try await Task.sleep(for: delay)
             }
         }
+    }
+
+    /// The LISTEN/NOTIFY channel powa-web talks to.
+    private var controlChannel: ControlChannel {
+        ControlChannel(
+            repositoryDSN: { [self] in self.configuration.repositoryDSN },
+            connectTimeout: .seconds(configuration.connectTimeout),
+            commands: ControlCommands(board: board, reload: { [self] in await self.reload(rereadFile: true) }),
+            logger: logger)
     }
 
     private func reloadOnHangup() async {

@@ -1,0 +1,66 @@
+/// What each command of the protocol does, and the answer it gets.
+///
+/// - `RELOAD`: reload the configuration and the server list (also without a channel).
+/// - `WORKERS_STATUS [srvid]`: `{"<srvid>": "<status>", ...}`, `{}` for an unknown srvid.
+/// - `FORCE_SNAPSHOT srvid`: a snapshot now, unless one runs, one is already requested, or the
+///   last one started less than 10 s ago.
+/// - anything else: `UNKNOWN`. Malformed arguments: `ERROR`.
+public struct ControlCommands: Sendable {
+    let board: WorkerBoard
+    let reload: @Sendable () async -> Bool
+
+    public init(board: WorkerBoard, reload: @escaping @Sendable () async -> Bool) {
+        self.board = board
+        self.reload = reload
+    }
+
+    /// Carries out a request and returns its answer.
+    public func answer(_ request: ControlRequest) async -> ControlReply {
+        let command = request.command
+        func reply(_ status: ControlReply.Status, _ data: String) -> ControlReply {
+            ControlReply(command: command, status: status, data: data)
+        }
+        switch command {
+        case "RELOAD":
+            return await reload()
+                ? reply(.ok, "OK") : reply(.error, "could not read the server list from the repository")
+        case "WORKERS_STATUS":
+            guard request.arguments.count <= 1 else { return reply(.error, "Command \"\(command)\" malformed") }
+            var serverID: Int?
+            if let argument = request.arguments.first {
+                guard let id = Self.serverID(argument) else { return reply(.error, "invalid remote server id") }
+                serverID = id
+            }
+            return reply(.ok, Self.json(board.statuses(serverID: serverID)))
+        case "FORCE_SNAPSHOT":
+            guard request.arguments.count == 1 else { return reply(.error, "Command \"\(command)\" malformed") }
+            guard let id = Self.serverID(request.arguments[0]) else { return reply(.error, "invalid remote server id") }
+            do {
+                try board.forceSnapshot(serverID: id)
+                return reply(.ok, "Snapshot will begin shortly")
+            } catch {
+                switch error {
+                case .unknownServer: return reply(.error, "Server id \(id) not found")
+                case .snapshotRunning: return reply(.error, "A snapshot is already in progress")
+                case .alreadyRequested: return reply(.error, "A forced snapshot is already scheduled")
+                case .tooSoon: return reply(.error, "Last snapshot was less than 10s. ago")
+                }
+            }
+        default:
+            return reply(.unknown, "Message \"\(command)\" invalid, command ignored")
+        }
+    }
+
+    /// A server id: digits only, within range.
+    static func serverID(_ text: String) -> Int? {
+        guard !text.isEmpty, text.utf8.allSatisfy({ $0 >= 48 && $0 <= 57 }), text.utf8.count <= 9 else { return nil }
+        return Int(text)
+    }
+
+    /// The statuses as the Python collector's `json.dumps` writes them, by server id.
+    static func json(_ statuses: [Int: WorkerStatus]) -> String {
+        "{"
+            + statuses.sorted { $0.key < $1.key }.map { "\"\($0.key)\": \"\($0.value.rawValue)\"" }
+            .joined(separator: ", ") + "}"
+    }
+}
