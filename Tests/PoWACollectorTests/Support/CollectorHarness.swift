@@ -61,6 +61,13 @@ struct ScratchRepository {
         return try await connection.query(sql, parameters).rows.first?[0]
     }
 
+    /// Runs statements on this repository.
+    func execute(_ sql: String) async throws {
+        let connection = try await connect()
+        defer { connection.close() }
+        try await connection.execute(sql)
+    }
+
     func int(_ sql: String, _ parameters: [String?] = []) async throws -> Int {
         Int(try await value(sql, parameters) ?? "") ?? 0
     }
@@ -110,9 +117,14 @@ final class RunningCollector: Sendable {
     private let group: ServiceGroup
     private let task: Task<Void, any Error>
 
+    /// The configuration file the collector re-reads on RELOAD.
+    let configurationPath: String
+
     init(_ configuration: CollectorConfiguration) {
         let logger = logs.logger(label: "powa-collector", level: .debug)
-        collector = Collector(configuration: configuration, configurationPath: nil, logger: logger)
+        configurationPath = "/tmp/powa-test-\(UInt64.random(in: 0...UInt64.max)).conf"
+        try? configuration.json.write(toFile: configurationPath, atomically: true, encoding: .utf8)
+        collector = Collector(configuration: configuration, configurationPath: configurationPath, logger: logger)
         group = ServiceGroup(
             configuration: .init(services: [.init(service: collector)], logger: Logger(label: "tests-lifecycle")))
         let group = self.group
@@ -133,6 +145,16 @@ final class RunningCollector: Sendable {
         try await task.value
     }
 
+    /// Waits until `count` log lines contain `text`.
+    func waitForLog(count: Int, of text: String, timeout: Duration = .seconds(30)) async throws -> Bool {
+        let deadline = ContinuousClock.now + timeout
+        while ContinuousClock.now < deadline {
+            if logs.lines.filter({ $0.contains(text) }).count >= count { return true }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        return false
+    }
+
     /// Waits until a log line contains `text`.
     func waitForLog(_ text: String, timeout: Duration = .seconds(30)) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout
@@ -141,5 +163,17 @@ final class RunningCollector: Sendable {
             try await Task.sleep(for: .milliseconds(100))
         }
         return false
+    }
+}
+
+extension CollectorConfiguration {
+    /// This configuration as a configuration file.
+    var json: String {
+        let dsn = repositoryDSN.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
+        return """
+            {"repository": {"dsn": "\(dsn)"}, "debug": \(debug), "use_server_alias": \(useServerAlias),
+             "connect_timeout": \(connectTimeout), "snapshot_timeout": \(snapshotTimeout),
+             "max_concurrent_snapshots": \(maxConcurrentSnapshots)}
+            """
     }
 }

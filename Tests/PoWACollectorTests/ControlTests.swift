@@ -1,0 +1,165 @@
+import Foundation
+import PoWACollector
+import PostgresClient
+import TestBed
+import Testing
+
+@Suite("Control protocol")
+struct ControlTests {
+    @Test("requests are split as data; answers stay under 8000 bytes")
+    func parsing() {
+        #expect(ControlRequest(payload: "RELOAD r4242 ") == ControlRequest(payload: "RELOAD   r4242"))
+        let request = ControlRequest(payload: "WORKERS_STATUS r1 3")
+        #expect(request.command == "WORKERS_STATUS" && request.channel == "r1" && request.arguments == ["3"])
+        #expect(ControlRequest(payload: "RELOAD").channel == "-")
+        #expect(!ControlRequest(payload: "RELOAD -").wantsReply)
+        #expect(ControlRequest(payload: "").command == "")
+        let long = ControlReply(command: "X", status: .ok, data: String(repeating: "é", count: 5000))
+        #expect(long.payload == "X KO answer too long")
+        let hostile = ControlReply(command: String(repeating: "A", count: 9000), status: .unknown, data: "")
+        #expect(hostile.payload.utf8.count < 100)
+    }
+
+    @Test("each command answers as the protocol says")
+    func commands() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let first = try await repository.register(port: bed.remotePorts[0], frequency: 3600)
+        let second = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
+        // No snapshot for an hour: the first ones come from FORCE_SNAPSHOT.
+        try await repository.execute("UPDATE powa_snapshot_metas SET snapts = now() WHERE srvid > 0")
+        let running = RunningCollector(repository: repository)
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+
+        let all = try await client.waitForStatus {
+            $0.contains("\"\(second)\": \"running\"") && $0.contains("\"\(first)\": \"running\"")
+        }
+        #expect(all == "WORKERS_STATUS OK {\"\(first)\": \"running\", \"\(second)\": \"running\"}")
+        #expect(
+            try await client.ask("WORKERS_STATUS r1 \(first)", channel: "r1") == "WORKERS_STATUS OK {\"\(first)\": \"running\"}")
+        #expect(try await client.ask("WORKERS_STATUS r1 999999", channel: "r1") == "WORKERS_STATUS OK {}")
+        #expect(try await client.ask("WORKERS_STATUS r1 abc", channel: "r1") == "WORKERS_STATUS ERROR invalid remote server id")
+
+        // FORCE_SNAPSHOT: accepted, then refused while it runs or as too soon.
+        #expect(
+            try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2") == "FORCE_SNAPSHOT OK Snapshot will begin shortly")
+        let refused = try #require(try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2"))
+        #expect(refused.hasPrefix("FORCE_SNAPSHOT ERROR "))
+        _ = try await repository.waitForSnapshots(first, count: 1)
+        #expect(
+            try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2")
+                == "FORCE_SNAPSHOT ERROR Last snapshot was less than 10s. ago")
+        #expect(try await client.ask("FORCE_SNAPSHOT r2 4242", channel: "r2") == "FORCE_SNAPSHOT ERROR Server id 4242 not found")
+        #expect(
+            try await client.ask("FORCE_SNAPSHOT r2", channel: "r2")
+                == "FORCE_SNAPSHOT ERROR Command \"FORCE_SNAPSHOT\" malformed")
+        #expect(
+            try await client.ask("FORCE_SNAPSHOT r2 1 2", channel: "r2")
+                == "FORCE_SNAPSHOT ERROR Command \"FORCE_SNAPSHOT\" malformed")
+        #expect(
+            try await client.ask("FORCE_SNAPSHOT r2 99999999999999999999", channel: "r2")
+                == "FORCE_SNAPSHOT ERROR invalid remote server id")
+
+        // Unknown commands, an empty payload, a channel that needs quoting.
+        #expect(try await client.ask("BOGUS r3 1", channel: "r3") == "BOGUS UNKNOWN Message \"BOGUS\" invalid, command ignored")
+        try await client.send("")
+        let odd = "Mixed\"Case;'--"
+        #expect(
+            try await client.ask("WORKERS_STATUS \(odd) \(second)", channel: odd)
+                == "WORKERS_STATUS OK {\"\(second)\": \"running\"}")
+
+        // RELOAD answers OK, and reloads even without a channel.
+        #expect(try await client.ask("RELOAD r4 ", channel: "r4") == "RELOAD OK OK")
+        let reloads = running.logs.lines.filter { $0.contains("configuration reloaded") }.count
+        try await client.send("RELOAD")
+        #expect(try await running.waitForLog(count: reloads + 1, of: "configuration reloaded"))
+        try await running.stop()
+    }
+
+    @Test("a role that may not signal backends gets ERROR Permission denied, and nothing happens")
+    func permission() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[0], frequency: 3600)
+        try await repository.execute("UPDATE powa_snapshot_metas SET snapts = now() - interval '1 minute' WHERE srvid > 0")
+        let before = try await repository.snapts(server)
+        let suffix = UInt32.random(in: 0...UInt32.max)
+        let weak = "powa_weak_\(suffix)", signaller = "powa_signal_\(suffix)"
+        try await repository.execute(
+            "CREATE ROLE \(weak) LOGIN; CREATE ROLE \(signaller) LOGIN IN ROLE pg_signal_backend")
+        let running = RunningCollector(repository: repository)
+        let admin = try await ControlClient.connect(repository)
+        defer { admin.close() }
+        _ = try await admin.waitForStatus { $0.contains("running") }
+
+        let weakClient = ControlClient(
+            connection: try await PostgresConnection.connect(
+                .init(connectionString: bed.connectionString(port: bed.repositoryPort, database: repository.database, user: weak))
+            ))
+        defer { weakClient.close() }
+        #expect(
+            try await weakClient.ask("FORCE_SNAPSHOT w1 \(server)", channel: "w1") == "FORCE_SNAPSHOT ERROR Permission denied")
+        #expect(try await weakClient.ask("RELOAD w1", channel: "w1") == "RELOAD ERROR Permission denied")
+        #expect(try await weakClient.ask("WORKERS_STATUS w1", channel: "w1") == "WORKERS_STATUS ERROR Permission denied")
+        try await Task.sleep(for: .seconds(1))
+        #expect(try await repository.snapts(server) == before)
+        #expect(!running.logs.lines.contains { $0.contains("configuration reloaded") })
+
+        let allowed = ControlClient(
+            connection: try await PostgresConnection.connect(
+                .init(
+                    connectionString: bed.connectionString(
+                        port: bed.repositoryPort, database: repository.database, user: signaller))))
+        defer { allowed.close() }
+        #expect(
+            try await allowed.ask("FORCE_SNAPSHOT s1 \(server)", channel: "s1") == "FORCE_SNAPSHOT OK Snapshot will begin shortly"
+        )
+        _ = try await repository.waitForSnapshots(server, count: 1)
+        try await running.stop()
+    }
+
+    @Test("10,000 random and hostile payloads: the daemon stays up and still answers correctly")
+    func hostilePayloads() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
+        let running = RunningCollector(repository: repository)
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        _ = try await client.waitForStatus { $0.contains("running") }
+
+        var generator = SystemRandomNumberGenerator()
+        let fixed = [
+            "", " ", String(repeating: " ", count: 500), "-", "- -", "WORKERS_STATUS -", "WORKERS_STATUS - 1",
+            "FORCE_SNAPSHOT - 99999999999999999999999999", "WORKERS_STATUS x 1 2 3 4",
+            "WORKERS_STATUS '; DROP TABLE powa_servers; --", "WORKERS_STATUS \"x\"\"y\" 1", "RELOAD;",
+            "FORCE_SNAPSHOT r -1", "FORCE_SNAPSHOT r 0x10", "WORKERS_STATUS " + String(repeating: "c", count: 300),
+            String(repeating: "A", count: 7_990), "WORKERS_STATUS r " + String(repeating: "9", count: 7_900),
+            "\\", "\\\\ \\' \\\"", "WORKERS_STATUS r\u{0} 1".replacingOccurrences(of: "\u{0}", with: ""),
+            "ÉCHO ☃ 日本 🎉", "FORCE_SNAPSHOT;SELECT pg_sleep(10) x",
+        ]
+        let alphabet = Array("abcXYZ019 -_;'\"\\$%(){}[]é☃🎉\t")
+        let commands = ["WORKERS_STATUS", "FORCE_SNAPSHOT", "UNKNOWN", "workers_status", "X"]
+        for index in 0..<10_000 {
+            let payload: String
+            if index < fixed.count {
+                payload = fixed[index]
+            } else if index % 3 == 0 {
+                let length = Int.random(in: 0...200, using: &generator)
+                payload = String((0..<length).map { _ in alphabet.randomElement(using: &generator)! })
+            } else {
+                let command = commands.randomElement(using: &generator)!
+                let argument = ["", "\(Int.random(in: -5...99_999_999, using: &generator))", "'", ";", "- -"]
+                    .randomElement(using: &generator)!
+                payload = "\(command) q\(index % 7) \(argument)"
+            }
+            try await client.send(payload)
+        }
+        let answer = try await client.waitForStatus(
+            { $0.hasPrefix("WORKERS_STATUS OK") }, channel: "final", timeout: .seconds(120))
+        #expect(answer == "WORKERS_STATUS OK {\"\(server)\": \"running\"}")
+        #expect(running.collector.board.statuses()[server] == .running)
+        try await running.stop()
+    }
+}
