@@ -1,0 +1,141 @@
+import Foundation
+import PoWACollector
+import PostgresClient
+import TestBed
+import Testing
+
+/// The backend pids of a cluster's sessions whose application_name is `name`.
+func backendPIDs(bed: TestBed, port: Int, applicationName name: String) async throws -> [String] {
+    let connection = try await bed.connect(port: port, database: "postgres")
+    defer { connection.close() }
+    return try await connection.query(
+        "SELECT pid FROM pg_stat_activity WHERE application_name = $1 ORDER BY pid", [name]
+    ).rows.compactMap { $0[0] }
+}
+
+/// Writes a configuration file for the collector binary.
+func writeConfiguration(_ configuration: CollectorConfiguration) throws -> String {
+    let path = "/tmp/powa-daemon-\(UInt64.random(in: 0...UInt64.max)).conf"
+    try configuration.json.write(toFile: path, atomically: true, encoding: .utf8)
+    return path
+}
+
+@Suite("Reload, signals and the repository connection")
+struct LifecycleTests {
+    @Test("deactivate + RELOAD, re-enable + SIGHUP, a changed port; unchanged servers keep their connection")
+    func reload() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let tag = UInt32.random(in: 0...UInt32.max)
+        let kept = try await repository.register(port: bed.remotePorts[0], alias: "kept-\(tag)")
+        let moved = try await repository.register(port: bed.remotePorts[1], alias: "moved-\(tag)")
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.useServerAlias = true
+        configuration.debug = true
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        let both = "{\"\(kept)\": \"running\", \"\(moved)\": \"running\"}"
+        #expect(try await client.waitForStatus { $0.hasSuffix(both) } == "WORKERS_STATUS OK \(both)")
+        let keptPID = try await backendPIDs(
+            bed: bed, port: bed.remotePorts[0], applicationName: "PoWA collector - worker kept-\(tag)")
+        #expect(keptPID.count == 1)
+
+        // Deactivated + RELOAD: gone from WORKERS_STATUS, no snapshot of it afterwards.
+        try await repository.execute("SELECT powa_deactivate_server(\(moved))")
+        #expect(try await client.ask("RELOAD r1 ", channel: "r1") == "RELOAD OK OK")
+        #expect(try await client.ask("WORKERS_STATUS r1 ", channel: "r1") == "WORKERS_STATUS OK {\"\(kept)\": \"running\"}")
+        #expect(
+            try await backendPIDs(bed: bed, port: bed.remotePorts[1], applicationName: "PoWA collector - worker moved-\(tag)")
+                .isEmpty)
+        let frozen = try await repository.snapts(moved)
+        _ = try await repository.waitForSnapshots(kept, count: 2)
+        #expect(try await repository.snapts(moved) == frozen)
+
+        // Re-enabled on another port + SIGHUP: started again, on its new address.
+        try await repository.execute(
+            "UPDATE powa_servers SET frequency = 5, hostname = 'localhost', port = \(bed.remotePorts[0]) WHERE id = \(moved)")
+        daemon.signal(SIGHUP)
+        #expect(try await client.waitForStatus { $0.hasSuffix(both) } == "WORKERS_STATUS OK \(both)")
+        _ = try await repository.waitForSnapshots(moved, count: 1)
+        #expect(
+            try await backendPIDs(bed: bed, port: bed.remotePorts[0], applicationName: "PoWA collector - worker moved-\(tag)")
+                .count == 1)
+        #expect(
+            try await backendPIDs(bed: bed, port: bed.remotePorts[0], applicationName: "PoWA collector - worker kept-\(tag)")
+                == keptPID)
+
+        daemon.signal(SIGTERM)
+        #expect(await daemon.wait() == 0)
+        #expect(daemon.output.contains("SIGHUP received: reloading"))
+    }
+
+    @Test("SIGTERM during a snapshot: exit 0 within 5 s, nothing of it landed, no session of ours left")
+    func terminateDuringSnapshot() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let tag = "term-\(UInt32.random(in: 0...UInt32.max))"
+        let server = try await repository.register(port: bed.remotePorts[0], alias: tag)
+        try await addSlowSource(
+            repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 4, name: "slow_term_src")
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.useServerAlias = true
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        let first = try #require(try await repository.waitForSnapshots(server, count: 1).last)
+        let history = try await repository.int(
+            "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"])
+
+        try await waitForActiveQuery(bed: bed, port: bed.remotePorts[0], like: "%\"slow_term_src\"%")
+        let started = ContinuousClock.now
+        daemon.signal(SIGTERM)
+        let code = await daemon.wait()
+        #expect(code == 0)
+        #expect(ContinuousClock.now - started < .seconds(5))
+        #expect(try await repository.snapts(server) == first)
+        #expect(
+            try await repository.int(
+                "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) == history)
+        #expect(try await repository.int("SELECT count(*) FROM powa_statements_src_tmp WHERE srvid = $1", ["\(server)"]) == 0)
+        for port in [bed.repositoryPort] + bed.remotePorts {
+            let connection = try await bed.connect(port: port, database: "postgres")
+            let ours = try await connection.query(
+                """
+                SELECT count(*) FROM pg_stat_activity
+                WHERE application_name LIKE 'PoWA collector - %' AND (application_name LIKE '%\(tag)%' OR datname = $1)
+                """, [repository.database]
+            ).rows[0][0]
+            connection.close()
+            #expect(ours == "0", "sessions of ours left on port \(port)")
+        }
+    }
+
+    @Test("the repository restarted: the collector answers again within 10 s and snapshots resume")
+    func repositoryRestart() async throws {
+        try await TestBed.withPrivate(name: "repository-restart", port: 5465, remotes: 1) { bed in
+            try await restartRepository(bed: bed)
+        }
+    }
+
+    private func restartRepository(bed: TestBed) async throws {
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[0])
+        let running = RunningCollector(repository: repository)
+        let client = try await ControlClient.connect(repository)
+        #expect(try await client.waitForStatus { $0.contains("running") } != nil)
+        client.close()
+        let before = try #require(try await repository.waitForSnapshots(server, count: 1).last)
+
+        try await bed.pgCtl(bed.repositoryDataDirectory, ["restart", "-m", "fast"])
+        let restarted = ContinuousClock.now
+        let expected = "WORKERS_STATUS OK {\"\(server)\": \"running\"}"
+        let again = try await ControlClient.connect(repository)
+        let answer = try await again.waitForStatus({ $0 == expected }, timeout: .seconds(10))
+        again.close()
+        #expect(answer == expected)
+        #expect(ContinuousClock.now - restarted < .seconds(10))
+        let after = try await repository.waitForSnapshots(server, count: 2, after: before)
+        #expect(after.count == 2)
+        #expect(running.collector.board.statuses().keys.sorted() == [server])
+        try await running.stop()
+    }
+}
