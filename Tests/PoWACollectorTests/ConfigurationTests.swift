@@ -3,7 +3,7 @@ import PoWACollector
 import TestBed
 import Testing
 
-@Suite("Configuration file")
+@Suite("Configuration file", .timeLimit(.minutes(4)))
 struct ConfigurationTests {
     private func parse(_ text: String) throws(ConfigurationError) -> CollectorConfiguration {
         try ConfigurationFile.parse(Data(text.utf8))
@@ -49,7 +49,7 @@ struct ConfigurationTests {
     }
 }
 
-@Suite("The powa-collector command")
+@Suite("The powa-collector command", .timeLimit(.minutes(4)))
 struct CommandTests {
     /// Runs the collector binary to its end and returns its exit code and output.
     private func run(_ arguments: [String], directory: String = "/tmp", home: String = "/nonexistent") async throws -> (

@@ -4,7 +4,7 @@ import PostgresClient
 import TestBed
 import Testing
 
-@Suite("Control protocol")
+@Suite("Control protocol", .timeLimit(.minutes(4)))
 struct ControlTests {
     @Test("requests are split as data; answers stay under 8000 bytes")
     func parsing() {

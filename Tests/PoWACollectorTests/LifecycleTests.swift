@@ -20,7 +20,7 @@ func writeConfiguration(_ configuration: CollectorConfiguration) throws -> Strin
     return path
 }
 
-@Suite("Reload, signals and the repository connection")
+@Suite("Reload, signals and the repository connection", .timeLimit(.minutes(4)))
 struct LifecycleTests {
     @Test("deactivate + RELOAD, re-enable + SIGHUP, a changed port; unchanged servers keep their connection")
     func reload() async throws {

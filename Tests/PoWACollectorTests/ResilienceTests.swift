@@ -41,7 +41,7 @@ func waitForActiveQuery(bed: TestBed, port: Int, like pattern: String, timeout: 
     Issue.record("no active query like \(pattern) on port \(port)")
 }
 
-@Suite("Failures during snapshots")
+@Suite("Failures during snapshots", .timeLimit(.minutes(4)))
 struct ResilienceTests {
     @Test("a remote killed during a snapshot leaves nothing of it; the worker reconnects and resumes")
     func remoteKilled() async throws {

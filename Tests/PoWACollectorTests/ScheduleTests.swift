@@ -3,7 +3,7 @@ import Testing
 
 @testable import PoWACollector
 
-@Suite("Scheduling")
+@Suite("Scheduling", .timeLimit(.minutes(4)))
 struct ScheduleTests {
     @Test("snapshot k is due at origin + k * frequency, whatever the snapshots took")
     func driftFree() {

@@ -14,7 +14,7 @@ func runWorkload(on bed: TestBed, port: Int) async throws {
     }
 }
 
-@Suite("Remote snapshots")
+@Suite("Remote snapshots", .timeLimit(.minutes(4)))
 struct SnapshotTests {
     @Test("every enabled source of every active server lands rows, snapts advances, errors stay NULL")
     func everySourceLands() async throws {
@@ -150,5 +150,27 @@ struct SnapshotTests {
         #expect(try await repository.errors(broken).contains("the powa extension is not installed in database \"postgres\""))
         #expect(try await repository.snapts(broken) == nil)
         #expect(try await repository.errors(healthy) == "")
+    }
+
+    @Test("unusable server rows are reported and skipped; the other servers are snapshotted")
+    func unusableServerRows() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let healthy = try await repository.register(port: bed.remotePorts[0])
+        let orphan = try await repository.register(port: bed.remotePorts[1])
+        try await repository.execute(
+            """
+            DELETE FROM powa_snapshot_metas WHERE srvid = \(orphan);
+            INSERT INTO powa_servers (hostname, port, username, dbname, frequency)
+            VALUES ('127.0.0.1', 70000, 'postgres', 'powa', 5), ('', 5432, 'postgres', 'powa', 5);
+            """)
+        let collector = RunningCollector(repository: repository)
+        _ = try await repository.waitForSnapshots(healthy, count: 1)
+        #expect(try await collector.waitForLog("has no row in powa_snapshot_metas"))
+        #expect(try await collector.waitForLog("invalid port 70000"))
+        #expect(try await collector.waitForLog("empty hostname"))
+        #expect(collector.collector.board.statuses()[orphan] == .stopped)
+        #expect(collector.collector.board.statuses()[healthy] == .running)
+        try await collector.stop()
     }
 }

@@ -4,7 +4,7 @@ import PostgresClient
 import TestBed
 import Testing
 
-@Suite("Connecting")
+@Suite("Connecting", .timeLimit(.minutes(4)))
 struct ConnectTests {
     @Test("connects with a URI, a key/value string and a Unix socket")
     func connectionStringForms() async throws {

@@ -2,7 +2,7 @@ import PostgresClient
 import TestBed
 import Testing
 
-@Suite("COPY streams and LISTEN/NOTIFY")
+@Suite("COPY streams and LISTEN/NOTIFY", .timeLimit(.minutes(4)))
 struct CopyAndNotifyTests {
     @Test("a COPY pipe of 1,000,000 rows between two clusters arrives complete")
     func copyPipe() async throws {

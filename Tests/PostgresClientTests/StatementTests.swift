@@ -3,7 +3,7 @@ import Synchronization
 import TestBed
 import Testing
 
-@Suite("Statements, cancellation and the cooperative pool")
+@Suite("Statements, cancellation and the cooperative pool", .timeLimit(.minutes(4)))
 struct StatementTests {
     @Test("a bad statement reports its SQLSTATE and leaves the connection usable")
     func badStatement() async throws {

@@ -124,52 +124,15 @@ public struct TestBed: Sendable {
             ["-u", "postgres", "--", binDirectory + "/pg_ctl", "-D", dataDirectory, "-l", log, "-w"] + arguments)
     }
 
-    /// Runs a command (relative paths are from the package root) on a thread of its own, and
-    /// throws with its output when it fails.
+    /// Runs a command (relative paths are from the package root) to its end, and throws with
+    /// its output when it fails.
     public static func run(_ command: String, _ arguments: [String], environment: [String: String] = [:]) async throws {
-        try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
-            let thread = Thread {
-                do {
-                    try runBlocking(command, arguments, environment: environment)
-                    continuation.resume()
-                } catch {
-                    continuation.resume(throwing: error)
-                }
-            }
-            thread.start()
-        }
-    }
-
-    /// posix_spawn and waitpid: Foundation's Process can miss the exit of a script whose
-    /// grandchildren (the servers pg_ctl starts) live on.
-    private static func runBlocking(_ command: String, _ arguments: [String], environment: [String: String]) throws {
         let path = command.hasPrefix("/") ? command : packageRoot.appendingPathComponent(command).path
-        let outputPath = "/tmp/powa-testbed-run-\(UUID().uuidString).log"
-        defer { unlink(outputPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 1, outputPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        let fullEnvironment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        let argv = ([path] + arguments).map { strdup($0) } + [nil]
-        let envp = fullEnvironment.map { strdup("\($0)=\($1)") } + [nil]
-        defer {
-            argv.forEach { free($0) }
-            envp.forEach { free($0) }
-        }
-        var pid: pid_t = 0
-        let spawned = posix_spawn(&pid, path, &actions, nil, argv, envp)
-        guard spawned == 0 else { throw TestBedError(message: "could not start \(path): errno \(spawned)") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) == -1 && errno == EINTR {}
-        let exited = (status & 0x7f) == 0
-        let code = (status >> 8) & 0xff
-        guard exited && code == 0 else {
-            let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        let process = try DaemonProcess(path, arguments, environment: environment, directory: "/")
+        let code = await process.wait()
+        guard code == 0 else {
             throw TestBedError(
-                message: "\(command) \(arguments.joined(separator: " ")) failed (status \(status)): \(output)")
+                message: "\(command) \(arguments.joined(separator: " ")) exited \(code): \(process.output)")
         }
     }
 }

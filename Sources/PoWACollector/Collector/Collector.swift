@@ -65,10 +65,7 @@ public final class Collector: Service, Sendable {
         while true {
             let configuration = self.configuration
             do {
-                let repository = try await PoWARepository.connect(
-                    dsn: configuration.repositoryDSN,
-                    applicationName: ApplicationName.main(version: Self.version),
-                    connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+                let repository = try await connectRepository(configuration)
                 defer { repository.close() }
                 guard let text = try await repository.powaVersion() else {
                     throw CollectorError("the powa extension is not installed in the repository database")
@@ -100,6 +97,13 @@ public final class Collector: Service, Sendable {
             logger: logger)
     }
 
+    private func connectRepository(_ configuration: CollectorConfiguration) async throws -> PoWARepository {
+        try await PoWARepository.connect(
+            dsn: configuration.repositoryDSN,
+            applicationName: ApplicationName.main(version: Self.version),
+            connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+    }
+
     private func reloadOnHangup() async {
         for await _ in await UnixSignalsSequence(trapping: .sighup) {
             logger.info("SIGHUP received: reloading")
@@ -125,10 +129,7 @@ public final class Collector: Service, Sendable {
         levelSwitch?.current = configuration.debug ? .debug : .info
         let list: ServerList
         do {
-            let repository = try await PoWARepository.connect(
-                dsn: configuration.repositoryDSN,
-                applicationName: ApplicationName.main(version: Self.version),
-                connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+            let repository = try await connectRepository(configuration)
             defer { repository.close() }
             list = try await repository.activeServers()
         } catch {

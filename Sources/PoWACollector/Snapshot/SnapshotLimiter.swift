@@ -37,13 +37,21 @@ final class SnapshotLimiter: Sendable {
                     state.waiters.append((id, continuation))
                     return false
                 }
-                if granted { continuation.resume() }
+                if granted {
+                    continuation.resume()
+                } else if Task.isCancelled {
+                    // Cancelled before the waiter was queued: onCancel found nothing.
+                    removeWaiter(id)?.resume(throwing: CancellationError())
+                }
             }
         } onCancel: {
-            let waiter = state.withLock { state in
-                state.waiters.firstIndex { $0.id == id }.map { state.waiters.remove(at: $0) }
-            }
-            waiter?.continuation.resume(throwing: CancellationError())
+            removeWaiter(id)?.resume(throwing: CancellationError())
+        }
+    }
+
+    private func removeWaiter(_ id: UInt64) -> CheckedContinuation<Void, any Error>? {
+        state.withLock { state in
+            state.waiters.firstIndex { $0.id == id }.map { state.waiters.remove(at: $0).continuation }
         }
     }
 

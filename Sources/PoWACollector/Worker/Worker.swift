@@ -142,6 +142,19 @@ struct Worker {
             logger: logger)
     }
 
+    /// Connects to the repository; when it cannot, sets the status and logs what could not happen.
+    private func openRepository(failing consequence: String) async -> PoWARepository? {
+        do {
+            return try await connectRepository()
+        } catch {
+            if !Task.isCancelled {
+                setStatus(.noRepositoryConnection)
+                logger.error("\(consequence): could not connect to the repository: \(error)")
+            }
+            return nil
+        }
+    }
+
     /// Appends errors to the server's `powa_snapshot_metas.errors`, on a connection of its own;
     /// when the repository cannot be reached they are only logged (they were already).
     private func recordErrors(_ errors: [String]) async {
@@ -165,16 +178,7 @@ struct Worker {
 
     private func prepare(remote: PostgresConnection, needsSchedule: Bool) async -> Preparation {
         let deadline = ContinuousClock.now + context.snapshotTimeout
-        let repository: PoWARepository
-        do {
-            repository = try await connectRepository()
-        } catch {
-            if !Task.isCancelled {
-                setStatus(.noRepositoryConnection)
-                logger.error("could not connect to the repository: \(error)")
-            }
-            return .retry
-        }
+        guard let repository = await openRepository(failing: "worker start-up delayed") else { return .retry }
         defer { repository.close() }
         do {
             try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
@@ -213,16 +217,7 @@ struct Worker {
         let deadline = started + context.snapshotTimeout
         do {
             return try await context.limiter.withPermit {
-                let repository: PoWARepository
-                do {
-                    repository = try await connectRepository()
-                } catch {
-                    if !Task.isCancelled {
-                        setStatus(.noRepositoryConnection)
-                        logger.error("snapshot skipped: could not connect to the repository: \(error)")
-                    }
-                    return .failed
-                }
+                guard let repository = await openRepository(failing: "snapshot skipped") else { return .failed }
                 defer { repository.close() }
                 return await takeSnapshot(remote: remote, repository: repository, started: started, deadline: deadline)
             }

@@ -57,7 +57,12 @@ final class WorkerMailbox: Sendable {
                     state.waiter = continuation
                     return false
                 }
-                if ready { continuation.resume() }
+                if ready {
+                    continuation.resume()
+                } else if Task.isCancelled {
+                    // Cancelled before the continuation was stored: onCancel found nothing.
+                    state.withLock { $0.waiter.take() }?.resume()
+                }
             }
         } onCancel: {
             state.withLock { $0.waiter.take() }?.resume()
