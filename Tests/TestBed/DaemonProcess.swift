@@ -31,11 +31,24 @@ public final class DaemonProcess: Sendable {
         let envp = fullEnvironment.map { strdup("\($0)=\($1)") } + [nil]
         defer { envp.forEach { free($0) } }
         // posix_spawn has no portable chdir: start through the shell's `cd`, then exec.
+        // A child inherits the spawning thread's signal mask, and the concurrency pool's
+        // threads block most signals: give it an empty mask and default handlers, or a SIGTERM
+        // sent to it would stay pending forever.
+        var attributes = posix_spawnattr_t()
+        posix_spawnattr_init(&attributes)
+        defer { posix_spawnattr_destroy(&attributes) }
+        var noSignals = sigset_t()
+        sigemptyset(&noSignals)
+        posix_spawnattr_setsigmask(&attributes, &noSignals)
+        var allSignals = sigset_t()
+        sigfillset(&allSignals)
+        posix_spawnattr_setsigdefault(&attributes, &allSignals)
+        posix_spawnattr_setflags(&attributes, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
         var pid: pid_t = 0
         let shellArguments = ["/bin/sh", "-c", "cd \"$0\" && exec \"$@\"", directory, executable] + arguments
         let shellArgv = shellArguments.map { strdup($0) } + [nil]
         defer { shellArgv.forEach { free($0) } }
-        let spawned = posix_spawn(&pid, "/bin/sh", &actions, nil, shellArgv, envp)
+        let spawned = posix_spawn(&pid, "/bin/sh", &actions, &attributes, shellArgv, envp)
         guard spawned == 0 else { throw TestBedError(message: "could not start \(executable): errno \(spawned)") }
         self.pid = pid
     }

@@ -1,0 +1,213 @@
+import Foundation
+import Glibc
+import TestBed
+import Testing
+
+/// powa-web 4.1.4 itself (pip, in the venv `scripts/powa-web-venv` makes), logged in over HTTP
+/// against a scratch repository, asking the collector running in this process through
+/// LISTEN/NOTIFY, exactly as a user's browser would make it.
+@Suite("powa-web 4.1.4 as a real client", .timeLimit(.minutes(4)))
+struct PowaWebTests {
+    @Test("the config pages show every active server running, RELOAD is true, a deactivated server is no longer running")
+    func configPages() async throws {
+        let venv = ProcessInfo.processInfo.environment["POWA_WEB_VENV"] ?? "/tmp/powa-web-venv"
+        try await TestBed.run("scripts/powa-web-venv", [], environment: ["POWA_WEB_VENV": venv])
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let first = try await repository.register(port: bed.remotePorts[0], frequency: 5)
+        let second = try await repository.register(port: bed.remotePorts[1], frequency: 5)
+        let collector = RunningCollector(repository: repository)
+        let web: PowaWeb
+        do {
+            web = try await PowaWeb.start(venv: venv, bed: bed, database: repository.database)
+        } catch {
+            try? await collector.stop()
+            throw error
+        }
+        do {
+            try await web.login()
+
+            // Every active server is running, as the collector's WORKERS_STATUS says (powa-web
+            // waits 1 s for the answer, and the workers take a moment to connect: retry).
+            let statuses = try await web.serverStatuses(until: { $0[first] == "running" && $0[second] == "running" })
+            #expect(statuses[first] == "running" && statuses[second] == "running", "\(statuses)")
+            // The repository itself (id 0) is powa-web's own business: no bgworker here.
+            #expect(statuses[0] == "stopped")
+
+            #expect(try await web.get("/reload_collector/") == "true")
+            #expect(try await web.serverDetails(first) == ["success": ["Collector status for this instance: running"]])
+            #expect(try await web.serverDetails(second) == ["success": ["Collector status for this instance: running"]])
+
+            // Deactivated and reloaded: the collector stops its worker and no longer lists it, so
+            // powa-web keeps its own default for the row, 'unknown' ('stopped' would be as right);
+            // never 'running'. Server 1 is untouched.
+            _ = try await repository.value("SELECT powa_deactivate_server($1::int)", ["\(second)"])
+            #expect(try await web.get("/reload_collector/") == "true")
+            let after = try await web.serverStatuses(until: { $0[first] == "running" && $0[second] != "running" })
+            #expect(after[first] == "running", "\(after)")
+            let deactivated = try #require(after[second], "server \(second) is missing from /config/powa_servers/")
+            #expect(["unknown", "stopped"].contains(deactivated), "\(after)")
+            #expect(try await web.serverDetails(first) == ["success": ["Collector status for this instance: running"]])
+            // No status for it: powa-web's warning (or an alert if one was given), never success.
+            let details = try await web.serverDetails(second)
+            #expect(
+                details == ["warning": ["Could not get status for this instance"]]
+                    || details == ["alert": ["Collector status for this instance: stopped"]], "\(details)")
+            // Its dashboard page still renders.
+            #expect(try await web.get("/config/\(second)/").contains("Configuration overview"))
+            #expect(try await web.get("/config/").contains("Configuration"))
+        } catch {
+            await web.stop()
+            try? await collector.stop()
+            throw error
+        }
+        #expect(await web.stop() == 128 + SIGTERM, "powa-web did not stop on SIGTERM")
+        try await collector.stop()
+    }
+}
+
+/// A powa-web process on a free loopback port, with its own configuration and cookie jar, and
+/// curl to talk to it.
+private final class PowaWeb: Sendable {
+    let process: DaemonProcess
+    let directory: String
+    let base: String
+    private let curl: String
+
+    private init(process: DaemonProcess, directory: String, base: String, curl: String) {
+        self.process = process
+        self.directory = directory
+        self.base = base
+        self.curl = curl
+    }
+
+    /// Writes the configuration (python syntax, read by tornado.options), starts powa-web and
+    /// waits until it answers.
+    static func start(venv: String, bed: TestBed, database: String) async throws -> PowaWeb {
+        guard let curl = ["/usr/bin/curl", "/bin/curl"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
+            throw TestBedError(message: "curl is missing: run scripts/install-deps")
+        }
+        let directory = "/tmp/powa-web-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        let port = try freeLoopbackPort()
+        let configuration = """
+            servers={'main': {'host': '127.0.0.1', 'port': '\(bed.repositoryPort)', 'database': '\(database)', \
+            'query': {'client_encoding': 'utf8'}}}
+            cookie_secret='powa-web-tests-\(UUID().uuidString)'
+            address='127.0.0.1'
+            port=\(port)
+
+            """
+        let path = directory + "/powa-web.conf"
+        try configuration.write(toFile: path, atomically: true, encoding: .utf8)
+        // HOME: powa-web also reads ~/.config/powa-web.conf and ~/.powa-web.conf.
+        let process = try DaemonProcess(
+            venv + "/bin/python", [venv + "/bin/powa-web", "--config=" + path],
+            environment: ["PYTHONUNBUFFERED": "1", "HOME": directory], directory: directory)
+        let web = PowaWeb(process: process, directory: directory, base: "http://127.0.0.1:\(port)", curl: curl)
+        let deadline = ContinuousClock.now + .seconds(30)
+        while ContinuousClock.now < deadline {
+            // The login page answers 403 to anyone not logged in.
+            if let answer = try? await web.request("/login/"), answer.status == 403 { return web }
+            try await Task.sleep(for: .milliseconds(200))
+        }
+        let output = process.output
+        await web.stop()
+        throw TestBedError(message: "powa-web did not answer on port \(port) within 30 s:\n\(output)")
+    }
+
+    /// Logs in as postgres with no password (trust), as the login form posts it: the secure
+    /// cookies land in the jar.
+    func login() async throws {
+        let answer = try await request("/login/", form: "username=postgres&password=&server=main")
+        let jar = (try? String(contentsOfFile: directory + "/cookies", encoding: .utf8)) ?? ""
+        guard answer.status == 302, jar.contains("username") else {
+            throw TestBedError(message: "login failed: HTTP \(answer.status)\n\(answer.body)\n\(process.output)")
+        }
+    }
+
+    /// The body of a page that must answer 200.
+    func get(_ path: String) async throws -> String {
+        let answer = try await request(path)
+        guard answer.status == 200 else {
+            throw TestBedError(message: "GET \(path): HTTP \(answer.status)\n\(answer.body)\n\(process.output)")
+        }
+        return answer.body
+    }
+
+    /// `collector_status` by server id from `/config/powa_servers/`, asked again (for 15 s at
+    /// most) until `done` holds.
+    func serverStatuses(until done: ([Int: String]) -> Bool) async throws -> [Int: String] {
+        let deadline = ContinuousClock.now + .seconds(15)
+        while true {
+            let body = try await get("/config/powa_servers/")
+            let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+            let rows = try #require(object?["data"] as? [[String: Any]], "not a servers list: \(body)")
+            var statuses: [Int: String] = [:]
+            for row in rows {
+                if let id = row["id"] as? Int, let status = row["collector_status"] as? String { statuses[id] = status }
+            }
+            if done(statuses) || ContinuousClock.now >= deadline { return statuses }
+            try await Task.sleep(for: .milliseconds(300))
+        }
+    }
+
+    /// The `messages` of `/config/<id>/server_details/` (its `data` is always empty).
+    func serverDetails(_ id: Int) async throws -> [String: [String]] {
+        let body = try await get("/config/\(id)/server_details/")
+        let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
+        return try #require(object?["messages"] as? [String: [String]], "no messages: \(body)")
+    }
+
+    /// One HTTP request through curl with the cookie jar; a POST when `form` is given.
+    func request(_ path: String, form: String? = nil) async throws -> (status: Int, body: String) {
+        let bodyPath = directory + "/body-\(UUID().uuidString)"
+        defer { unlink(bodyPath) }
+        let jar = directory + "/cookies"
+        var arguments = ["-sS", "--max-time", "20", "-b", jar, "-c", jar, "-o", bodyPath, "-w", "%{http_code}"]
+        if let form { arguments += ["--data", form] }
+        let client = try DaemonProcess(curl, arguments + [base + path], directory: directory)
+        let code = await client.wait()
+        let output = client.output
+        guard code == 0, let status = Int(output.trimmingCharacters(in: .whitespacesAndNewlines)) else {
+            throw TestBedError(message: "curl \(path) failed (\(code)): \(output)")
+        }
+        return (status, (try? String(contentsOfFile: bodyPath, encoding: .utf8)) ?? "")
+    }
+
+    /// SIGTERM (SIGKILL if it is still there 10 s later), waits for the exit, removes the
+    /// directory; returns the exit code (128 + 15 when SIGTERM ended it).
+    @discardableResult
+    func stop() async -> Int32 {
+        process.signal(SIGTERM)
+        let pid = process.pid
+        let killer = Task {
+            try await Task.sleep(for: .seconds(10))
+            kill(pid, SIGKILL)
+        }
+        let code = await process.wait()
+        killer.cancel()
+        try? FileManager.default.removeItem(atPath: directory)
+        return code
+    }
+
+    /// A port nobody listens on right now, on 127.0.0.1.
+    private static func freeLoopbackPort() throws -> Int {
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        guard fd >= 0 else { throw TestBedError(message: "socket failed") }
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        address.sin_port = 0
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
+        }
+        guard bound == 0 else { throw TestBedError(message: "bind failed") }
+        _ = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
+        return Int(UInt16(bigEndian: address.sin_port))
+    }
+}
