@@ -135,7 +135,9 @@ struct CommandTests {
         let path = try writeTemporary("{\"repository\": {\"dsn\": \"\(dsn)\"}, \"debug\": true}")
         let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", path])
         #expect(try await daemon.waitForOutput("password authentication failed"))
-        #expect(try await repository.errors(server).contains("password authentication failed"))
+        #expect(
+            try await repository.waitForErrors(server, containing: "password authentication failed").contains(
+                "password authentication failed"))
         daemon.signal(SIGTERM)
         #expect(await daemon.wait() == 0)
         let output = daemon.output

@@ -117,6 +117,7 @@ struct ResilienceTests {
         let collector = RunningCollector(repository: repository) { $0.snapshotTimeout = 3 }
         let times = try await repository.waitForSnapshots(healthy, count: 5)
         #expect(try await collector.waitForLog("snapshot timed out while reading hung_src"))
+        _ = try await repository.waitForErrors(hung, containing: "snapshot timed out")
         try await collector.stop()
 
         for (earlier, later) in zip(times, times.dropFirst()) {

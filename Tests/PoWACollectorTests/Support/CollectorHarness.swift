@@ -87,6 +87,17 @@ struct ScratchRepository {
             ["\(serverID)"]) ?? ""
     }
 
+    /// Waits until the server's `powa_snapshot_metas.errors` contains `text`; returns them.
+    func waitForErrors(_ serverID: Int, containing text: String, timeout: Duration = .seconds(15)) async throws -> String {
+        let deadline = ContinuousClock.now + timeout
+        var errors = try await self.errors(serverID)
+        while !errors.contains(text) && ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+            errors = try await self.errors(serverID)
+        }
+        return errors
+    }
+
     /// Waits until the server's snapts has moved past `after` `count` times; returns each value.
     func waitForSnapshots(
         _ serverID: Int, count: Int, after start: Double? = nil, timeout: Duration = .seconds(60)
