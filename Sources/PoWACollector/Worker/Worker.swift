@@ -72,7 +72,7 @@ struct Worker {
                     let message = "could not connect to the remote server: \(error)"
                     if !outageReported {
                         logger.error("\(message)")
-                        await recordErrors([message])
+                        _ = try? await context.limiter.withPermit { await recordErrors([message]) }
                         outageReported = true
                     } else {
                         logger.debug("\(message)")
@@ -85,7 +85,12 @@ struct Worker {
 
             // Versions and the first schedule, from the repository.
             if needsBookkeeping || schedule == nil {
-                switch await prepare(remote: connection, needsSchedule: schedule == nil) {
+                // Start-up work uses a repository connection too: bounded like snapshots, so
+                // that a thousand workers starting together do not exhaust max_connections.
+                let preparation = try? await context.limiter.withPermit {
+                    await prepare(remote: connection, needsSchedule: schedule == nil)
+                }
+                switch preparation ?? .retry {
                 case .ready(let start):
                     needsBookkeeping = false
                     schedule = schedule ?? start
@@ -156,7 +161,8 @@ struct Worker {
     }
 
     /// Appends errors to the server's `powa_snapshot_metas.errors`, on a connection of its own;
-    /// when the repository cannot be reached they are only logged (they were already).
+    /// when the repository cannot be reached they are only logged (they were already). The
+    /// caller holds a limiter permit.
     private func recordErrors(_ errors: [String]) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
         do {
