@@ -11,6 +11,8 @@ struct PowaBench: AsyncParsableCommand {
         subcommands: [
             CopyPipe.self,
             CopyPipeOnce.self,
+            CollectorBench.self,
+            ScaleBench.self,
         ]
     )
 }

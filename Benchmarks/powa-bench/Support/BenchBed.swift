@@ -13,27 +13,65 @@ struct BedOptions: ParsableArguments {
     var keep = false
 }
 
-/// The benchmarks' private test bed: one repository cluster and one remote cluster, apart from
-/// the tests' beds so that a benchmark never disturbs them (nor they it).
-enum BenchBed {
-    static let name = "bench"
-    static let port = 5470
-    static let remotes = 1
-    static var directory: String { "/tmp/powa-testbed-\(name)" }
+/// A private test bed of a benchmark: where, on which ports, and how its clusters differ from
+/// the tests' (through the optional knobs of `scripts/testbed`).
+struct BedSpec: Sendable {
+    /// The bed lives in `/tmp/powa-testbed-<name>`.
+    var name: String
+    /// The repository's port; the remotes' are the next ones.
+    var port: Int
+    var remotes: Int
+    /// Extra postgresql.conf lines of the remotes (`POWA_TESTBED_REMOTE_CONF`).
+    var remoteConfiguration: [String] = []
+    /// Extra postgresql.conf lines of the repository (`POWA_TESTBED_REPO_CONF`).
+    var repositoryConfiguration: [String] = []
+    /// listen_addresses (`POWA_TESTBED_LISTEN`); when set, pg_hba also trusts 127.0.0.0/8.
+    var listenAddresses: String?
 
+    var directory: String { "/tmp/powa-testbed-\(name)" }
+
+    /// The bed of `copy-pipe`: one repository cluster and one remote cluster.
+    static let copyPipe = BedSpec(name: "bench", port: 5470, remotes: 1)
+
+    /// The environment of `scripts/testbed start` for this bed.
+    var environment: [String: String] {
+        var environment = [
+            "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port)", "POWA_TESTBED_REMOTES": "\(remotes)",
+        ]
+        if !remoteConfiguration.isEmpty {
+            environment["POWA_TESTBED_REMOTE_CONF"] = remoteConfiguration.joined(separator: "\n")
+        }
+        if !repositoryConfiguration.isEmpty {
+            environment["POWA_TESTBED_REPO_CONF"] = repositoryConfiguration.joined(separator: "\n")
+        }
+        if let listenAddresses { environment["POWA_TESTBED_LISTEN"] = listenAddresses }
+        return environment
+    }
+}
+
+/// The benchmarks' private test beds, apart from the tests' beds so that a benchmark never
+/// disturbs them (nor they it).
+enum BenchBed {
     /// Starts (or, with `--reuse`, reuses) the bed, runs `body` with it, then stops it unless
     /// `--keep`, whether `body` succeeded or not.
     static func with<Result>(
         _ options: BedOptions,
+        _ spec: BedSpec = .copyPipe,
         _ body: (TestBed) async throws -> Result
     ) async throws -> Result {
         let bed: TestBed
+        let directory = spec.directory
         if options.reuse, FileManager.default.fileExists(atPath: directory + "/testbed.env") {
             bed = try TestBed.load(directory: directory)
             note("reusing the test bed in \(directory)")
         } else {
-            note("starting a test bed in \(directory) (ports \(port)..\(port + remotes))")
-            bed = try await TestBed.start(name: name, port: port, remotes: remotes)
+            note("starting a test bed in \(directory) (ports \(spec.port)..\(spec.port + spec.remotes))")
+            try await TestBed.run("scripts/testbed", ["start"], environment: spec.environment)
+            bed = try TestBed.load(directory: directory)
+        }
+        guard bed.remotePorts.count == spec.remotes else {
+            throw BenchError(
+                "the bed in \(directory) has \(bed.remotePorts.count) remote(s), not \(spec.remotes): run without --reuse")
         }
         let result: Result
         do {

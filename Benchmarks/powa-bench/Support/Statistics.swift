@@ -1,3 +1,5 @@
+import Synchronization
+
 /// Figures over the runs of a benchmark.
 struct RunStatistics {
     /// One value per run, in run order.
@@ -59,3 +61,14 @@ func table(_ header: [String], _ rows: [[String]]) -> String {
 
 /// PASS or MISS.
 func verdict(_ met: Bool) -> String { met ? "PASS" : "MISS" }
+
+/// A value behind a lock, shared by the tasks of a benchmark.
+final class Locked<Value: Sendable>: Sendable {
+    private let mutex: Mutex<Value>
+
+    init(_ value: Value) { mutex = Mutex(value) }
+
+    func withLock<Result>(_ body: (inout Value) -> Result) -> Result {
+        mutex.withLock { body(&$0) }
+    }
+}

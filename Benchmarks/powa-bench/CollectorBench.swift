@@ -1,0 +1,379 @@
+import ArgumentParser
+import Foundation
+import PostgresClient
+import TestBed
+
+/// `powa-bench collector`: this collector against the Python powa-collector 1.3.2 and against a
+/// `psql | psql` pipe (the physical floor), one after the other for the same duration and
+/// frequency on the same remotes, whose pg_stat_statements is large (4,000 statements, about
+/// 56 MB of query text each). Before that, this collector alone on a pg_stat_statements ten
+/// times smaller, to show that its memory does not grow with it.
+///
+/// Each run gets a fresh repository database. Snapshots, cadence and the repository
+/// transaction time come from a log the repository keeps (see `RunRepository`); CPU and peak
+/// RSS of a collector from /proc just before it is stopped; the wall time of a snapshot from
+/// the collector's debug log (ours: `snapshot taken seconds=`; Python: from `Connecting on
+/// repository...` to `Committing transaction`); for the floor, the pipeline's own.
+struct CollectorBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "collector",
+        abstract: "This collector vs the Python powa-collector 1.3.2 vs psql | psql, on a large pg_stat_statements."
+    )
+
+    @OptionGroup var bedOptions: BedOptions
+
+    @Option(help: "Seconds between two snapshots of a server (powa_servers.frequency, at least 5).")
+    var frequency = 10
+
+    @Option(help: "Seconds each method runs.")
+    var duration = 150.0
+
+    @Option(help: "Remote clusters (one server each).")
+    var remotes = 2
+
+    @Option(help: "Statements generated in each remote's pg_stat_statements (IN lists of 1..N items).")
+    var statements = 4000
+
+    @Option(
+        name: .customLong("small-divisor"),
+        help: "The first run, of this collector alone, has N / this many statements (every k-th shape); 0 skips it.")
+    var smallDivisor = 10
+
+    @Option(help: "The methods to run, comma-separated, among ours, python, psql.")
+    var methods = "ours,python,psql"
+
+    @Option(help: "This collector's binary.")
+    var collector = CollectorKind.defaultBinary
+
+    @Option(help: "The venv of the Python collector (created with pip when missing).")
+    var venv = PythonCollector.defaultVenv
+
+    /// Targets of the issue.
+    static let minimumStatements = 4000
+    static let minimumQueryBytes = 40 * 1024 * 1024
+    static let cpuRatio = 0.1
+    static let rssRatio = 0.1
+    static let flatRSSGrowth = 1.1
+    static let wallRatio = 1.1
+
+    var selectedMethods: [String] { methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+
+    func validate() throws {
+        guard frequency >= 5 else { throw ValidationError("--frequency must be at least 5 (powa's minimum)") }
+        guard duration >= Double(2 * frequency) else { throw ValidationError("--duration must cover two periods at least") }
+        guard (1...9).contains(remotes) else { throw ValidationError("--remotes must be from 1 to 9") }
+        guard statements >= 1 else { throw ValidationError("--statements must be at least 1") }
+        guard smallDivisor >= 0 else { throw ValidationError("--small-divisor must not be negative") }
+        let unknown = selectedMethods.filter { !["ours", "python", "psql"].contains($0) }
+        guard unknown.isEmpty, !selectedMethods.isEmpty else {
+            throw ValidationError("--methods: unknown \(unknown.joined(separator: ", ")); use ours, python, psql")
+        }
+    }
+
+    var bedSpec: BedSpec {
+        BedSpec(
+            name: "bench-collector", port: 5500, remotes: remotes,
+            remoteConfiguration: [
+                "pg_stat_statements.max = \(max(10_000, statements + 1000))",
+                // The collectors' COPY statements would add an entry per text: keep the set stable.
+                "pg_stat_statements.track_utility = off",
+            ],
+            repositoryConfiguration: ["track_commit_timestamp = on"])
+    }
+
+    mutating func run() async throws {
+        let command = self
+        try await BenchBed.with(bedOptions, bedSpec) { bed in try await command.benchmark(on: bed) }
+    }
+
+    /// One method's figures.
+    struct Result {
+        let label: String
+        let log: SnapshotLog
+        let cpuSeconds: Double
+        let peakRSSKB: Int
+        let wallTimes: [Double]
+        /// What the servers and the machine spent meanwhile.
+        let servers: ServerUsage
+        var details: [String] = []
+
+        var cpuPerSnapshot: Double? { perSnapshot(cpuSeconds) }
+        var meanWall: Double? { mean(wallTimes) }
+        var medianWall: Double? { quantile(wallTimes, 0.5) }
+        func perSnapshot(_ value: Double) -> Double? { log.count > 0 ? value / Double(log.count) : nil }
+    }
+
+    private func benchmark(on bed: TestBed) async throws {
+        let methods = selectedMethods
+        var pythonVersion = ""
+        if methods.contains("python") {
+            pythonVersion = try await PythonCollector.ensure(venv: venv)
+            note("python collector: powa-collector, libpq: \(pythonVersion)")
+        }
+        if methods.contains("ours") || smallDivisor > 0 {
+            guard FileManager.default.isExecutableFile(atPath: collector) else {
+                throw BenchError(
+                    "no collector at \(collector): swift build -c release --scratch-path .build-bench --product powa-collector")
+            }
+        }
+        let servers = bed.remotePorts.enumerated().map { index, port in
+            RegisteredServer(hostname: "127.0.0.1", port: port, alias: "remote\(index + 1)")
+        }
+        var results: [Result] = []
+        var smallSize: StatementsWorkload.Size?
+        var smallResult: Result?
+
+        if smallDivisor > 0 {
+            let count = max(1, statements / smallDivisor)
+            smallSize = try await generate(bed: bed, count: count, step: smallDivisor)
+            smallResult = try await runCollector(
+                .ours(binary: collector), bed: bed, servers: servers, database: "bench_ours_small",
+                label: "ours (small pgss)")
+        }
+
+        let largeSize = try await generate(bed: bed, count: statements, step: 1)
+        if largeSize.statements < Self.minimumStatements || largeSize.queryBytes < Self.minimumQueryBytes {
+            note(
+                "warning: pg_stat_statements has \(largeSize.statements) statements and \(formatted(Double(largeSize.queryBytes) / 1_048_576, decimals: 1)) MB "
+                    + "of query text per remote, under the issue's 4,000 and 40 MB")
+        }
+        for method in methods {
+            switch method {
+            case "ours":
+                results.append(
+                    try await runCollector(
+                        .ours(binary: collector), bed: bed, servers: servers, database: "bench_ours", label: "ours"))
+            case "python":
+                results.append(
+                    try await runCollector(
+                        .python(venv: venv), bed: bed, servers: servers, database: "bench_python", label: "python 1.3.2"))
+            default:
+                results.append(try await runFloor(bed: bed, servers: servers))
+            }
+        }
+        printReport(
+            results: results, small: smallResult, smallSize: smallSize, largeSize: largeSize, servers: servers.count,
+            pythonVersion: pythonVersion)
+    }
+
+    /// Generates the statements on every remote at once; returns the smallest remote's size.
+    private func generate(bed: TestBed, count: Int, step: Int) async throws -> StatementsWorkload.Size {
+        note(
+            "generating \(count) statements (IN lists of \(step) to \(count * step) items) on \(bed.remotePorts.count) remote(s)")
+        let clock = ContinuousClock()
+        let start = clock.now
+        let sizes = try await withThrowingTaskGroup(of: StatementsWorkload.Size.self) { group in
+            for port in bed.remotePorts {
+                group.addTask {
+                    let connection = try await BenchBed.connect(bed.connectionString(port: port))
+                    defer { connection.close() }
+                    return try await StatementsWorkload.generate(on: connection, count: count, step: step)
+                }
+            }
+            var sizes: [StatementsWorkload.Size] = []
+            for try await size in group { sizes.append(size) }
+            return sizes
+        }
+        let smallest = sizes.min { $0.queryBytes < $1.queryBytes } ?? StatementsWorkload.Size(statements: 0, queryBytes: 0)
+        note(
+            "pg_stat_statements: \(formatted(Double(smallest.statements))) statements, "
+                + "\(formatted(Double(smallest.queryBytes) / 1_048_576, decimals: 1)) MB of query text per remote "
+                + "(\(formatted(start.duration(to: clock.now).seconds, decimals: 1)) s)")
+        return smallest
+    }
+
+    private func runCollector(
+        _ kind: CollectorKind, bed: TestBed, servers: [RegisteredServer], database: String, label: String
+    ) async throws -> Result {
+        let repository = try await RunRepository.create(
+            bed: bed, database: database, servers: servers, frequency: frequency)
+        try await repository.seedPhases(offsets: RunRepository.evenOffsets(count: servers.count, frequency: frequency))
+        let before = ServerUsage.sample(bed)
+        let measurement = try await CollectorDaemon.run(
+            kind, repository: repository, seconds: duration, label: database)
+        let usage = await ServerUsage.since(before, bed)
+        // Only what landed before the collector was stopped (its CPU was read then).
+        let log = try await repository.snapshotLog().committed(to: measurement.endClock)
+        if !bedOptions.keep { try await repository.drop() }
+        let stats = measurement.atEnd
+        var details = [
+            "\(label): \(stats.threads) threads, \(stats.openDescriptors) descriptors; CPU user \(formatted(stats.cpu.user, decimals: 2)) s, "
+                + "system \(formatted(stats.cpu.system, decimals: 2)) s; RSS at the end \(mb(stats.memory.residentKB)) MB "
+                + "(anonymous \(mb(stats.memory.anonymousKB)), files \(mb(stats.memory.fileKB))); smaps_rollup: "
+                + ["Rss", "Pss", "Anonymous", "Private_Dirty", "Shared_Clean"].map { "\($0) \(mb(measurement.smaps[$0] ?? 0))" }
+                .joined(separator: ", ") + " MB; stopped: \(measurement.exit)"
+        ]
+        if !measurement.problems.isEmpty {
+            details.append(
+                "\(label): \(measurement.problems.count) warning/error line(s) in \(measurement.logPath), first: "
+                    + measurement.problems.prefix(3).joined(separator: " // "))
+        }
+        if !log.errors.isEmpty {
+            details.append("\(label): powa_snapshot_metas.errors: " + log.errors.prefix(3).joined(separator: " // "))
+        }
+        return Result(
+            label: label, log: log, cpuSeconds: stats.totalCPUSeconds, peakRSSKB: stats.memory.peakResidentKB,
+            wallTimes: measurement.wallTimes, servers: usage, details: details)
+    }
+
+    private func runFloor(bed: TestBed, servers: [RegisteredServer]) async throws -> Result {
+        let repository = try await RunRepository.create(
+            bed: bed, database: "bench_psql", servers: servers, frequency: frequency)
+        let floor = PsqlFloor(repository: repository, psql: bed.binDirectory + "/psql", seconds: duration)
+        let before = ServerUsage.sample(bed)
+        let measurement = try await floor.run(label: "bench_psql")
+        let usage = await ServerUsage.since(before, bed)
+        let log = try await repository.snapshotLog()
+        if !bedOptions.keep { try await repository.drop() }
+        var details = [
+            "psql | psql: CPU user \(formatted(measurement.cpu.user, decimals: 2)) s, system \(formatted(measurement.cpu.system, decimals: 2)) s "
+                + "over \(measurement.wallTimes.count + measurement.failures.count) pipeline(s) of 2 psql each (wait4)"
+        ]
+        if !measurement.failures.isEmpty {
+            details.append(
+                "psql | psql: \(measurement.failures.count) failed pipeline(s), first: "
+                    + measurement.failures.prefix(2).joined(separator: " // "))
+        }
+        return Result(
+            label: "psql | psql (floor)", log: log, cpuSeconds: measurement.cpu.total, peakRSSKB: measurement.peakRSSKB,
+            wallTimes: measurement.wallTimes, servers: usage, details: details)
+    }
+
+    private func mb(_ kilobytes: Int) -> String { formatted(megabytes(kilobytes), decimals: 1) }
+
+    private func printReport(
+        results: [Result], small: Result?, smallSize: StatementsWorkload.Size?, largeSize: StatementsWorkload.Size,
+        servers: Int, pythonVersion: String
+    ) {
+        func megabytesText(_ bytes: Int) -> String { formatted(Double(bytes) / 1_048_576, decimals: 1) }
+        func optional(_ value: Double?, decimals: Int) -> String { value.map { formatted($0, decimals: decimals) } ?? "-" }
+        var header =
+            "powa-bench collector: \(servers) remote(s), frequency \(frequency) s, \(formatted(duration)) s per method\n"
+            + "pg_stat_statements per remote: \(formatted(Double(largeSize.statements))) statements, "
+            + "\(megabytesText(largeSize.queryBytes)) MB of query text"
+        if let smallSize {
+            header +=
+                " (first run: \(formatted(Double(smallSize.statements))) statements, \(megabytesText(smallSize.queryBytes)) MB)"
+        }
+        if !pythonVersion.isEmpty { header += "\nPython collector: powa-collector \(pythonVersion) (version, libpq)" }
+        print(header + "\n")
+
+        let rows = ([small].compactMap { $0 } + results).map { result -> [String] in
+            let log = result.log
+            return [
+                result.label, formatted(Double(log.count)), optional(result.cpuPerSnapshot, decimals: 4),
+                formatted(megabytes(result.peakRSSKB), decimals: 1), optional(result.meanWall, decimals: 3),
+                optional(result.medianWall, decimals: 3), optional(log.meanTransactionSeconds, decimals: 3),
+                optional(log.meanGap, decimals: 3),
+                optional(log.meanGapError.map { $0 * 100 }, decimals: 3), optional(log.maxGap, decimals: 3),
+            ]
+        }
+        print(
+            table(
+                [
+                    "method", "snapshots", "CPU s/snapshot", "peak RSS MB", "mean wall s", "median wall s", "repo xact s",
+                    "mean gap s",
+                    "gap error %", "max gap s",
+                ], rows))
+        print(
+            """
+
+            CPU: user+sys of the process and all its threads (/proc/<pid>/stat; psql: both processes, wait4) / snapshots.
+            peak RSS: VmHWM just before stopping (psql: the larger ru_maxrss). wall: a whole snapshot as the collector
+            logs it (psql: the pipeline, process starts included). repo xact: snapts to commit on the repository.
+            gaps: snapts to snapts of each server. Servers spread evenly over the period, the same for every method.
+
+            """)
+        let serverRows = ([small].compactMap { $0 } + results).map { result -> [String] in
+            let usage = result.servers
+            let own = result.cpuSeconds + usage.repository + usage.remotes
+            return [
+                result.label, optional(result.perSnapshot(usage.repository), decimals: 3),
+                optional(result.perSnapshot(usage.remotes), decimals: 3),
+                formatted(
+                    usage.machine / max(usage.seconds, 1) / Double(ProcessInfo.processInfo.activeProcessorCount) * 100,
+                    decimals: 1),
+                formatted(max(0, usage.machine - own), decimals: 1),
+            ]
+        }
+        print(
+            table(
+                ["method", "repository CPU s/snapshot", "remotes CPU s/snapshot", "machine busy %", "others' CPU s"],
+                serverRows))
+        print(
+            """
+
+            Servers: CPU of every process of the clusters (postmaster, backends reaped or alive) over the run. others:
+            the machine's busy CPU seconds minus the method's and the clusters' (whatever else ran meanwhile).
+
+            """)
+
+        let ours = results.first { $0.label == "ours" }
+        let python = results.first { $0.label.hasPrefix("python") }
+        let floor = results.first { $0.label.hasPrefix("psql") }
+        func ratio(_ a: Double?, _ b: Double?) -> Double? {
+            guard let a, let b, b > 0 else { return nil }
+            return a / b
+        }
+        var ratioRows: [[String]] = []
+        if let ours, let python {
+            ratioRows.append([
+                "ours / python", optional(ratio(ours.cpuPerSnapshot, python.cpuPerSnapshot), decimals: 3),
+                optional(ratio(Double(ours.peakRSSKB), Double(python.peakRSSKB)), decimals: 3),
+                optional(ratio(ours.meanWall, python.meanWall), decimals: 3),
+                optional(ratio(ours.log.meanTransactionSeconds, python.log.meanTransactionSeconds), decimals: 3),
+            ])
+        }
+        if let ours, let floor {
+            ratioRows.append([
+                "ours / psql", optional(ratio(ours.cpuPerSnapshot, floor.cpuPerSnapshot), decimals: 3),
+                optional(ratio(Double(ours.peakRSSKB), Double(floor.peakRSSKB)), decimals: 3),
+                optional(ratio(ours.meanWall, floor.meanWall), decimals: 3),
+                optional(ratio(ours.log.meanTransactionSeconds, floor.log.meanTransactionSeconds), decimals: 3),
+            ])
+        }
+        if !ratioRows.isEmpty {
+            print(table(["ratio", "CPU/snapshot", "peak RSS", "mean wall", "repo xact"], ratioRows))
+            print("")
+        }
+
+        if let ours {
+            if let python, let oursCPU = ours.cpuPerSnapshot, let pythonCPU = python.cpuPerSnapshot {
+                print(
+                    "target  CPU/snapshot <= 1/10 of Python's: \(formatted(oursCPU, decimals: 4)) <= \(formatted(pythonCPU * Self.cpuRatio, decimals: 4)) s   "
+                        + verdict(oursCPU <= pythonCPU * Self.cpuRatio))
+            }
+            if let python {
+                let limit = Double(python.peakRSSKB) * Self.rssRatio
+                print(
+                    "target  peak RSS <= 1/10 of Python's: \(mb(ours.peakRSSKB)) <= \(formatted(megabytes(Int(limit)), decimals: 1)) MB   "
+                        + verdict(Double(ours.peakRSSKB) <= limit))
+            }
+            if let small {
+                let limit = Double(small.peakRSSKB) * Self.flatRSSGrowth
+                print(
+                    "target  peak RSS flat when pg_stat_statements grows tenfold: \(mb(small.peakRSSKB)) -> \(mb(ours.peakRSSKB)) MB "
+                        + "(limit +10 %: \(formatted(megabytes(Int(limit)), decimals: 1)))   "
+                        + verdict(Double(ours.peakRSSKB) <= limit))
+            }
+            if let floor, let oursWall = ours.meanWall, let floorWall = floor.meanWall {
+                print(
+                    "target  mean snapshot wall time <= 1.1x psql | psql + powa_take_snapshot: \(formatted(oursWall, decimals: 3)) <= "
+                        + "\(formatted(floorWall * Self.wallRatio, decimals: 3)) s   "
+                        + verdict(oursWall <= floorWall * Self.wallRatio))
+            }
+            let log = ours.log
+            print(
+                "target  cadence: mean gap within 0.5 % of \(frequency) s, no gap above \(frequency + 1) s: mean "
+                    + "\(optional(log.meanGap, decimals: 3)) s (\(optional(log.meanGapError.map { $0 * 100 }, decimals: 3)) %), "
+                    + "max \(optional(log.maxGap, decimals: 3)) s, \(log.gapsOverLimit) gap(s) over   " + verdict(log.cadenceHeld)
+            )
+        }
+
+        let details = ([small].compactMap { $0 } + results).flatMap(\.details)
+        if !details.isEmpty {
+            print("\ndetails:")
+            for line in details { print("  " + line) }
+        }
+    }
+}

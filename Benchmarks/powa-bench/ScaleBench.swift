@@ -1,0 +1,223 @@
+import ArgumentParser
+import Foundation
+import TestBed
+
+/// `powa-bench scale`: this collector with many servers. S `powa_servers` rows point at a few
+/// remote clusters through loopback addresses (server j is cluster j mod C at 127.0.0.(1 + j / C);
+/// the clusters listen on 0.0.0.0 and trust 127.0.0.0/8), each snapshotted at frequency F, so
+/// that S persistent remote connections and S schedules run in one process. Reports whether the
+/// cadence held, and the collector's CPU and memory.
+struct ScaleBench: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "scale",
+        abstract: "This collector with S servers at frequency F: cadence, CPU and RSS."
+    )
+
+    @OptionGroup var bedOptions: BedOptions
+
+    @Option(help: "Servers to register, comma-separated for several runs (e.g. 100,1000).")
+    var servers = "1000"
+
+    @Option(help: "Seconds between two snapshots of a server.")
+    var frequency = 60
+
+    @Option(help: "Seconds each run lasts.")
+    var duration = 180.0
+
+    @Option(help: "Remote clusters the servers are spread over.")
+    var clusters = 4
+
+    @Option(
+        name: .customLong("max-concurrent-snapshots"),
+        help: "The collector's max_concurrent_snapshots (default: the collector's own).")
+    var maxConcurrentSnapshots: Int?
+
+    @Flag(help: "Run the collector with debug logging (it logs every snapshot).")
+    var debug = false
+
+    @Option(help: "This collector's binary.")
+    var collector = CollectorKind.defaultBinary
+
+    @Option(
+        name: .customLong("collector-env"),
+        help: "KEY=VALUE for the collector's environment (repeatable), e.g. MALLOC_ARENA_MAX=2.")
+    var collectorEnvironment: [String] = []
+
+    var environment: [String: String] {
+        Dictionary(
+            collectorEnvironment.compactMap { item -> (String, String)? in
+                let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
+                return parts.count == 2 ? (parts[0], parts[1]) : nil
+            }, uniquingKeysWith: { $1 })
+    }
+
+    /// Targets of the issue.
+    static let maximumRSSMB = 100.0
+
+    var serverCounts: [Int] { servers.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
+
+    func validate() throws {
+        guard frequency >= 5 else { throw ValidationError("--frequency must be at least 5 (powa's minimum)") }
+        guard duration >= Double(2 * frequency) else { throw ValidationError("--duration must cover two periods at least") }
+        guard (1...9).contains(clusters) else { throw ValidationError("--clusters must be from 1 to 9") }
+        let counts = serverCounts
+        guard !counts.isEmpty, counts.allSatisfy({ $0 >= 1 }) else {
+            throw ValidationError("--servers: one or more positive counts, comma-separated")
+        }
+        guard counts.allSatisfy({ $0 <= 254 * clusters }) else {
+            throw ValidationError("--servers: at most \(254 * clusters) with \(clusters) cluster(s) (127.0.0.1-254 each)")
+        }
+    }
+
+    var bedSpec: BedSpec {
+        let perCluster = ((serverCounts.max() ?? 1) + clusters - 1) / clusters
+        return BedSpec(
+            name: "bench-scale", port: 5510, remotes: clusters,
+            remoteConfiguration: [
+                "max_connections = \(max(300, perCluster + 50))",
+                // Each server's COPY statements carry its srvid: one entry per server and source
+                // otherwise, and pg_stat_statements would evict all the time.
+                "pg_stat_statements.track_utility = off",
+            ],
+            repositoryConfiguration: ["track_commit_timestamp = on"],
+            listenAddresses: "0.0.0.0")
+    }
+
+    mutating func run() async throws {
+        let command = self
+        try await BenchBed.with(bedOptions, bedSpec) { bed in try await command.benchmark(on: bed) }
+    }
+
+    private func benchmark(on bed: TestBed) async throws {
+        guard FileManager.default.isExecutableFile(atPath: collector) else {
+            throw BenchError(
+                "no collector at \(collector): swift build -c release --scratch-path .build-bench --product powa-collector")
+        }
+        var limits = rlimit()
+        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limits)
+        let needed = (serverCounts.max() ?? 0) + 100
+        if limits.rlim_cur < needed {
+            note("warning: the descriptor limit (\(limits.rlim_cur)) is under \(needed): the collector will run out")
+        }
+        var rows: [[String]] = []
+        var verdicts: [String] = []
+        var details: [String] = []
+        for count in serverCounts {
+            let result = try await runOnce(bed: bed, servers: count)
+            rows.append(result.row)
+            verdicts.append(contentsOf: result.verdicts)
+            details.append(contentsOf: result.details)
+        }
+        var settings = "max_concurrent_snapshots \(maxConcurrentSnapshots.map(String.init) ?? "default")"
+        if !collectorEnvironment.isEmpty { settings += ", environment " + collectorEnvironment.joined(separator: " ") }
+        if collector != CollectorKind.defaultBinary { settings += ", collector \(collector)" }
+        if debug { settings += ", debug" }
+        print(
+            """
+            powa-bench scale: frequency \(frequency) s, \(formatted(duration)) s per run, servers spread over \(clusters) \
+            cluster(s) at 127.0.0.x; \(settings); \(ProcessInfo.processInfo.activeProcessorCount) CPU(s)
+
+            """)
+        print(
+            table(
+                [
+                    "servers", "snapshots/expected", "mean gap s", "gap error %", "max gap s", "gaps > F+1", "CPU s",
+                    "CPU %", "CPU ms/snap", "steady ms/snap", "peak RSS MB", "RSS end MB", "threads", "repo xact s",
+                ], rows))
+        print(
+            """
+
+            expected: servers x duration / frequency. CPU: user+sys of the collector over the run (% of one CPU);
+            steady: from one period in to the end, per snapshot landed in that time. repo xact: mean snapts-to-commit.
+
+            """)
+        for line in verdicts { print(line) }
+        if !details.isEmpty {
+            print("\ndetails:")
+            for line in details { print("  " + line) }
+        }
+    }
+
+    private struct RunResult {
+        let row: [String]
+        let verdicts: [String]
+        let details: [String]
+    }
+
+    private func runOnce(bed: TestBed, servers count: Int) async throws -> RunResult {
+        let ports = bed.remotePorts
+        let servers = (0..<count).map { index in
+            RegisteredServer(
+                hostname: "127.0.0.\(1 + index / ports.count)", port: ports[index % ports.count], alias: "srv\(index + 1)")
+        }
+        let database = "bench_scale_\(count)"
+        note("\(database): registering \(count) servers at frequency \(frequency)")
+        let repository = try await RunRepository.create(
+            bed: bed, database: database, servers: servers, frequency: frequency)
+        var extra: [String: String] = [:]
+        if let maxConcurrentSnapshots { extra["max_concurrent_snapshots"] = String(maxConcurrentSnapshots) }
+        let before = ServerUsage.sample(bed)
+        let measurement = try await CollectorDaemon.run(
+            .ours(binary: collector), repository: repository, seconds: duration, label: database, debug: debug,
+            extraSettings: extra, environment: environment, sampleAfter: Double(frequency))
+        let usage = await ServerUsage.since(before, bed)
+        let log = try await repository.snapshotLog().committed(to: measurement.endClock)
+        if !bedOptions.keep { try await repository.drop() }
+
+        let stats = measurement.atEnd
+        let elapsed = measurement.endClock - measurement.startClock
+        let cpu = stats.totalCPUSeconds
+        var steady = "-"
+        if let sample = measurement.sample {
+            let landed = log.committed(from: sample.clock).count
+            if landed > 0 {
+                steady = formatted((cpu - sample.stats.totalCPUSeconds) / Double(landed) * 1000, decimals: 2)
+            }
+        }
+        let expected = Double(count) * duration / Double(frequency)
+        func perSnapshot(_ value: Double) -> Double? { log.count > 0 ? value / Double(log.count) : nil }
+        func optional(_ value: Double?, decimals: Int) -> String { value.map { formatted($0, decimals: decimals) } ?? "-" }
+        let row = [
+            formatted(Double(count)), "\(formatted(Double(log.count)))/\(formatted(expected))",
+            optional(log.meanGap, decimals: 3), optional(log.meanGapError.map { $0 * 100 }, decimals: 3),
+            optional(log.maxGap, decimals: 3), "\(log.gapsOverLimit)", formatted(cpu, decimals: 2),
+            formatted(cpu / elapsed * 100, decimals: 1),
+            log.count > 0 ? formatted(cpu / Double(log.count) * 1000, decimals: 2) : "-", steady,
+            formatted(megabytes(stats.memory.peakResidentKB), decimals: 1),
+            formatted(megabytes(stats.memory.residentKB), decimals: 1), "\(stats.threads)",
+            optional(log.meanTransactionSeconds, decimals: 3),
+        ]
+        let peakMB = megabytes(stats.memory.peakResidentKB)
+        let verdicts = [
+            "target  \(count) servers: cadence held (mean gap within 0.5 % of \(frequency) s, no gap above \(frequency + 1) s, "
+                + "\(log.gaps.count) gaps, \(log.serversSnapshotted)/\(count) servers snapshotted)   "
+                + verdict(log.cadenceHeld && log.serversSnapshotted == count),
+            "target  \(count) servers: peak RSS under \(formatted(Self.maximumRSSMB)) MB: \(formatted(peakMB, decimals: 1)) MB   "
+                + verdict(peakMB < Self.maximumRSSMB),
+        ]
+        var details = [
+            "\(count) servers: gap p50 \(optional(quantile(log.gaps, 0.5), decimals: 3)) s, p99 \(optional(quantile(log.gaps, 0.99), decimals: 3)) s; "
+                + "repo xact p99 \(optional(quantile(log.entries.map(\.transactionSeconds), 0.99), decimals: 3)) s; "
+                + "CPU user \(formatted(stats.cpu.user, decimals: 2)) s, system \(formatted(stats.cpu.system, decimals: 2)) s; "
+                + "\(stats.openDescriptors) descriptors; RSS at the end: anonymous \(formatted(megabytes(stats.memory.anonymousKB), decimals: 1)) MB, "
+                + "files \(formatted(megabytes(stats.memory.fileKB), decimals: 1)) MB; stopped: \(measurement.exit)",
+            "\(count) servers: servers' CPU per snapshot: repository \(optional(perSnapshot(usage.repository), decimals: 4)) s, "
+                + "remotes \(optional(perSnapshot(usage.remotes), decimals: 4)) s; machine busy "
+                + "\(formatted(usage.machine / max(usage.seconds, 1) / Double(ProcessInfo.processInfo.activeProcessorCount) * 100, decimals: 1)) % "
+                + "of \(ProcessInfo.processInfo.activeProcessorCount) CPUs (collector \(formatted(cpu, decimals: 1)) s, repository "
+                + "\(formatted(usage.repository, decimals: 1)) s, remotes \(formatted(usage.remotes, decimals: 1)) s, others "
+                + "\(formatted(max(0, usage.machine - cpu - usage.repository - usage.remotes), decimals: 1)) s of CPU)",
+        ]
+        if !measurement.problems.isEmpty {
+            details.append(
+                "\(count) servers: \(measurement.problems.count) warning/error line(s) in \(measurement.logPath), first: "
+                    + measurement.problems.prefix(3).joined(separator: " // "))
+        }
+        if !log.errors.isEmpty {
+            details.append(
+                "\(count) servers: \(log.errors.count) server(s) with powa_snapshot_metas.errors, first: "
+                    + log.errors.prefix(2).joined(separator: " // "))
+        }
+        return RunResult(row: row, verdicts: verdicts, details: details)
+    }
+}
