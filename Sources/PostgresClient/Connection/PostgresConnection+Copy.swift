@@ -44,6 +44,7 @@ extension PostgresConnection {
             throw PostgresError(code: .misuse, message: "no COPY TO STDOUT in progress")
         }
         let start = buffer.count
+        var triedSocket = false
         while buffer.count - start < limit {
             var row: UnsafeMutablePointer<CChar>?
             let length = PQgetCopyData(handle, &row, 1)
@@ -52,7 +53,16 @@ extension PostgresConnection {
                     buffer.append(contentsOf: UnsafeBufferPointer(start: $0, count: Int(length)))
                 }
                 PQfreemem(row)
+                triedSocket = false
             } else if length == 0 {
+                // Read the socket before waiting for it: while the server streams, data is
+                // usually there already, and a wait costs a round trip through the reactor.
+                if !triedSocket {
+                    triedSocket = true
+                    guard PQconsumeInput(handle) == 1 else { throw copyLost() }
+                    continue
+                }
+                triedSocket = false
                 // Half a batch is worth sending while the server produces the rest.
                 if buffer.count - start >= limit / 2 { return true }
                 try await waitForSocket(.read, deadline: deadline)

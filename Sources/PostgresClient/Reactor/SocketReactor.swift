@@ -40,6 +40,8 @@ final class SocketReactor: Sendable {
     private struct State {
         var nextID: UInt64 = 0
         var waiters: [Int32: Waiter] = [:]
+        /// The deadline the loop sleeps until (nil: none, it sleeps until an event).
+        var loopDeadline: ContinuousClock.Instant?
     }
 
     private let epollFD: Int32
@@ -94,10 +96,16 @@ final class SocketReactor: Sendable {
         deadline: ContinuousClock.Instant?,
         continuation: UnsafeContinuation<SocketWaitOutcome, Never>
     ) {
-        let previous = state.withLock { state in
+        let (previous, wake) = state.withLock { state in
             let previous = state.waiters.removeValue(forKey: fd)
             state.waiters[fd] = Waiter(id: id, deadline: deadline, continuation: continuation)
-            return previous
+            // Wake the loop only if it sleeps past this deadline.
+            var wake = false
+            if let deadline, state.loopDeadline.map({ deadline < $0 }) ?? true {
+                state.loopDeadline = deadline
+                wake = true
+            }
+            return (previous, wake)
         }
         // One owner per connection means one waiter per descriptor; a leftover one can only
         // belong to a closed connection whose number was reused.
@@ -113,7 +121,7 @@ final class SocketReactor: Sendable {
                 return
             }
         }
-        if deadline != nil { wakeLoop() }
+        if wake { wakeLoop() }
     }
 
     /// Ends the wait `id` on `fd`, if it is still pending.
@@ -168,7 +176,9 @@ final class SocketReactor: Sendable {
 
     private func nextTimeoutMilliseconds() -> Int32 {
         let earliest = state.withLock { state in
-            state.waiters.values.lazy.compactMap(\.deadline).min()
+            let earliest = state.waiters.values.lazy.compactMap(\.deadline).min()
+            state.loopDeadline = earliest
+            return earliest
         }
         guard let earliest else { return -1 }
         let remaining = earliest - .now
