@@ -33,8 +33,7 @@ public final class Collector: Service, Sendable {
         self.state = Mutex(configuration)
         self.logger = logger
         self.levelSwitch = levelSwitch
-        self.fleet = WorkerFleet(
-            board: board, limiter: SnapshotLimiter(permits: configuration.maxConcurrentSnapshots))
+        self.fleet = WorkerFleet(board: board, permits: configuration.maxConcurrentSnapshots)
     }
 
     /// The configuration in force.

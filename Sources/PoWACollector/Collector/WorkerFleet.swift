@@ -12,10 +12,12 @@ actor WorkerFleet {
     private var running: [Int: Running] = [:]
     private let board: WorkerBoard
     private let limiter: SnapshotLimiter
+    private let pool: RepositoryPool
 
-    init(board: WorkerBoard, limiter: SnapshotLimiter) {
+    init(board: WorkerBoard, permits: Int) {
         self.board = board
-        self.limiter = limiter
+        self.limiter = SnapshotLimiter(permits: permits)
+        self.pool = RepositoryPool(capacity: permits)
     }
 
     /// Starts workers for new servers, stops those of removed or deactivated servers, restarts
@@ -43,7 +45,8 @@ actor WorkerFleet {
             await stop(id)
         }
         let unchanged = Set(running.keys)
-        let context = WorkerContext(configuration: configuration, limiter: limiter, board: board, logger: logger)
+        let context = WorkerContext(
+            configuration: configuration, limiter: limiter, pool: pool, board: board, logger: logger)
         for server in wanted.values.sorted(by: { $0.id < $1.id }) where running[server.id] == nil {
             start(server, context: context)
         }
@@ -74,6 +77,7 @@ actor WorkerFleet {
             running[id]?.task.cancel()
         }
         for id in ids { await stop(id) }
+        pool.closeAll()
     }
 
     /// The ids of the running workers.

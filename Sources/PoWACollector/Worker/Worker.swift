@@ -6,6 +6,7 @@ import PostgresClient
 struct WorkerContext: Sendable {
     var configuration: CollectorConfiguration
     let limiter: SnapshotLimiter
+    let pool: RepositoryPool
     let board: WorkerBoard
     var logger: Logger
 
@@ -147,10 +148,13 @@ struct Worker {
             logger: logger)
     }
 
-    /// Connects to the repository; when it cannot, sets the status and logs what could not happen.
-    private func openRepository(failing consequence: String) async -> PoWARepository? {
+    /// A pooled repository connection; when none can be had, sets the status and logs what
+    /// could not happen. Give it back with `checkinRepository`.
+    private func checkoutRepository(failing consequence: String) async -> PoWARepository? {
         do {
-            return try await connectRepository()
+            return try await context.pool.checkout(
+                dsn: context.configuration.repositoryDSN, applicationName: ApplicationName.workerRepository(name),
+                connectTimeout: context.connectTimeout, logger: logger)
         } catch {
             if !Task.isCancelled {
                 setStatus(.noRepositoryConnection)
@@ -158,6 +162,10 @@ struct Worker {
             }
             return nil
         }
+    }
+
+    private func checkinRepository(_ repository: PoWARepository) {
+        context.pool.checkin(repository, dsn: context.configuration.repositoryDSN)
     }
 
     /// Appends errors to the server's `powa_snapshot_metas.errors`, on a connection of its own;
@@ -184,8 +192,8 @@ struct Worker {
 
     private func prepare(remote: PostgresConnection, needsSchedule: Bool) async -> Preparation {
         let deadline = ContinuousClock.now + context.snapshotTimeout
-        guard let repository = await openRepository(failing: "worker start-up delayed") else { return .retry }
-        defer { repository.close() }
+        guard let repository = await checkoutRepository(failing: "worker start-up delayed") else { return .retry }
+        defer { checkinRepository(repository) }
         do {
             try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
             let last = try await repository.lastSnapshot(serverID: server.id)
@@ -223,8 +231,8 @@ struct Worker {
         let deadline = started + context.snapshotTimeout
         do {
             return try await context.limiter.withPermit {
-                guard let repository = await openRepository(failing: "snapshot skipped") else { return .failed }
-                defer { repository.close() }
+                guard let repository = await checkoutRepository(failing: "snapshot skipped") else { return .failed }
+                defer { checkinRepository(repository) }
                 return await takeSnapshot(remote: remote, repository: repository, started: started, deadline: deadline)
             }
         } catch {
