@@ -89,7 +89,7 @@ private final class PowaWeb: Sendable {
         }
         let directory = "/tmp/powa-web-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
-        let port = try freeLoopbackPort()
+        let port = try LoopbackListener.freePort()
         let configuration = """
             servers={'main': {'host': '127.0.0.1', 'port': '\(bed.repositoryPort)', 'database': '\(database)', \
             'query': {'client_encoding': 'utf8'}}}
@@ -189,25 +189,5 @@ private final class PowaWeb: Sendable {
         killer.cancel()
         try? FileManager.default.removeItem(atPath: directory)
         return code
-    }
-
-    /// A port nobody listens on right now, on 127.0.0.1.
-    private static func freeLoopbackPort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        guard fd >= 0 else { throw TestBedError(message: "socket failed") }
-        defer { close(fd) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0 else { throw TestBedError(message: "bind failed") }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        return Int(UInt16(bigEndian: address.sin_port))
     }
 }

@@ -75,7 +75,7 @@ struct ConnectTests {
 
     @Test("a listener that accepts and never answers fails at the connect deadline")
     func silentListener() async throws {
-        let listener = try SilentListener()
+        let listener = try LoopbackListener()
         defer { listener.close() }
         let started = ContinuousClock.now
         let error = try await #require(throws: PostgresError.self) {
@@ -87,31 +87,4 @@ struct ConnectTests {
         #expect(error.code == .timedOut)
         #expect(ContinuousClock.now - started >= .milliseconds(800))
     }
-}
-
-/// A TCP socket that listens on loopback and never accepts: the kernel completes the handshake,
-/// libpq sends its startup packet, and nothing ever answers.
-struct SilentListener {
-    let fd: Int32
-    let port: Int
-
-    init() throws {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        address.sin_port = 0
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) }
-        }
-        guard bound == 0, listen(fd, 16) == 0 else { throw TestBedError(message: "listen failed") }
-        _ = withUnsafeMutablePointer(to: &address) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
-        }
-        self.fd = fd
-        port = Int(UInt16(bigEndian: address.sin_port))
-    }
-
-    func close() { _ = Glibc.close(fd) }
 }

@@ -250,6 +250,7 @@ struct Worker {
         do {
             sources = try await repository.snapshotSources(serverID: server.id)
         } catch {
+            if Task.isCancelled { return .failed }  // shutting down
             setStatus(.noRepositoryConnection)
             logger.error("snapshot skipped: could not read the snapshot sources: \(error)")
             return .failed
