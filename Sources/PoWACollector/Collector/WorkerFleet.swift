@@ -79,9 +79,6 @@ actor WorkerFleet {
         for id in ids { await stop(id) }
         pool.closeAll()
     }
-
-    /// The ids of the running workers.
-    var serverIDs: [Int] { running.keys.sorted() }
 }
 
 extension CollectorConfiguration {

@@ -89,7 +89,7 @@ struct Worker {
                 // Start-up work uses a repository connection too: bounded like snapshots, so
                 // that a thousand workers starting together do not exhaust max_connections.
                 let preparation = try? await context.limiter.withPermit {
-                    await prepare(remote: connection, needsSchedule: schedule == nil)
+                    await prepare(remote: connection)
                 }
                 switch preparation ?? .retry {
                 case .ready(let start):
@@ -140,21 +140,18 @@ struct Worker {
         return connection
     }
 
-    private func connectRepository() async throws -> PoWARepository {
-        try await PoWARepository.connect(
-            dsn: context.configuration.repositoryDSN,
-            applicationName: ApplicationName.workerRepository(name),
-            connectTimeout: context.connectTimeout,
-            logger: logger)
+    /// A repository connection from the pool (or a new one); give it back with `checkinRepository`.
+    private func pooledRepository() async throws -> PoWARepository {
+        try await context.pool.checkout(
+            dsn: context.configuration.repositoryDSN, applicationName: ApplicationName.workerRepository(name),
+            connectTimeout: context.connectTimeout, logger: logger)
     }
 
     /// A pooled repository connection; when none can be had, sets the status and logs what
     /// could not happen. Give it back with `checkinRepository`.
     private func checkoutRepository(failing consequence: String) async -> PoWARepository? {
         do {
-            return try await context.pool.checkout(
-                dsn: context.configuration.repositoryDSN, applicationName: ApplicationName.workerRepository(name),
-                connectTimeout: context.connectTimeout, logger: logger)
+            return try await pooledRepository()
         } catch {
             if !Task.isCancelled {
                 setStatus(.noRepositoryConnection)
@@ -168,14 +165,14 @@ struct Worker {
         context.pool.checkin(repository, dsn: context.configuration.repositoryDSN)
     }
 
-    /// Appends errors to the server's `powa_snapshot_metas.errors`, on a connection of its own;
+    /// Appends errors to the server's `powa_snapshot_metas.errors`, on a pooled connection;
     /// when the repository cannot be reached they are only logged (they were already). The
     /// caller holds a limiter permit.
     private func recordErrors(_ errors: [String]) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
         do {
-            let repository = try await connectRepository()
-            defer { repository.close() }
+            let repository = try await pooledRepository()
+            defer { checkinRepository(repository) }
             try await repository.appendErrors(serverID: server.id, errors, deadline: .now + context.connectTimeout)
         } catch {
             logger.warning("could not record the error in the repository: \(error)")
@@ -190,7 +187,7 @@ struct Worker {
         case stop
     }
 
-    private func prepare(remote: PostgresConnection, needsSchedule: Bool) async -> Preparation {
+    private func prepare(remote: PostgresConnection) async -> Preparation {
         let deadline = ContinuousClock.now + context.snapshotTimeout
         guard let repository = await checkoutRepository(failing: "worker start-up delayed") else { return .retry }
         defer { checkinRepository(repository) }
