@@ -25,6 +25,12 @@ extension PostgresConnection {
         _ = try await run(deadline: deadline) { handle in PQsendQuery(handle, sql) }
     }
 
+    /// Runs one or more `;`-separated statements without parameters and returns every result,
+    /// in order (e.g. a few `SET` and a `SELECT` in one round trip).
+    public func results(of sql: String, deadline: ContinuousClock.Instant? = nil) async throws -> [QueryResult] {
+        try await run(deadline: deadline) { handle in PQsendQuery(handle, sql) }
+    }
+
     /// Sends a statement, waits for all its results, and returns them; a failed one is thrown
     /// once the connection is idle again.
     func run(
@@ -123,22 +129,17 @@ extension PostgresConnection {
     /// task cancellation could cut short.
     func abandonStatement() async {
         guard let handle else { return }
-        if let cancel = PQgetCancel(handle) {
-            // Fire and forget: PQcancel blocks (libpq 15) and may hang on a dead network; the
-            // thread owns and frees the PGcancel, which is independent of the connection.
-            let transfer = UnsafeTransfer(cancel)
-            Task.detached {
-                await BlockingCall.run {
-                    var buffer = [CChar](repeating: 0, count: 256)
-                    _ = PQcancel(transfer.value, &buffer, Int32(buffer.count))
-                    PQfreeCancel(transfer.value)
-                }
-            }
-        }
-        let drained = await drain(until: .now + .seconds(5))
+        let request = PQgetCancel(handle).map { CancelRequest($0) }
+        let deadline = ContinuousClock.now + .seconds(5)
+        let drained = await drain(until: deadline)
         isBusy = false
-        if !drained {
-            logger.debug("statement did not end after a cancel request; closing the connection")
+        // A cancel request still on its way could land on the next statement of this session:
+        // keep the connection only once the request is known to be over.
+        let cancelOver = await request?.finished(before: deadline) ?? true
+        if !drained || !cancelOver {
+            logger.debug(
+                "statement did not end after a cancel request; closing the connection",
+                metadata: ["drained": "\(drained)", "cancel_over": "\(cancelOver)"])
             close()
         }
     }

@@ -58,7 +58,8 @@ public final class PostgresConnection {
         }
         let deadline = ContinuousClock.now + configuration.connectTimeout
         let parameters = configuration.orderedParameters
-        let started = await BlockingCall.run { UnsafeTransfer(startConnecting(parameters)) }
+        let expand = configuration.connectionString != nil
+        let started = await BlockingCall.run { UnsafeTransfer(startConnecting(parameters, expandDatabaseName: expand)) }
         guard let handle = started.value else {
             throw PostgresError(code: .connectionFailed, message: "out of memory allocating a connection")
         }
@@ -87,7 +88,12 @@ public final class PostgresConnection {
             .masking(secrets)
     }
 
-    private static func startConnecting(_ parameters: [ConnectionConfiguration.Parameter]) -> OpaquePointer? {
+    /// Only a connection string of the configuration file is expanded (`expand_dbname`): a
+    /// database name from anywhere else is a name, so that a value such as
+    /// `dbname=x host=elsewhere` cannot redirect the connection (and its password).
+    private static func startConnecting(
+        _ parameters: [ConnectionConfiguration.Parameter], expandDatabaseName: Bool
+    ) -> OpaquePointer? {
         let keywords = parameters.map { strdup($0.keyword) } + [nil]
         let values = parameters.map { strdup($0.value) } + [nil]
         defer {
@@ -96,7 +102,7 @@ public final class PostgresConnection {
         }
         return keywords.map { UnsafePointer($0) }.withUnsafeBufferPointer { keywordPointers in
             values.map { UnsafePointer($0) }.withUnsafeBufferPointer { valuePointers in
-                PQconnectStartParams(keywordPointers.baseAddress, valuePointers.baseAddress, 1)
+                PQconnectStartParams(keywordPointers.baseAddress, valuePointers.baseAddress, expandDatabaseName ? 1 : 0)
             }
         }
     }
@@ -133,6 +139,16 @@ public final class PostgresConnection {
     /// Whether the connection is open and libpq considers it healthy.
     public var isHealthy: Bool {
         guard let handle else { return false }
+        return PQstatus(handle) == CONNECTION_OK
+    }
+
+    /// Reads what the server sent while the connection was idle, and tells whether it is still
+    /// healthy: a server that restarted or terminated the session has sent its last message
+    /// and closed the socket, which `isHealthy` alone does not see until the next statement.
+    /// Does not wait.
+    public func probe() -> Bool {
+        guard let handle else { return false }
+        if !isBusy, copyState == .none, PQconsumeInput(handle) == 0 { return false }
         return PQstatus(handle) == CONNECTION_OK
     }
 

@@ -1,0 +1,73 @@
+/// Transactions have one owner: `inTransaction` opens one, commits it when its body returns,
+/// and ends it whatever happens otherwise (an error, a deadline, a task cancellation), so no
+/// caller ever leaves a session `idle in transaction`.
+extension PostgresConnection {
+    /// Runs `body` between `begin` (e.g. `BEGIN` or `BEGIN ISOLATION LEVEL REPEATABLE READ`) and
+    /// `COMMIT`. When `body` or the commit throws, the transaction is rolled back, or the
+    /// connection is closed when it cannot be (which the server takes as a rollback), and the
+    /// error is rethrown.
+    public func inTransaction<T>(
+        _ begin: String = "BEGIN",
+        deadline: ContinuousClock.Instant?,
+        _ body: () async throws -> T
+    ) async throws -> T {
+        try await execute(begin, deadline: deadline)
+        do {
+            let value = try await body()
+            try await execute("COMMIT", deadline: deadline)
+            return value
+        } catch {
+            await endTransaction()
+            throw error
+        }
+    }
+
+    /// Runs `body` inside `SAVEPOINT name`: released when it returns; when it throws, its work is
+    /// rolled back to the savepoint (the enclosing transaction goes on) and the error rethrown.
+    /// Check `canContinueTransaction` before going on after an error.
+    ///
+    /// `name` is an identifier of the caller's, never input.
+    public func inSavepoint<T>(
+        _ name: StaticString,
+        deadline: ContinuousClock.Instant?,
+        _ body: () async throws -> T
+    ) async throws -> T {
+        try await execute("SAVEPOINT \(name)", deadline: deadline)
+        do {
+            let value = try await body()
+            try await execute("RELEASE SAVEPOINT \(name)", deadline: deadline)
+            return value
+        } catch {
+            if !Task.isCancelled, isHealthy, transactionStatus != .active {
+                try? await execute("ROLLBACK TO SAVEPOINT \(name); RELEASE SAVEPOINT \(name)", deadline: deadline)
+            }
+            throw error
+        }
+    }
+
+    /// Whether the session is healthy and inside a transaction that can still commit.
+    public var canContinueTransaction: Bool {
+        isHealthy && transactionStatus == .inTransaction
+    }
+
+    /// Ends the current transaction, if any: `ROLLBACK` when the session can take it, else the
+    /// connection is closed. Never waits in a way a task cancellation cuts short.
+    public func endTransaction() async {
+        guard isHealthy else {
+            close()
+            return
+        }
+        switch transactionStatus {
+        case .idle:
+            return
+        case .inTransaction, .failedTransaction:
+            guard !Task.isCancelled else { break }
+            if (try? await execute("ROLLBACK", deadline: .now + .seconds(5))) != nil, transactionStatus == .idle {
+                return
+            }
+        case .active, .unknown:
+            break
+        }
+        close()
+    }
+}
