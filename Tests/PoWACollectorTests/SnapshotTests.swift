@@ -144,7 +144,7 @@ struct SnapshotTests {
         _ = try await repository.waitForSnapshots(healthy, count: 2)
         #expect(try await collector.waitForLog("the powa extension is not installed"))
         _ = try await repository.waitForErrors(broken, containing: "the powa extension is not installed")
-        #expect(collector.collector.board.statuses(serverID: broken)[broken] == .stopped)
+        #expect(collector.collector.board.statuses(serverID: broken)[broken] == .powaMissing)
         #expect(collector.collector.board.statuses(serverID: healthy)[healthy] == .running)
         try await collector.stop()
 

@@ -10,6 +10,8 @@ import PostgresClient
 /// `scripts/test` started). Tests that stop or kill a cluster take a private bed with
 /// `TestBed.start(name:port:remotes:)`, so they never disturb the others.
 public struct TestBed: Sendable {
+    /// The PoWA major version of the bed's clusters.
+    public let major: PoWAMajor
     /// The directory holding the clusters, their sockets and logs.
     public let directory: String
     /// The Unix socket directory of every cluster.
@@ -35,30 +37,31 @@ public struct TestBed: Sendable {
         return url
     }()
 
-    private static let sharedBed = SharedBed()
+    private static let sharedBeds = [PoWAMajor.four: SharedBed(major: .four), .five: SharedBed(major: .five)]
 
-    /// The default test bed, started on first use.
-    public static func shared() async throws -> TestBed {
-        try await sharedBed.get()
+    /// The default test bed of a PoWA major version, started on first use.
+    public static func shared(_ major: PoWAMajor = .four) async throws -> TestBed {
+        try await sharedBeds[major]!.get()
     }
 
-    /// Starts (anew) a private test bed in `/tmp/powa-testbed-<name>` with its own ports.
-    public static func start(name: String, port: Int, remotes: Int) async throws -> TestBed {
-        let directory = "/tmp/powa-testbed-\(name)"
+    /// Starts (anew) a private test bed in `/tmp/powa-testbed-<name>` with its own ports
+    /// (`port` for PoWA 4; PoWA 5 beds take the ports 100 above, and `-5` after the name).
+    public static func start(name: String, port: Int, remotes: Int, major: PoWAMajor = .four) async throws -> TestBed {
+        let directory = "/tmp/powa-testbed-\(name)\(major.suffix)"
         try await run(
             "scripts/testbed", ["start"],
             environment: [
-                "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port)",
-                "POWA_TESTBED_REMOTES": "\(remotes)",
+                "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port + major.portOffset)",
+                "POWA_TESTBED_REMOTES": "\(remotes)", "POWA_TESTBED_MAJOR": "\(major.rawValue)",
             ])
         return try load(directory: directory)
     }
 
     /// Runs `body` with a private test bed, and stops it afterwards whatever happened.
     public static func withPrivate<T>(
-        name: String, port: Int, remotes: Int, _ body: (TestBed) async throws -> T
+        name: String, port: Int, remotes: Int, major: PoWAMajor = .four, _ body: (TestBed) async throws -> T
     ) async throws -> T {
-        let bed = try await start(name: name, port: port, remotes: remotes)
+        let bed = try await start(name: name, port: port, remotes: remotes, major: major)
         do {
             let result = try await body(bed)
             try await bed.stop()
@@ -86,6 +89,7 @@ public struct TestBed: Sendable {
             (values[key] ?? "").split(separator: ",").map(String.init)
         }
         return TestBed(
+            major: PoWAMajor(rawValue: Int(values["POWA_TESTBED_MAJOR"] ?? "") ?? 4) ?? .four,
             directory: directory,
             socketDirectory: values["POWA_TESTBED_SOCKETS"] ?? directory + "/sockets",
             repositoryPort: Int(values["POWA_TESTBED_REPO_PORT"] ?? "") ?? 5440,
@@ -137,6 +141,19 @@ public struct TestBed: Sendable {
     }
 }
 
+/// The PoWA major versions the collector supports, each with test beds of its own.
+public enum PoWAMajor: Int, Sendable, CaseIterable, CustomStringConvertible {
+    case four = 4
+    case five = 5
+
+    /// Added to a PoWA 4 bed's ports.
+    public var portOffset: Int { self == .five ? 100 : 0 }
+    /// Added to a PoWA 4 bed's directory.
+    public var suffix: String { self == .five ? "-5" : "" }
+
+    public var description: String { "PoWA \(rawValue)" }
+}
+
 /// A test bed command that failed.
 public struct TestBedError: Error, CustomStringConvertible {
     public let message: String
@@ -148,6 +165,9 @@ public struct TestBedError: Error, CustomStringConvertible {
 /// `scripts/test` does), it is reused as it is.
 private actor SharedBed {
     private var starting: Task<TestBed, any Error>?
+    let major: PoWAMajor
+
+    init(major: PoWAMajor) { self.major = major }
 
     func get() async throws -> TestBed {
         if let starting { return try await starting.value }
@@ -158,12 +178,17 @@ private actor SharedBed {
 
     private func start() async throws -> TestBed {
         let environment = ProcessInfo.processInfo.environment
-        let directory = environment["POWA_TESTBED_DIR"] ?? "/tmp/powa-testbed"
+        let directory = (environment["POWA_TESTBED_DIR"] ?? "/tmp/powa-testbed") + major.suffix
         let reusable =
             environment["POWA_TESTBED_REUSE"] == "1"
             && FileManager.default.fileExists(atPath: directory + "/testbed.env")
         if !reusable {
-            try await TestBed.run("scripts/testbed", ["start"], environment: ["POWA_TESTBED_DIR": directory])
+            try await TestBed.run(
+                "scripts/testbed", ["start"],
+                environment: [
+                    "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(5440 + major.portOffset)",
+                    "POWA_TESTBED_MAJOR": "\(major.rawValue)",
+                ])
         }
         let loaded = try TestBed.load(directory: directory)
         try writePassFile(for: loaded)

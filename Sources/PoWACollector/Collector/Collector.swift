@@ -66,13 +66,14 @@ public final class Collector: Service, Sendable {
             do {
                 let repository = try await connectRepository(configuration)
                 defer { repository.close() }
-                guard let text = try await repository.powaVersion() else {
+                guard let text = repository.extensions.version(of: "powa") else {
                     throw CollectorError("the powa extension is not installed in the repository database")
                 }
                 guard let version = PoWAVersion(text), version >= .minimum else {
                     throw CollectorError("powa \(text) on the repository is too old: 4.0 or later is required")
                 }
-                logger.info("repository ready", metadata: ["powa": "\(text)"])
+                logger.info(
+                    "repository ready", metadata: ["powa": "\(text)", "mode": "\(repository.isPoWA5 ? "PoWA 5" : "PoWA 4")"])
                 return
             } catch let error as PostgresError where error.code == .invalidConnectionString {
                 throw CollectorError("repository.dsn: \(error)")

@@ -22,9 +22,9 @@ struct ControlChannel {
         var backoff = Backoff(initial: .milliseconds(500), ceiling: .seconds(5))
         var wasLost = false
         while !Task.isCancelled {
-            let connection: PostgresConnection
+            let repository: PoWARepository
             do {
-                connection = try await connect()
+                repository = try await connect()
             } catch {
                 if Task.isCancelled { return }
                 let delay = backoff.next()
@@ -36,48 +36,45 @@ struct ControlChannel {
             backoff.reset()
             logger.log(level: wasLost ? .info : .debug, "control channel: listening on \(Self.channel)")
             do {
-                try await serve(connection)
+                try await serve(repository)
             } catch {
                 if !Task.isCancelled {
                     logger.error("control channel: connection to the repository lost: \(error)")
                     wasLost = true
                 }
             }
-            connection.close()
+            repository.close()
         }
     }
 
-    private func connect() async throws -> PostgresConnection {
-        let configuration = ConnectionConfiguration(
-            connectionString: repositoryDSN(),
-            defaults: ConnectionDefaults.keepalives(connectTimeout: connectTimeout),
-            overrides: [.init("application_name", ApplicationName.main(version: Collector.version))],
-            connectTimeout: connectTimeout
-        )
-        let connection = try await PostgresConnection.connect(configuration, logger: logger)
+    private func connect() async throws -> PoWARepository {
+        let repository = try await PoWARepository.connect(
+            dsn: repositoryDSN(), applicationName: ApplicationName.main(version: Collector.version),
+            connectTimeout: connectTimeout, logger: logger)
         do {
-            try await SessionSetup.prepare(connection, deadline: .now + connectTimeout)
-            try await connection.execute("LISTEN \(Self.channel)", deadline: .now + connectTimeout)
+            try await repository.connection.execute("LISTEN \(Self.channel)", deadline: .now + connectTimeout)
         } catch {
-            connection.close()
+            repository.close()
             throw error
         }
-        return connection
+        return repository
     }
 
     /// Answers notifications until the connection fails or the task is cancelled.
-    private func serve(_ connection: PostgresConnection) async throws {
+    private func serve(_ repository: PoWARepository) async throws {
+        let connection = repository.connection
         while !Task.isCancelled {
             guard let notification = try await connection.nextNotification(deadline: .now + idleCheck) else {
                 _ = try await connection.query("SELECT 1", deadline: .now + connectTimeout)
                 continue
             }
             guard notification.channel == Self.channel else { continue }
-            try await handle(notification, on: connection)
+            try await handle(notification, on: repository)
         }
     }
 
-    private func handle(_ notification: PostgresNotification, on connection: PostgresConnection) async throws {
+    private func handle(_ notification: PostgresNotification, on repository: PoWARepository) async throws {
+        let connection = repository.connection
         let request = ControlRequest(payload: notification.payload)
         guard !request.command.isEmpty else {
             logger.debug("control channel: empty request ignored")
@@ -87,7 +84,7 @@ struct ControlChannel {
             "control channel: request",
             metadata: ["command": "\(request.command.prefix(64))", "sender": "\(notification.senderPID)"])
         let reply: ControlReply
-        if try await mayCommand(senderPID: notification.senderPID, on: connection) {
+        if try await mayCommand(senderPID: notification.senderPID, on: repository) {
             reply = await commands.answer(request)
         } else {
             logger.warning(
@@ -100,13 +97,36 @@ struct ControlChannel {
     }
 
     /// Only roles allowed to signal backends may command the collector: members of
-    /// `pg_signal_backend` (PostgreSQL 14+), or roles that may write PoWA's data before that.
-    private func mayCommand(senderPID: Int32, on connection: PostgresConnection) async throws -> Bool {
-        let sql =
-            connection.serverVersionNumber >= 140000
-            ? "SELECT bool_or(pg_has_role(usesysid, 'pg_signal_backend', 'USAGE')) FROM pg_stat_activity WHERE pid = $1"
-            : "SELECT bool_or(has_table_privilege(usesysid, 'public.powa_statements', 'INSERT')) FROM pg_stat_activity WHERE pid = $1"
-        let result = try await connection.query(sql, ["\(senderPID)"], deadline: .now + connectTimeout)
+    /// `pg_signal_backend`; in PoWA 5 also members of the roles `powa_roles` maps to
+    /// `powa_signal_backend`, `powa_write_all_data` or `powa_admin`; before PostgreSQL 14,
+    /// roles that may write PoWA's data.
+    private func mayCommand(senderPID: Int32, on repository: PoWARepository) async throws -> Bool {
+        let connection = repository.connection
+        let sql: String
+        var parameters = ["\(senderPID)"]
+        if repository.isPoWA5 {
+            sql = """
+                SELECT pg_catalog.pg_has_role(a.usesysid, 'pg_signal_backend', 'USAGE')
+                    OR EXISTS (
+                        SELECT 1 FROM \(repository.powa("powa_roles")) r
+                        JOIN pg_catalog.pg_roles g ON g.rolname = r.rolname
+                        WHERE r.powa_role IN ('powa_signal_backend', 'powa_write_all_data', 'powa_admin')
+                          AND pg_catalog.pg_has_role(a.usesysid, g.oid, 'USAGE'))
+                FROM pg_catalog.pg_stat_activity a WHERE a.pid = $1
+                """
+        } else if connection.serverVersionNumber >= 140000 {
+            sql = """
+                SELECT bool_or(pg_catalog.pg_has_role(usesysid, 'pg_signal_backend', 'USAGE'))
+                FROM pg_catalog.pg_stat_activity WHERE pid = $1
+                """
+        } else {
+            sql = """
+                SELECT bool_or(pg_catalog.has_table_privilege(usesysid, $2, 'INSERT'))
+                FROM pg_catalog.pg_stat_activity WHERE pid = $1
+                """
+            parameters.append(repository.powa("powa_statements"))
+        }
+        let result = try await connection.query(sql, parameters, deadline: .now + connectTimeout)
         return result.rows.first?[0] == "t"
     }
 
@@ -117,7 +137,7 @@ struct ControlChannel {
         while name.utf8.count > 63 { name.removeLast() }
         do {
             _ = try await connection.query(
-                "SELECT pg_notify($1, $2)", [name, reply.payload], deadline: .now + connectTimeout)
+                "SELECT pg_catalog.pg_notify($1, $2)", [name, reply.payload], deadline: .now + connectTimeout)
         } catch let error as PostgresError where error.code == .server {
             logger.warning("control channel: could not answer on channel \(name.prefix(64)): \(error)")
         }

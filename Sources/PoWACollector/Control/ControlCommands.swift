@@ -4,6 +4,9 @@
 /// - `WORKERS_STATUS [srvid]`: `{"<srvid>": "<status>", ...}`, `{}` for an unknown srvid.
 /// - `FORCE_SNAPSHOT srvid`: a snapshot now, unless one runs, one is already requested, or the
 ///   last one started less than 10 s ago.
+/// - `REFRESH_DB_CAT srvid n [dbname...]` (PoWA 5): the catalogs of the `n` named databases
+///   (0: all) at the server's next snapshot. powa-web splits nothing: a single database name
+///   with spaces arrives as several words, and is taken back as one name when `n` is 1.
 /// - anything else: `UNKNOWN`. Malformed arguments: `ERROR`.
 public struct ControlCommands: Sendable {
     let board: WorkerBoard
@@ -44,8 +47,26 @@ public struct ControlCommands: Sendable {
                 case .snapshotRunning: return reply(.error, "A snapshot is already in progress")
                 case .alreadyRequested: return reply(.error, "A forced snapshot is already scheduled")
                 case .tooSoon: return reply(.error, "Last snapshot was less than 10s. ago")
+                case .notRunning(let status): return reply(.error, "No snapshot possible now: the worker is \(status.rawValue)")
                 }
             }
+        case "REFRESH_DB_CAT":
+            let arguments = request.arguments
+            guard arguments.count >= 2 else { return reply(.error, "Command \"\(command)\" malformed") }
+            guard let id = Self.serverID(arguments[0]) else { return reply(.error, "invalid remote server id") }
+            guard let count = Self.serverID(arguments[1]) else { return reply(.error, "invalid number of databases") }
+            let names = Array(arguments.dropFirst(2))
+            let refresh: CatalogRefresh
+            switch (count, names.count) {
+            case (0, _): refresh = .all
+            case (let wanted, let found) where wanted == found: refresh = .databases(Set(names))
+            case (1, _): refresh = .databases([names.joined(separator: " ")])
+            default: return reply(.error, "Caller asked for \(count) db, but found \(names.count)")
+            }
+            guard board.requestCatalogRefresh(refresh, serverID: id) else {
+                return reply(.error, "Server id \(id) not found")
+            }
+            return reply(.ok, "Catalogs will be refreshed during the next snapshot")
         default:
             return reply(.unknown, "Message \"\(command)\" invalid, command ignored")
         }

@@ -1,52 +1,56 @@
 import Logging
 import PostgresClient
 
-/// The PoWA repository database, seen through one connection: every statement the collector
-/// runs there. Values always travel as parameters; identifiers are quoted.
+/// The PoWA repository database, seen through one session: every statement the collector
+/// runs there. Values always travel as parameters; identifiers are quoted and qualified with
+/// the schema powa lives in on this repository.
+///
+/// The objects differ between PoWA 4.1 and PoWA 5 (`isPoWA5`): the session's own powa version
+/// chooses, so one binary serves both.
 struct PoWARepository {
-    let connection: PostgresConnection
+    let session: PoWASession
 
-    /// Connects to the repository and prepares the session (see `SessionSetup`).
+    var connection: PostgresConnection { session.connection }
+    var extensions: InstalledExtensions { session.extensions }
+
+    /// Whether this repository has PoWA 5's objects (`powa_extension_config`, the
+    /// `powa_functions` view, per-database sources, catalogs, `powa_roles`).
+    var isPoWA5: Bool { (extensions.powaVersion?.major ?? 4) >= 5 }
+
+    /// Opens a repository session (see `PoWASession`).
     static func connect(
         dsn: String,
         applicationName: String,
         connectTimeout: Duration,
         logger: Logger
     ) async throws -> PoWARepository {
-        let configuration = ConnectionConfiguration(
-            connectionString: dsn,
-            defaults: ConnectionDefaults.keepalives(connectTimeout: connectTimeout),
-            overrides: [.init("application_name", applicationName)],
-            connectTimeout: connectTimeout
-        )
-        let connection = try await PostgresConnection.connect(configuration, logger: logger)
-        do {
-            try await SessionSetup.prepare(connection, deadline: .now + connectTimeout)
-        } catch {
-            connection.close()
-            throw error
-        }
-        return PoWARepository(connection: connection)
+        PoWARepository(
+            session: try await .repository(
+                dsn: dsn, applicationName: applicationName, connectTimeout: connectTimeout, logger: logger))
     }
 
     func close() { connection.close() }
 
+    /// `schema.name` of a powa object on this repository.
+    func powa(_ name: String) -> String { extensions.powa(name) }
+
     /// The version of the `powa` extension, nil when it is not installed in this database.
-    func powaVersion() async throws -> String? {
-        try await connection.query("SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'powa'")
-            .rows.first?[0]
+    func powaVersion(deadline: ContinuousClock.Instant? = nil) async throws -> String? {
+        try await connection.query(
+            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'powa'", deadline: deadline
+        ).rows.first?[0]
     }
 
     /// The active remote servers (`id > 0 AND frequency > 0`), and the rows that cannot be
     /// used, each with the reason.
-    func activeServers() async throws -> ServerList {
+    func activeServers(deadline: ContinuousClock.Instant? = nil) async throws -> ServerList {
         let result = try await connection.query(
             """
             SELECT id, hostname, alias, port, username, password, dbname, frequency
-            FROM public.powa_servers
+            FROM \(powa("powa_servers"))
             WHERE id > 0 AND frequency > 0
             ORDER BY id
-            """)
+            """, deadline: deadline)
         var list = ServerList()
         for row in result.rows {
             do {
@@ -58,29 +62,76 @@ struct PoWARepository {
         return list
     }
 
-    /// The enabled snapshot sources of a server, in the order powa runs them.
-    func snapshotSources(serverID: Int) async throws -> [SnapshotSource] {
-        try await connection.query(
+    /// The enabled global snapshot sources of a server, in the order powa runs them (ties by
+    /// name, so that the order is stable).
+    func snapshotSources(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> [SnapshotSource] {
+        let sql =
+            isPoWA5
+            ? """
+            SELECT name, query_source, query_cleanup, external
+            FROM \(powa("powa_functions"))
+            WHERE operation = 'snapshot' AND enabled AND srvid = $1 AND query_source IS NOT NULL
+            ORDER BY priority, name, query_source
             """
-            SELECT module, query_source, query_cleanup
-            FROM public.powa_functions
+            : """
+            SELECT module, query_source, query_cleanup, false
+            FROM \(powa("powa_functions"))
             WHERE operation = 'snapshot' AND enabled AND srvid = $1 AND query_source IS NOT NULL
             ORDER BY priority, module, query_source
-            """, ["\(serverID)"]
+            """
+        return try await connection.query(sql, ["\(serverID)"], deadline: deadline).rows.map { row in
+            SnapshotSource(name: row[0] ?? "", querySource: row[1] ?? "", queryCleanup: row[2], external: row[3] == "t")
+        }
+    }
+
+    /// PoWA 5: the enabled per-database modules of a server for a remote of that PostgreSQL
+    /// version. `powa_db_functions` also returns disabled ones: they are left out here, or
+    /// their rows would pile up in the staging tables (no snapshot function consumes them).
+    func databaseModules(
+        serverID: Int, serverVersionNumber: Int, deadline: ContinuousClock.Instant?
+    ) async throws -> [DatabaseSource] {
+        try await connection.query(
+            """
+            SELECT db_module, query_source, tmp_table, pg_catalog.to_json(dbnames)::text
+            FROM \(powa("powa_db_functions"))($1, $2)
+            WHERE operation = 'snapshot' AND enabled AND query_source IS NOT NULL AND tmp_table IS NOT NULL
+            ORDER BY dbnames IS NOT NULL, priority, db_module
+            """, ["\(serverID)", "\(serverVersionNumber)"], deadline: deadline
         ).rows.map { row in
-            SnapshotSource(module: row[0] ?? "", querySource: row[1] ?? "", queryCleanup: row[2])
+            DatabaseSource(
+                kind: .module, name: row[0] ?? "", query: row[1] ?? "", stagingTable: row[2] ?? "",
+                databases: DatabaseSource.names(json: row[3]))
+        }
+    }
+
+    /// PoWA 5: the catalogs to import, each with the databases whose catalogs are recent enough
+    /// to skip. `refreshAll` (a pending REFRESH_DB_CAT) skips none.
+    func catalogs(
+        serverID: Int, serverVersionNumber: Int, refreshAll: Bool, deadline: ContinuousClock.Instant?
+    ) async throws -> [DatabaseSource] {
+        try await connection.query(
+            """
+            SELECT catname, query_source, tmp_table, pg_catalog.to_json(excluded_dbnames)::text
+            FROM \(powa("powa_catalog_functions"))($1, $2, $3::interval)
+            WHERE query_source IS NOT NULL
+            ORDER BY catname
+            """, ["\(serverID)", "\(serverVersionNumber)", refreshAll ? nil : "1 year"], deadline: deadline
+        ).rows.map { row in
+            DatabaseSource(
+                kind: .catalog, name: row[0] ?? "", query: row[1] ?? "", stagingTable: row[2] ?? "",
+                excludedDatabases: Set(DatabaseSource.names(json: row[3]) ?? []))
         }
     }
 
     /// How long ago the server's last snapshot was taken; `.missing` when it has no
     /// `powa_snapshot_metas` row, `.never` when `snapts` is still `-infinity`.
-    func lastSnapshot(serverID: Int) async throws -> LastSnapshot {
+    func lastSnapshot(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> LastSnapshot {
         let rows = try await connection.query(
             """
             SELECT CASE WHEN snapts = '-infinity' THEN NULL
                         ELSE extract(epoch FROM clock_timestamp() - snapts)::float8 END
-            FROM public.powa_snapshot_metas WHERE srvid = $1
-            """, ["\(serverID)"]
+            FROM \(powa("powa_snapshot_metas")) WHERE srvid = $1
+            """, ["\(serverID)"], deadline: deadline
         ).rows
         guard let row = rows.first else { return .missing }
         guard let seconds = try row.decodeIfPresent(0, as: Double.self) else { return .never }
@@ -89,17 +140,25 @@ struct PoWARepository {
 
     /// Turns the staged rows into history; returns the number of errors powa met.
     func takeSnapshot(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Int {
-        try await connection.query("SELECT public.powa_take_snapshot($1)", ["\(serverID)"], deadline: deadline)
+        try await connection.query("SELECT \(powa("powa_take_snapshot"))($1)", ["\(serverID)"], deadline: deadline)
             .rows[0].decode(0, as: Int.self)
     }
 
     /// Appends errors to what powa-web shows for the server (`powa_snapshot_metas.errors`).
     func appendErrors(serverID: Int, _ errors: [String], deadline: ContinuousClock.Instant? = nil) async throws {
-        for error in errors {
-            _ = try await connection.query(
-                "UPDATE public.powa_snapshot_metas SET errors = array_append(errors, $2) WHERE srvid = $1",
-                ["\(serverID)", error], deadline: deadline)
-        }
+        guard !errors.isEmpty else { return }
+        _ = try await connection.query(
+            """
+            UPDATE \(powa("powa_snapshot_metas")) SET errors = pg_catalog.array_cat(errors, $2::text[])
+            WHERE srvid = $1
+            """, ["\(serverID)", PostgresArray.text(errors)], deadline: deadline)
+    }
+
+    /// Replaces the server's errors with `errors` (a snapshot that could not be taken at all).
+    func replaceErrors(serverID: Int, _ errors: [String], deadline: ContinuousClock.Instant? = nil) async throws {
+        _ = try await connection.query(
+            "UPDATE \(powa("powa_snapshot_metas")) SET errors = $2::text[] WHERE srvid = $1",
+            ["\(serverID)", PostgresArray.text(errors)], deadline: deadline)
     }
 }
 

@@ -42,14 +42,15 @@ public struct RemoteServer: Sendable, Hashable {
         [hostname, "\(port)", username, password, dbname]
     }
 
-    /// The libpq parameters of the remote connection, as keywords: never a string built by
-    /// pasting, so no value can inject another parameter.
+    /// The libpq parameters of a connection to this server (its registered database, or
+    /// `database`), as keywords: never a string built by pasting, and no value is expanded as a
+    /// connection string, so no value can inject another parameter.
     public func connectionConfiguration(
-        applicationName: String, connectTimeout: Duration
+        database: String? = nil, applicationName: String, connectTimeout: Duration
     ) -> ConnectionConfiguration {
         var parameters: [ConnectionConfiguration.Parameter] = [
             .init("host", hostname), .init("port", "\(port)"), .init("user", username),
-            .init("dbname", dbname), .init("application_name", applicationName),
+            .init("dbname", database ?? dbname), .init("application_name", applicationName),
         ]
         if let password { parameters.append(.init("password", password)) }
         return ConnectionConfiguration(

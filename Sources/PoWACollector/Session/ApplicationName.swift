@@ -4,4 +4,8 @@ enum ApplicationName {
     static func main(version: String) -> String { "PoWA collector - main thread (\(version))" }
     static func worker(_ name: String) -> String { "PoWA collector - worker \(name)" }
     static func workerRepository(_ name: String) -> String { "PoWA collector - repo_conn for worker \(name)" }
+    /// PoWA 5's per-database sessions (the Python collector leaves them unnamed).
+    static func workerDatabase(_ name: String, _ database: String) -> String {
+        "PoWA collector - worker \(name) db \(database)"
+    }
 }

@@ -1,32 +1,47 @@
 import Logging
 import PostgresClient
 
-/// One remote snapshot of one server, as the spec orders it:
-/// 1. stream each source from the remote into its staging table on the repository, in one
-///    repository transaction, a savepoint per source (released on success, rolled back and
-///    reported on failure: the other sources go on);
-/// 2. `powa_take_snapshot(srvid)`;
-/// 3. append the errors met to `powa_snapshot_metas.errors`; commit;
-/// 4. only then run each source's cleanup on the remote.
+/// One remote snapshot of one server, as the spec orders it, in one repository transaction
+/// (owned by `inTransaction`: committed whole, or rolled back whatever happens):
+/// 1. inside one remote transaction (one `now()` for every source), stream each global source
+///    from the remote into its staging table on the repository, a savepoint per source on both
+///    sides (released on success, rolled back and reported on failure: the others go on);
+/// 2. PoWA 5: for each connectable database of the remote, over a session to that database,
+///    stream the per-database modules and the catalogs due into their staging tables, with the
+///    remote's snapshot instant; a database that cannot be reached is reported, the others go on;
+/// 3. `powa_take_snapshot(srvid)`; 4. append the errors met to `powa_snapshot_metas.errors`;
+///    commit;
+/// 5. only then (`runCleanups`) run each source's cleanup on the remote: a cleanup such as
+///    `pg_qualstats_reset()` is not transactional, and must not lose data of a snapshot that
+///    did not land.
 ///
-/// The snapshot lands whole or not at all. If the remote connection is lost or the deadline
-/// passes, the repository transaction is rolled back and the snapshot reported as failed.
+/// If the remote connection is lost, the repository fails or the deadline passes, nothing lands.
 struct RemoteSnapshot {
     let server: RemoteServer
+    /// The worker's name, in messages and in the per-database sessions' names.
+    let workerName: String
     let sources: [SnapshotSource]
+    /// PoWA 5: refresh the catalogs of these databases (nil: none beyond those due).
+    let catalogRefresh: CatalogRefresh?
     let deadline: ContinuousClock.Instant
+    let connectTimeout: Duration
     /// The repository session's name, restored after `powa_take_snapshot` changed it.
     let applicationName: String
     let logger: Logger
 
     /// What a snapshot that landed reports.
     struct Outcome {
-        /// Per-source errors recorded in `powa_snapshot_metas.errors`.
+        /// Errors recorded in `powa_snapshot_metas.errors`.
         var errors: [String] = []
-        /// The sources whose rows landed.
+        /// The sources whose rows landed (global, then per database).
         var landedSources = 0
+        /// The per-database sources that landed, and the databases read.
+        var landedDatabaseSources = 0
+        var databases = 0
         /// What `powa_take_snapshot` returned (errors it met and logged on the repository).
         var takeSnapshotErrors = 0
+        /// The cleanups to run once committed (placeholders expanded), by source.
+        var cleanups: [(source: String, sql: String)] = []
     }
 
     /// Why a snapshot did not land.
@@ -37,78 +52,228 @@ struct RemoteSnapshot {
         case repository(any Error)
         /// The snapshot timeout passed while reading `source`.
         case timedOut(source: String)
+        /// The task was cancelled (shutdown, worker stopped).
+        case cancelled
 
         var description: String {
             switch self {
             case .remoteLost(let error): "lost the connection to the remote server: \(error)"
             case .repository(let error): "repository error: \(error)"
             case .timedOut(let source): "snapshot timed out while reading \(source)"
+            case .cancelled: "snapshot interrupted"
             }
         }
     }
 
-    /// Steps 1 to 3 on the given connections; the caller runs the cleanups after it returns.
-    func land(remote: PostgresConnection, repository: PoWARepository) async throws(Failure) -> Outcome {
-        let connection = repository.connection
+    /// Steps 1 to 4 on the given sessions; the caller runs the cleanups after it returns.
+    func land(remote: PoWASession, repository: PoWARepository) async throws(Failure) -> Outcome {
         var outcome = Outcome()
-        do {
-            try await connection.execute("BEGIN", deadline: deadline)
-        } catch {
-            throw .repository(error)
-        }
         for source in sources {
             do {
-                try await connection.execute("SAVEPOINT powa_source", deadline: deadline)
-            } catch {
-                throw .repository(error)
-            }
-            do {
-                let rows = try await PostgresConnection.pipeCopy(
-                    from: remote, source.copyOutStatement(serverID: server.id),
-                    to: connection, source.copyInStatement,
-                    deadline: deadline)
-                try await connection.execute("RELEASE SAVEPOINT powa_source", deadline: deadline)
-                outcome.landedSources += 1
-                logger.trace("source landed", metadata: ["source": "\(source.querySource)", "rows": "\(rows)"])
-            } catch {
-                if !remote.isHealthy { throw .remoteLost(error) }
-                if !connection.isHealthy { throw .repository(error) }
-                if case .timedOut = (error as? PostgresError)?.code { throw .timedOut(source: source.querySource) }
-                if error is CancellationError { throw .repository(error) }
-                let message = "\(source.querySource): \(error)"
-                logger.error("snapshot source failed", metadata: ["source": "\(source.querySource)", "error": "\(error)"])
-                outcome.errors.append(message)
-                do {
-                    try await connection.execute(
-                        "ROLLBACK TO SAVEPOINT powa_source; RELEASE SAVEPOINT powa_source", deadline: deadline)
-                } catch {
-                    throw .repository(error)
+                if let sql = try source.expandedCleanup(remote: remote.extensions) {
+                    outcome.cleanups.append((source.querySource, sql))
                 }
+            } catch {
+                outcome.errors.append(
+                    "Cleanup of \(source.querySource) not run: extension \(error.name) is not installed on the remote server")
             }
         }
+        let connection = repository.connection
         do {
-            outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
-            // powa_take_snapshot renames the session 'PoWA - ...', which powa-web would take for
-            // the repository's own background worker.
-            _ = try await connection.query(
-                "SELECT pg_catalog.set_config('application_name', $1, false)", [applicationName], deadline: deadline)
-            try await repository.appendErrors(serverID: server.id, outcome.errors, deadline: deadline)
-            try await connection.execute("COMMIT", deadline: deadline)
+            try await connection.inTransaction(deadline: deadline) {
+                try await remote.connection.inTransaction(deadline: deadline) {
+                    for source in sources {
+                        try await copy(source, remote: remote, repository: repository, into: &outcome)
+                    }
+                    if repository.isPoWA5 {
+                        try await copyDatabases(remote: remote, repository: repository, into: &outcome)
+                    }
+                }
+                outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
+                // powa_take_snapshot renames the session 'PoWA - ...', which powa-web would take
+                // for the repository's own background worker.
+                _ = try await connection.query(
+                    "SELECT pg_catalog.set_config('application_name', $1, false)", [applicationName],
+                    deadline: deadline)
+                try await repository.appendErrors(serverID: server.id, outcome.errors, deadline: deadline)
+            }
+        } catch let failure as Failure {
+            throw failure
         } catch {
-            throw .repository(error)
+            throw fatal(error, remote: remote.connection, repository: connection, reading: "the snapshot")
+                ?? .repository(error)
         }
         return outcome
     }
 
-    /// Step 4: each source's cleanup on the remote, after the commit. A failure is logged.
-    func runCleanups(remote: PostgresConnection, deadline: ContinuousClock.Instant) async {
-        for source in sources {
-            guard let cleanup = source.queryCleanup, !cleanup.isEmpty else { continue }
+    /// Step 5: the cleanups, after the commit; returns the errors of those that failed.
+    func runCleanups(
+        _ cleanups: [(source: String, sql: String)], remote: PostgresConnection, deadline: ContinuousClock.Instant
+    ) async -> [String] {
+        var errors: [String] = []
+        for cleanup in cleanups {
             do {
-                try await remote.execute(cleanup, deadline: deadline)
+                try await remote.execute(cleanup.sql, deadline: deadline)
             } catch {
-                logger.error("cleanup failed", metadata: ["source": "\(source.querySource)", "error": "\(error)"])
+                logger.error("cleanup failed", metadata: ["source": "\(cleanup.source)", "error": "\(error)"])
+                errors.append("Error while calling the cleanup of \(cleanup.source): \(error)")
             }
         }
+        return errors
+    }
+
+    // MARK: Global sources
+
+    private func copy(
+        _ source: SnapshotSource, remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
+    ) async throws(Failure) {
+        guard let remoteSchema = remote.extensions.schema(of: source.schemaOwner) else {
+            outcome.errors.append("Extension \(source.schemaOwner) is not installed on the remote server \(workerName)")
+            return
+        }
+        guard let repositorySchema = repository.extensions.schema(of: source.schemaOwner) else {
+            outcome.errors.append("Extension \(source.schemaOwner) is not installed on the repository server")
+            return
+        }
+        do {
+            let rows = try await pipe(
+                from: remote.connection, source.copyOutStatement(serverID: server.id, schema: remoteSchema),
+                to: repository.connection, source.copyInStatement(schema: repositorySchema))
+            outcome.landedSources += 1
+            logger.trace("source landed", metadata: ["source": "\(source.querySource)", "rows": "\(rows)"])
+        } catch {
+            if let failure = fatal(
+                error, remote: remote.connection, repository: repository.connection, reading: source.querySource)
+            {
+                throw failure
+            }
+            logger.error("snapshot source failed", metadata: ["source": "\(source.querySource)", "error": "\(error)"])
+            outcome.errors.append("\(source.querySource): \(error)")
+        }
+    }
+
+    /// One COPY from a remote session into the repository, each side in a savepoint, so that a
+    /// failure undoes this source only.
+    private func pipe(
+        from remote: PostgresConnection, _ copyOut: String, to repository: PostgresConnection, _ copyIn: String
+    ) async throws -> Int {
+        try await repository.inSavepoint("powa_source", deadline: deadline) {
+            try await remote.inSavepoint("powa_source", deadline: deadline) {
+                try await PostgresConnection.pipeCopy(from: remote, copyOut, to: repository, copyIn, deadline: deadline)
+            }
+        }
+    }
+
+    // MARK: Per-database sources and catalogs (PoWA 5)
+
+    private func copyDatabases(
+        remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
+    ) async throws {
+        let main = remote.connection
+        // The remote's own text of the snapshot instant, so every per-database row carries the
+        // `ts` of the global sources (the same transaction's now()).
+        let instant = try await main.query("SELECT pg_catalog.now()::text", deadline: deadline).rows[0].decode(0, as: String.self)
+        let databases = try await main.query(
+            "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", deadline: deadline
+        ).rows.compactMap { $0[0] }
+        let version = main.serverVersionNumber
+        let modules = try await repository.connection.inSavepoint("powa_db_sources", deadline: deadline) {
+            try await repository.databaseModules(serverID: server.id, serverVersionNumber: version, deadline: deadline)
+        }
+        var catalogs = try await repository.connection.inSavepoint("powa_db_sources", deadline: deadline) {
+            try await repository.catalogs(
+                serverID: server.id, serverVersionNumber: version, refreshAll: catalogRefresh != nil, deadline: deadline)
+        }
+        if case .databases(let names) = catalogRefresh {
+            // A refresh of named databases: their catalogs only (the others stay as they are).
+            catalogs = catalogs.map { catalog in
+                var catalog = catalog
+                catalog.excludedDatabases = Set(databases).subtracting(names)
+                return catalog
+            }
+        }
+        for database in databases {
+            let work = modules.filter { $0.applies(to: database) } + catalogs.filter { $0.applies(to: database) }
+            guard !work.isEmpty else { continue }
+            try await copy(work, database: database, repository: repository, into: &outcome, instant: instant)
+        }
+    }
+
+    /// The sources of one database, over a session of its own (opened for this snapshot and
+    /// closed after it: an idle session kept on a database would block `DROP DATABASE`, and one
+    /// on `template1` every `CREATE DATABASE`).
+    private func copy(
+        _ work: [DatabaseSource], database: String, repository: PoWARepository, into outcome: inout Outcome,
+        instant: String
+    ) async throws {
+        let session: PoWASession
+        do {
+            let remaining = deadline - .now
+            session = try await PoWASession.remote(
+                server, database: database, applicationName: ApplicationName.workerDatabase(workerName, database),
+                connectTimeout: min(connectTimeout, max(remaining, .milliseconds(1))), logger: logger)
+        } catch {
+            if Task.isCancelled { throw Failure.cancelled }
+            if ContinuousClock.now >= deadline { throw Failure.timedOut(source: "database \(database)") }
+            logger.error("could not connect to a remote database", metadata: ["database": "\(database)", "error": "\(error)"])
+            outcome.errors.append("Could not connect to remote database \(database): \(error)")
+            return
+        }
+        defer { session.close() }
+        outcome.databases += 1
+        let connection = session.connection
+        do {
+            try await connection.inTransaction(deadline: deadline) {
+                for source in work {
+                    do {
+                        let rows = try await pipe(
+                            from: connection, source.copyOutStatement(serverID: server.id, timestamp: instant),
+                            to: repository.connection, source.copyInStatement)
+                        outcome.landedDatabaseSources += 1
+                        logger.trace(
+                            "database source landed",
+                            metadata: ["database": "\(database)", "source": "\(source.name)", "rows": "\(rows)"])
+                    } catch {
+                        if let failure = fatal(
+                            error, remote: connection, repository: repository.connection,
+                            reading: "\(source.name) in database \(database)")
+                        {
+                            throw failure
+                        }
+                        logger.error(
+                            "database source failed",
+                            metadata: ["database": "\(database)", "source": "\(source.name)", "error": "\(error)"])
+                        outcome.errors.append("\(source.name) in database \(database): \(error)")
+                    }
+                }
+            }
+        } catch let failure as Failure {
+            // A database session that broke is that database's problem, not the snapshot's.
+            guard case .remoteLost(let error) = failure else { throw failure }
+            logger.error("lost a remote database session", metadata: ["database": "\(database)", "error": "\(error)"])
+            outcome.errors.append("Lost the connection to remote database \(database): \(error)")
+        } catch {
+            if let failure = fatal(error, remote: connection, repository: repository.connection, reading: "database \(database)")
+            {
+                throw failure
+            }
+            outcome.errors.append("Database \(database): \(error)")
+        }
+    }
+
+    // MARK: Errors
+
+    /// What an error means for the snapshot: the remote or the repository is gone, the deadline
+    /// passed, or the task was cancelled; nil when only this source failed (the snapshot goes on).
+    private func fatal(
+        _ error: any Error, remote: PostgresConnection, repository: PostgresConnection, reading source: String
+    ) -> Failure? {
+        if let failure = error as? Failure { return failure }
+        if error is CancellationError || Task.isCancelled { return .cancelled }
+        if case .timedOut = (error as? PostgresError)?.code { return .timedOut(source: source) }
+        if ContinuousClock.now >= deadline { return .timedOut(source: source) }
+        if !repository.canContinueTransaction { return .repository(error) }
+        if !remote.canContinueTransaction { return .remoteLost(error) }
+        return nil
     }
 }

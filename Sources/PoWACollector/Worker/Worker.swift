@@ -14,9 +14,11 @@ struct WorkerContext: Sendable {
     var snapshotTimeout: Duration { .seconds(configuration.snapshotTimeout) }
 }
 
-/// The worker of one remote server: keeps a persistent connection to it (reconnecting with
+/// The worker of one remote server: keeps a persistent session to it (reconnecting with
 /// backoff), records its versions, and takes its snapshots on a drift-free schedule until its
-/// task is cancelled.
+/// task is cancelled. It never stops on its own: a remote without powa, of another powa
+/// version, or without a `powa_snapshot_metas` row is reported and checked again at each
+/// period, so that fixing it needs no restart.
 struct Worker {
     let server: RemoteServer
     let context: WorkerContext
@@ -40,16 +42,15 @@ struct Worker {
         board.setStatus(status, serverID: server.id)
     }
 
-    /// Runs until the task is cancelled, or until the server proves unusable (no powa,
-    /// incompatible versions, no `powa_snapshot_metas` row): that is reported in the log and
-    /// in `powa_snapshot_metas.errors`, and the worker stops.
+    /// Runs until the task is cancelled.
     func run() async {
         logger.info("worker started", metadata: ["frequency": "\(server.frequency)"])
-        var remote: PostgresConnection?
+        var remote: PoWASession?
         var schedule: SnapshotSchedule?
         var backoff = Backoff()
         var needsBookkeeping = true
-        var outageReported = false
+        var remoteOutage = OutageLog(subject: "the remote server")
+        var refusal: PoWACompatibility.Refusal?
         setStatus(.noRemoteConnection)
         defer {
             remote?.close()
@@ -58,50 +59,46 @@ struct Worker {
         }
 
         while !Task.isCancelled {
-            // The persistent remote connection.
-            if remote.map({ !$0.isHealthy }) ?? true {
+            // The persistent remote session; a remote that restarted since the last snapshot is
+            // noticed here, before a snapshot fails on it.
+            if remote.map({ !$0.connection.probe() }) ?? true {
                 remote?.close()
                 remote = nil
                 do {
                     remote = try await connectRemote()
                     backoff.reset()
-                    outageReported = false
                     needsBookkeeping = true
+                    remoteOutage.ended(logger)
                 } catch {
                     if Task.isCancelled { return }
                     setStatus(.noRemoteConnection)
                     let message = "could not connect to the remote server: \(error)"
-                    if !outageReported {
-                        logger.error("\(message)")
+                    if remoteOutage.began(message, logger) {
                         _ = try? await context.limiter.withPermit { await recordErrors([message]) }
-                        outageReported = true
-                    } else {
-                        logger.debug("\(message)")
                     }
-                    await mailbox.wait(until: .now + backoff.next())
+                    // A mailbox request (FORCE_SNAPSHOT, a reload) never shortens the backoff.
+                    await pause(backoff.next())
                     continue
                 }
             }
-            guard let connection = remote else { continue }
+            guard let session = remote else { continue }
 
             // Versions and the first schedule, from the repository.
             if needsBookkeeping || schedule == nil {
                 // Start-up work uses a repository connection too: bounded like snapshots, so
                 // that a thousand workers starting together do not exhaust max_connections.
                 let preparation = try? await context.limiter.withPermit {
-                    await prepare(remote: connection)
+                    await prepare(remote: session.connection)
                 }
                 switch preparation ?? .retry {
                 case .ready(let start):
                     needsBookkeeping = false
                     schedule = schedule ?? start
                     backoff.reset()
-                    setStatus(.running)
+                    if refusal == nil { setStatus(.running) }
                 case .retry:
-                    await mailbox.wait(until: .now + backoff.next())
+                    await pause(backoff.next())
                     continue
-                case .stop:
-                    return
                 }
             }
             guard var current = schedule else { continue }
@@ -113,9 +110,29 @@ struct Worker {
             let due = ContinuousClock.now >= current.nextDue
             guard due || requests.contains(.forceSnapshot) else { continue }
 
-            if await takeSnapshot(remote: connection) == .remoteLost {
-                connection.close()
+            switch await takeSnapshot(remote: session) {
+            case .landed:
+                if let previous = refusal {
+                    logger.info("the remote server can be snapshotted again", metadata: ["was": "\(previous.description)"])
+                    refusal = nil
+                }
+            case .failed:
+                break
+            case .refused(let reason):
+                if refusal != reason {
+                    logger.error("snapshot refused: \(reason.description)")
+                } else {
+                    logger.debug("snapshot refused: \(reason.description)")
+                }
+                refusal = reason
+            case .remoteLost:
+                session.close()
                 remote = nil
+            case .reopen:
+                // The remote's powa changed under the session: a fresh session, then the snapshot.
+                session.close()
+                remote = nil
+                continue
             }
             if due {
                 current.advance(now: .now)
@@ -124,34 +141,28 @@ struct Worker {
         }
     }
 
-    // MARK: Connections
-
-    private func connectRemote() async throws -> PostgresConnection {
-        let configuration = server.connectionConfiguration(
-            applicationName: ApplicationName.worker(name), connectTimeout: context.connectTimeout)
-        let connection = try await PostgresConnection.connect(configuration, logger: logger)
-        do {
-            try await SessionSetup.prepare(connection, deadline: .now + context.connectTimeout)
-        } catch {
-            connection.close()
-            throw error
-        }
-        logger.debug("connected to the remote server", metadata: ["pid": "\(connection.backendPID)"])
-        return connection
+    /// Waits, whatever arrives in the mailbox, until `delay` has passed or the task is cancelled.
+    private func pause(_ delay: Duration) async {
+        try? await Task.sleep(for: delay)
     }
 
-    /// A repository connection from the pool (or a new one); give it back with `checkinRepository`.
-    private func pooledRepository() async throws -> PoWARepository {
-        try await context.pool.checkout(
-            dsn: context.configuration.repositoryDSN, applicationName: ApplicationName.workerRepository(name),
-            connectTimeout: context.connectTimeout, logger: logger)
+    // MARK: Sessions
+
+    private func connectRemote() async throws -> PoWASession {
+        let session = try await PoWASession.remote(
+            server, applicationName: ApplicationName.worker(name), connectTimeout: context.connectTimeout,
+            logger: logger)
+        logger.debug("connected to the remote server", metadata: ["pid": "\(session.connection.backendPID)"])
+        return session
     }
 
-    /// A pooled repository connection; when none can be had, sets the status and logs what
-    /// could not happen. Give it back with `checkinRepository`.
+    /// A pooled repository session; when none can be had, sets the status and logs what could
+    /// not happen. Give it back with `checkinRepository`.
     private func checkoutRepository(failing consequence: String) async -> PoWARepository? {
         do {
-            return try await pooledRepository()
+            return try await context.pool.checkout(
+                dsn: context.configuration.repositoryDSN, applicationName: ApplicationName.workerRepository(name),
+                connectTimeout: context.connectTimeout, logger: logger)
         } catch {
             if !Task.isCancelled {
                 setStatus(.noRepositoryConnection)
@@ -165,14 +176,14 @@ struct Worker {
         context.pool.checkin(repository, dsn: context.configuration.repositoryDSN)
     }
 
-    /// Appends errors to the server's `powa_snapshot_metas.errors`, on a pooled connection;
-    /// when the repository cannot be reached they are only logged (they were already). The
-    /// caller holds a limiter permit.
+    /// Appends errors to the server's `powa_snapshot_metas.errors`, on a pooled session; when
+    /// the repository cannot be reached they are only logged (they were already). The caller
+    /// holds a limiter permit.
     private func recordErrors(_ errors: [String]) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
+        guard let repository = await checkoutRepository(failing: "error not recorded") else { return }
+        defer { checkinRepository(repository) }
         do {
-            let repository = try await pooledRepository()
-            defer { checkinRepository(repository) }
             try await repository.appendErrors(serverID: server.id, errors, deadline: .now + context.connectTimeout)
         } catch {
             logger.warning("could not record the error in the repository: \(error)")
@@ -184,7 +195,6 @@ struct Worker {
     private enum Preparation {
         case ready(SnapshotSchedule)
         case retry
-        case stop
     }
 
     private func prepare(remote: PostgresConnection) async -> Preparation {
@@ -193,25 +203,18 @@ struct Worker {
         defer { checkinRepository(repository) }
         do {
             try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
-            let last = try await repository.lastSnapshot(serverID: server.id)
+            let last = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
             if last == .missing {
-                let message = "server \(server.id) has no row in powa_snapshot_metas: register it with powa_register_server()"
-                logger.error("\(message); worker stopped")
-                return .stop
+                setStatus(.stopped)
+                logger.error(
+                    "server \(server.id) has no row in powa_snapshot_metas: register it with powa_register_server()")
+                return .retry
             }
             let frequency = Duration.seconds(server.frequency)
             return .ready(SnapshotSchedule.starting(frequency: frequency, lastSnapshot: last, now: .now))
-        } catch let error as VersionsBookkeeping.Incompatible {
-            logger.error("\(error.description); worker stopped")
-            try? await repository.appendErrors(serverID: server.id, [error.description], deadline: deadline)
-            return .stop
         } catch {
             if Task.isCancelled { return .retry }
-            if !remote.isHealthy {
-                setStatus(.noRemoteConnection)
-            } else {
-                setStatus(.noRepositoryConnection)
-            }
+            setStatus(remote.isHealthy ? .noRepositoryConnection : .noRemoteConnection)
             logger.error("could not record the server's versions: \(error)")
             return .retry
         }
@@ -219,9 +222,15 @@ struct Worker {
 
     // MARK: Snapshots
 
-    private enum SnapshotResult { case landed, failed, remoteLost }
+    private enum SnapshotResult: Equatable {
+        case landed, failed, remoteLost
+        /// The remote may not be snapshotted (reported in `powa_snapshot_metas.errors`).
+        case refused(PoWACompatibility.Refusal)
+        /// The remote session no longer matches the remote's powa: open a new one.
+        case reopen
+    }
 
-    private func takeSnapshot(remote: PostgresConnection) async -> SnapshotResult {
+    private func takeSnapshot(remote: PoWASession) async -> SnapshotResult {
         let started = ContinuousClock.now
         board.snapshotStarted(serverID: server.id, at: started)
         defer { board.snapshotEnded(serverID: server.id) }
@@ -238,27 +247,50 @@ struct Worker {
     }
 
     private func takeSnapshot(
-        remote: PostgresConnection,
+        remote: PoWASession,
         repository: PoWARepository,
         started: ContinuousClock.Instant,
         deadline: ContinuousClock.Instant
     ) async -> SnapshotResult {
+        // What is installed on the remote now (powa may have been installed, upgraded or moved
+        // since the session opened), and whether it may be snapshotted into this repository.
+        var remote = remote
         let sources: [SnapshotSource]
         do {
-            sources = try await repository.snapshotSources(serverID: server.id)
+            let installed = try await remote.currentExtensions(deadline: deadline)
+            if installed.pinsCatalogSearchPath != remote.extensions.pinsCatalogSearchPath {
+                return .reopen
+            }
+            remote.extensions = installed
+            let repositoryVersion = try await repository.powaVersion(deadline: deadline)
+            if let refusal = PoWACompatibility.check(
+                remote: installed.version(of: "powa"), repository: repositoryVersion, database: server.dbname)
+            {
+                setStatus(refusal.status)
+                try await repository.replaceErrors(serverID: server.id, [refusal.description], deadline: deadline)
+                return .refused(refusal)
+            }
+            sources = try await repository.snapshotSources(serverID: server.id, deadline: deadline)
         } catch {
             if Task.isCancelled { return .failed }  // shutting down
+            if !remote.connection.isHealthy {
+                setStatus(.noRemoteConnection)
+                logger.error("snapshot skipped: lost the connection to the remote server: \(error)")
+                return .remoteLost
+            }
             setStatus(.noRepositoryConnection)
-            logger.error("snapshot skipped: could not read the snapshot sources: \(error)")
+            logger.error("snapshot skipped: could not prepare it on the repository: \(error)")
             return .failed
         }
         guard !sources.isEmpty else {
             logger.warning("no snapshot source is enabled for this server: nothing to do")
             return .failed
         }
+        let refresh = board.takeCatalogRefresh(serverID: server.id)
         let snapshot = RemoteSnapshot(
-            server: server, sources: sources, deadline: deadline,
-            applicationName: ApplicationName.workerRepository(name), logger: logger)
+            server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
+            connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
+            logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             setStatus(.running)
@@ -271,12 +303,18 @@ struct Worker {
                 "snapshot taken",
                 metadata: [
                     "sources": "\(outcome.landedSources)/\(sources.count)",
+                    "database_sources": "\(outcome.landedDatabaseSources)", "databases": "\(outcome.databases)",
                     "seconds": "\((ContinuousClock.now - started).secondsValue)",
                 ])
-            await snapshot.runCleanups(remote: remote, deadline: .now + context.snapshotTimeout)
+            let failures = await snapshot.runCleanups(
+                outcome.cleanups, remote: remote.connection, deadline: .now + context.snapshotTimeout)
+            if !failures.isEmpty {
+                try? await repository.appendErrors(serverID: server.id, failures, deadline: .now + context.connectTimeout)
+            }
             return .landed
         } catch {
-            if Task.isCancelled {
+            if let refresh { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }
+            if case .cancelled = error {
                 logger.info("snapshot interrupted by shutdown: rolled back")
                 return .failed
             }
@@ -286,18 +324,17 @@ struct Worker {
                 setStatus(.noRemoteConnection)
             case .repository:
                 if !repository.connection.isHealthy { setStatus(.noRepositoryConnection) }
-            case .timedOut:
+            case .timedOut, .cancelled:
                 break
             }
             if repository.connection.isHealthy {
-                try? await repository.connection.execute("ROLLBACK", deadline: .now + context.connectTimeout)
                 try? await repository.appendErrors(
                     serverID: server.id, ["snapshot failed: \(error)"], deadline: .now + context.connectTimeout)
             } else {
                 await recordErrors(["snapshot failed: \(error)"])
             }
             if case .remoteLost = error { return .remoteLost }
-            return remote.isHealthy ? .failed : .remoteLost
+            return remote.connection.isHealthy ? .failed : .remoteLost
         }
     }
 }

@@ -10,12 +10,16 @@ public final class WorkerBoard: Sendable {
         var status: WorkerStatus
         var snapshotRunning = false
         var lastSnapshotStart: ContinuousClock.Instant?
+        /// PoWA 5: a REFRESH_DB_CAT waiting for the next snapshot.
+        var catalogRefresh: CatalogRefresh?
         let mailbox: WorkerMailbox
     }
 
     /// Why a FORCE_SNAPSHOT was refused.
     public enum ForceRefusal: Error, Equatable, Sendable {
         case unknownServer, snapshotRunning, alreadyRequested, tooSoon(seconds: Int)
+        /// The worker cannot take a snapshot now (no connection, incompatible remote...).
+        case notRunning(WorkerStatus)
     }
 
     private let entries = Mutex<[Int: Entry]>([:])
@@ -60,6 +64,7 @@ public final class WorkerBoard: Sendable {
         let mailbox = try entries.withLock { entries throws(ForceRefusal) -> WorkerMailbox in
             guard let entry = entries[serverID] else { throw .unknownServer }
             guard !entry.snapshotRunning else { throw .snapshotRunning }
+            guard entry.status == .running else { throw .notRunning(entry.status) }
             guard !entry.mailbox.isPending(.forceSnapshot) else { throw .alreadyRequested }
             if let last = entry.lastSnapshotStart, now - last < .seconds(10) {
                 throw .tooSoon(seconds: Int((now - last).components.seconds))
@@ -67,6 +72,25 @@ public final class WorkerBoard: Sendable {
             return entry.mailbox
         }
         mailbox.post(.forceSnapshot)
+    }
+
+    /// PoWA 5: asks for the catalogs of a server's databases at its next snapshot (merged with
+    /// a request still pending). Returns false for an unknown server.
+    public func requestCatalogRefresh(_ refresh: CatalogRefresh, serverID: Int) -> Bool {
+        entries.withLock { entries in
+            guard let entry = entries[serverID] else { return false }
+            entries[serverID]?.catalogRefresh = refresh.merged(with: entry.catalogRefresh)
+            return true
+        }
+    }
+
+    /// The pending catalog refresh of a server, taken for the snapshot about to start; give it
+    /// back with `requestCatalogRefresh` if that snapshot does not land.
+    func takeCatalogRefresh(serverID: Int) -> CatalogRefresh? {
+        entries.withLock { entries in
+            defer { entries[serverID]?.catalogRefresh = nil }
+            return entries[serverID]?.catalogRefresh
+        }
     }
 
     /// Asks a worker to re-check the versions of its server.

@@ -4,6 +4,10 @@ public enum WorkerStatus: String, Sendable, Hashable {
     case running = "running"
     case noRemoteConnection = "no connection to remote server"
     case noRepositoryConnection = "no connection to repository server"
+    /// The remote has no powa in its registered database: no snapshot until it has.
+    case powaMissing = "powa not installed on remote server"
+    /// The remote's powa is not of the repository's major.minor: no snapshot until it is.
+    case incompatibleVersion = "incompatible PoWA version"
     case stopping = "stopping"
     case stopped = "stopped"
 }

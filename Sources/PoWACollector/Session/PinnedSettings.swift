@@ -1,0 +1,45 @@
+/// The session settings every session of the collector pins right after connecting, whatever
+/// the server, database or role defaults say (`ALTER ROLE ... SET`, `ALTER DATABASE ... SET`,
+/// `postgresql.conf`).
+///
+/// COPY text travels from a remote to the repository as bytes: both sides must print and parse
+/// it the same way. What changes COPY text is the client encoding, the date, time and interval
+/// output styles, the float precision and the bytea format; `standard_conforming_strings`
+/// changes how our own literals parse. Statement time is bounded by the collector's own
+/// deadlines (`snapshot_timeout`, `connect_timeout`), so a role's `statement_timeout` must not
+/// cut a snapshot short; `lock_timeout` is 2 s as in the Python collector, so that a lock held
+/// on a PoWA table never holds a snapshot or a control request for long.
+///
+/// PoWA 5 schema-qualifies every name and expects `search_path` = `pg_catalog`; so do
+/// sessions to databases without powa (PoWA 5's per-database sources). PoWA 4 objects resolve
+/// their own names through `search_path`, which is then left as it is.
+enum PinnedSettings {
+    /// The settings and their values, in the order they are set.
+    static let values: [(name: String, value: String)] = [
+        ("client_encoding", "UTF8"),
+        ("DateStyle", "ISO, YMD"),
+        ("IntervalStyle", "postgres"),
+        ("extra_float_digits", "3"),
+        ("bytea_output", "hex"),
+        ("standard_conforming_strings", "on"),
+        ("statement_timeout", "0"),
+        ("lock_timeout", "2s"),
+    ]
+
+    /// The installed extensions: name, schema, version.
+    static let extensionsQuery = """
+        SELECT e.extname, n.nspname, e.extversion
+        FROM pg_catalog.pg_extension e JOIN pg_catalog.pg_namespace n ON n.oid = e.extnamespace
+        """
+
+    /// One round trip: the settings, `search_path` when powa is absent or 5+, then the installed
+    /// extensions as the last result.
+    static let sql: String = {
+        let settings = values.map { "SET \($0.name) = '\($0.value)';" }.joined(separator: "\n")
+        return settings + "\n" + """
+            SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)
+            WHERE coalesce((SELECT substring(extversion FROM '^[0-9]+')::int
+                            FROM pg_catalog.pg_extension WHERE extname = 'powa'), 5) >= 5;
+            """ + "\n" + extensionsQuery
+    }()
+}

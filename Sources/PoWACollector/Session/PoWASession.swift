@@ -1,0 +1,62 @@
+import Logging
+import PostgresClient
+
+/// A session of the collector, opened and prepared in one place whatever it is for: the
+/// repository (control channel, snapshots, start-up), a remote server's powa database, or one
+/// of its other databases (PoWA 5's per-database sources and catalogs).
+///
+/// Every session gets the same treatment: keepalives and libpq's own connect timeout unless the
+/// DSN says otherwise, an `application_name` that names it, a deadline on the whole opening,
+/// the pinned settings of `PinnedSettings`, and the map of its extensions' schemas.
+struct PoWASession {
+    let connection: PostgresConnection
+    /// The extensions as they were when read last (at the opening, or `currentExtensions`).
+    var extensions: InstalledExtensions
+
+    /// Opens a session with `configuration` and prepares it; the connection is closed if the
+    /// preparation fails.
+    static func open(_ configuration: ConnectionConfiguration, logger: Logger) async throws -> PoWASession {
+        let connection = try await PostgresConnection.connect(configuration, logger: logger)
+        do {
+            let results = try await connection.results(
+                of: PinnedSettings.sql, deadline: .now + configuration.connectTimeout)
+            return PoWASession(connection: connection, extensions: InstalledExtensions(rows: results.last?.rows ?? []))
+        } catch {
+            connection.close()
+            throw error
+        }
+    }
+
+    /// A session to the repository, from the configuration file's DSN (the only connection
+    /// string that is expanded).
+    static func repository(
+        dsn: String, applicationName: String, connectTimeout: Duration, logger: Logger
+    ) async throws -> PoWASession {
+        try await open(
+            ConnectionConfiguration(
+                connectionString: dsn,
+                defaults: ConnectionDefaults.keepalives(connectTimeout: connectTimeout),
+                overrides: [.init("application_name", applicationName)],
+                connectTimeout: connectTimeout),
+            logger: logger)
+    }
+
+    /// A session to a remote server: its registered database, or `database` on the same server
+    /// with the same credentials.
+    static func remote(
+        _ server: RemoteServer, database: String? = nil, applicationName: String, connectTimeout: Duration,
+        logger: Logger
+    ) async throws -> PoWASession {
+        try await open(
+            server.connectionConfiguration(
+                database: database, applicationName: applicationName, connectTimeout: connectTimeout),
+            logger: logger)
+    }
+
+    /// The extensions installed now (one round trip).
+    func currentExtensions(deadline: ContinuousClock.Instant?) async throws -> InstalledExtensions {
+        InstalledExtensions(rows: try await connection.query(PinnedSettings.extensionsQuery, deadline: deadline).rows)
+    }
+
+    func close() { connection.close() }
+}
