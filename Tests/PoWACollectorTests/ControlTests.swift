@@ -20,9 +20,9 @@ struct ControlTests {
         #expect(hostile.payload.utf8.count < 100)
     }
 
-    @Test("each command answers as the protocol says")
-    func commands() async throws {
-        let bed = try await TestBed.shared()
+    @Test("each command answers as the protocol says", arguments: PoWAMajor.allCases)
+    func commands(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let first = try await repository.register(port: bed.remotePorts[0], frequency: 3600)
         let second = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
@@ -77,17 +77,22 @@ struct ControlTests {
         try await running.stop()
     }
 
-    @Test("a role that may not signal backends gets ERROR Permission denied, and nothing happens")
-    func permission() async throws {
-        let bed = try await TestBed.shared()
+    @Test(
+        "a role that may not signal backends gets ERROR Permission denied, and nothing happens",
+        arguments: PoWAMajor.allCases)
+    func permission(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[0], frequency: 3600)
         try await repository.execute("UPDATE powa_snapshot_metas SET snapts = now() - interval '1 minute' WHERE srvid > 0")
         let before = try await repository.snapts(server)
         let suffix = UInt32.random(in: 0...UInt32.max)
         let weak = "powa_weak_\(suffix)", signaller = "powa_signal_\(suffix)"
+        // PoWA 5 also allows the roles powa_roles maps to powa_signal_backend, powa_write_all_data
+        // and powa_admin (CREATE EXTENSION powa made them); PoWA 4 knows pg_signal_backend only.
+        let grantor = major == .five ? "powa_signal_backend" : "pg_signal_backend"
         try await repository.execute(
-            "CREATE ROLE \(weak) LOGIN; CREATE ROLE \(signaller) LOGIN IN ROLE pg_signal_backend")
+            "CREATE ROLE \(weak) LOGIN; CREATE ROLE \(signaller) LOGIN IN ROLE \(grantor)")
         let running = RunningCollector(repository: repository)
         let admin = try await ControlClient.connect(repository)
         defer { admin.close() }
@@ -119,9 +124,11 @@ struct ControlTests {
         try await running.stop()
     }
 
-    @Test("10,000 random and hostile payloads: the daemon stays up and still answers correctly")
-    func hostilePayloads() async throws {
-        let bed = try await TestBed.shared()
+    @Test(
+        "10,000 random and hostile payloads: the daemon stays up and still answers correctly",
+        arguments: PoWAMajor.allCases)
+    func hostilePayloads(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
         let running = RunningCollector(repository: repository)
@@ -137,10 +144,11 @@ struct ControlTests {
             "FORCE_SNAPSHOT r -1", "FORCE_SNAPSHOT r 0x10", "WORKERS_STATUS " + String(repeating: "c", count: 300),
             String(repeating: "A", count: 7_990), "WORKERS_STATUS r " + String(repeating: "9", count: 7_900),
             "\\", "\\\\ \\' \\\"", "WORKERS_STATUS r\u{0} 1".replacingOccurrences(of: "\u{0}", with: ""),
-            "ÉCHO ☃ 日本 🎉", "FORCE_SNAPSHOT;SELECT pg_sleep(10) x",
+            "ÉCHO ☃ 日本 🎉", "FORCE_SNAPSHOT;SELECT pg_sleep(10) x", "REFRESH_DB_CAT r", "REFRESH_DB_CAT r 1 x",
+            "REFRESH_DB_CAT r x 0", "REFRESH_DB_CAT r 1 3 a b", "REFRESH_DB_CAT - 99999999999 0",
         ]
         let alphabet = Array("abcXYZ019 -_;'\"\\$%(){}[]é☃🎉\t")
-        let commands = ["WORKERS_STATUS", "FORCE_SNAPSHOT", "UNKNOWN", "workers_status", "X"]
+        let commands = ["WORKERS_STATUS", "FORCE_SNAPSHOT", "REFRESH_DB_CAT", "UNKNOWN", "workers_status", "X"]
         for index in 0..<10_000 {
             let payload: String
             if index < fixed.count {

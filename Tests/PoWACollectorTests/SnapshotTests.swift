@@ -16,10 +16,12 @@ func runWorkload(on bed: TestBed, port: Int) async throws {
 
 @Suite("Remote snapshots", .timeLimit(.minutes(4)))
 struct SnapshotTests {
-    @Test("every enabled source of every active server lands rows, snapts advances, errors stay NULL")
-    func everySourceLands() async throws {
+    @Test(
+        "every enabled source of every active server lands rows, snapts advances, errors stay NULL",
+        arguments: PoWAMajor.allCases)
+    func everySourceLands(major: PoWAMajor) async throws {
         // A bed of its own: pg_qualstats is reset by each snapshot's cleanup.
-        try await TestBed.withPrivate(name: "sources", port: 5450, remotes: 2) { bed in
+        try await TestBed.withPrivate(name: "sources", port: 5450, remotes: 2, major: major) { bed in
             let repository = try await ScratchRepository.create(on: bed)
             let first = try await repository.register(port: bed.remotePorts[0], alias: "one")
             let second = try await repository.register(port: bed.remotePorts[1], alias: "two")
@@ -36,31 +38,98 @@ struct SnapshotTests {
             _ = try await repository.waitForSnapshots(second, count: 1)
             try await collector.stop()
 
-            let tables = [
-                "powa_statements_history_current", "powa_kcache_metrics_current",
-                "powa_qualstats_quals_history_current", "powa_wait_sampling_history_current",
-                "powa_stat_bgwriter_history_current", "pg_track_settings_history",
-            ]
             for server in [first, second] {
-                for table in tables {
+                for table in Self.tablesWithRows(major) {
                     let rows = try await repository.int("SELECT count(*) FROM \(table) WHERE srvid = $1", ["\(server)"])
                     #expect(rows > 0, "\(table) has no row for server \(server)")
                 }
-                // powa 4.1.4's powa_stat_all_rel() returns nothing on PostgreSQL 15: whatever the
-                // remote source gives must land, no more, no less.
                 let remote = try await bed.connect(port: bed.remotePorts[server == first ? 0 : 1])
-                let offered = try await remote.query("SELECT count(*) FROM powa_all_relations_src(0)").rows[0][0]
-                remote.close()
-                let landed = try await repository.int(
-                    "SELECT count(*) FROM powa_all_relations_history_current WHERE srvid = $1", ["\(server)"])
-                #expect((landed > 0) == (Int(offered ?? "0")! > 0))
+                defer { remote.close() }
+                if major == .four {
+                    // powa 4.1.4's powa_stat_all_rel() returns nothing on PostgreSQL 15: whatever
+                    // the remote source gives must land, no more, no less.
+                    let offered = try await remote.query("SELECT count(*) FROM powa_all_relations_src(0)").rows[0][0]
+                    let landed = try await repository.int(
+                        "SELECT count(*) FROM powa_all_relations_history_current WHERE srvid = $1", ["\(server)"])
+                    #expect((landed > 0) == (Int(offered ?? "0")! > 0))
+                } else {
+                    // Per-database sources: one dbid per connectable database of the remote, and
+                    // every catalog imported once for each of them (template0 excluded).
+                    let connectable = try await remote.query(
+                        "SELECT count(*) FROM pg_database WHERE datallowconn"
+                    ).rows[0].decode(0, as: Int.self)
+                    #expect(connectable == 4)
+                    for table in ["powa_all_tables_history_current", "powa_all_indexes_history_current"] {
+                        #expect(
+                            try await repository.int(
+                                "SELECT count(DISTINCT dbid) FROM \(table) WHERE srvid = $1", ["\(server)"]) == connectable,
+                            "\(table)")
+                    }
+                    #expect(
+                        try await repository.value(
+                            """
+                            SELECT string_agg(datname, ',' ORDER BY datname) FROM powa_catalog_databases
+                            WHERE srvid = $1 AND last_refresh IS NOT NULL
+                            """, ["\(server)"]) == "app,postgres,powa,template1")
+                    // Every per-database row of one snapshot carries the instant of the global ones.
+                    #expect(
+                        try await repository.int(
+                            """
+                            SELECT count(DISTINCT (record).ts) FROM powa_all_tables_history_current
+                            WHERE srvid = $1 AND (record).ts NOT IN (
+                                SELECT (record).ts FROM powa_stat_bgwriter_history_current WHERE srvid = $1)
+                            """, ["\(server)"]) == 0)
+                    // Catalog rows name the objects of the app database.
+                    #expect(
+                        try await repository.int(
+                            "SELECT count(*) FROM powa_catalog_class WHERE srvid = $1 AND relname = 'orders'",
+                            ["\(server)"]) == 1)
+                }
                 #expect(try await repository.errors(server) == "")
                 #expect(try await repository.snapts(server) != nil)
             }
             // The staging tables were emptied by powa_take_snapshot.
-            #expect(try await repository.int("SELECT count(*) FROM powa_statements_src_tmp") == 0)
+            for table in Self.stagingTables(major) {
+                #expect(try await repository.int("SELECT count(*) FROM \(table)") == 0, "\(table)")
+            }
             #expect(!collector.logs.lines.contains { $0.hasPrefix("error") })
         }
+    }
+
+    /// Tables every snapshot fills (PoWA 5: §10 of the spec, less those empty on PostgreSQL 15
+    /// without replication).
+    static func tablesWithRows(_ major: PoWAMajor) -> [String] {
+        let common = [
+            "powa_statements_history_current", "powa_kcache_metrics_current",
+            "powa_qualstats_quals_history_current", "powa_wait_sampling_history_current",
+            "powa_stat_bgwriter_history_current", "pg_track_settings_history", "powa_databases", "powa_statements",
+            "powa_statements_history_current_db", "powa_kcache_metrics_current_db", "powa_qualstats_quals",
+            "powa_qualstats_constvalues_history_current", "powa_wait_sampling_history_current_db",
+            "pg_track_settings_list", "pg_reboot",
+        ]
+        guard major == .five else { return common }
+        return common + [
+            "powa_catalog_databases", "powa_catalog_roles", "powa_stat_activity_history_current",
+            "powa_stat_archiver_history_current", "powa_stat_checkpointer_history_current",
+            "powa_stat_database_history_current", "powa_stat_database_conflicts_history_current",
+            "powa_stat_slru_history_current", "powa_stat_wal_history_current",
+            "powa_replication_slots_history_current", "powa_stat_replication_history_current",
+            "powa_all_tables_history_current", "powa_all_tables_history_current_db",
+            "powa_all_indexes_history_current", "powa_all_indexes_history_current_db",
+            "powa_user_functions_history_current", "powa_user_functions_history_current_db",
+            "powa_catalog_class", "powa_catalog_attribute", "powa_catalog_namespace", "powa_catalog_type",
+            "powa_catalog_collation", "powa_catalog_proc", "powa_catalog_language",
+        ]
+    }
+
+    /// Staging tables that `powa_take_snapshot` must leave empty.
+    static func stagingTables(_ major: PoWAMajor) -> [String] {
+        let common = ["powa_statements_src_tmp", "powa_databases_src_tmp", "powa_kcache_src_tmp"]
+        guard major == .five else { return common }
+        return common + [
+            "powa_all_tables_src_tmp", "powa_all_indexes_src_tmp", "powa_user_functions_src_tmp",
+            "powa_catalog_class_src_tmp", "powa_catalog_attribute_src_tmp", "powa_stat_activity_src_tmp",
+        ]
     }
 
     @Test("a failing source is reported by name while every other source still lands")
