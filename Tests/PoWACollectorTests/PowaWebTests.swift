@@ -3,23 +3,29 @@ import Glibc
 import TestBed
 import Testing
 
-/// powa-web 4.1.4 itself (pip, in the venv `scripts/powa-web-venv` makes), logged in over HTTP
-/// against a scratch repository, asking the collector running in this process through
-/// LISTEN/NOTIFY, exactly as a user's browser would make it.
-@Suite("powa-web 4.1.4 as a real client", .timeLimit(.minutes(4)))
+/// powa-web itself (pip, in the venv `scripts/powa-web-venv` makes: 4.1.4 for PoWA 4, 5.0.2
+/// for PoWA 5), logged in over HTTP against a scratch repository, asking the collector running
+/// in this process through LISTEN/NOTIFY, exactly as a user's browser would make it.
+@Suite("powa-web as a real client", .timeLimit(.minutes(4)))
 struct PowaWebTests {
-    @Test("the config pages show every active server running, RELOAD is true, a deactivated server is no longer running")
-    func configPages() async throws {
-        let venv = ProcessInfo.processInfo.environment["POWA_WEB_VENV"] ?? "/tmp/powa-web-venv"
-        try await TestBed.run("scripts/powa-web-venv", [], environment: ["POWA_WEB_VENV": venv])
-        let bed = try await TestBed.shared()
+    /// The powa-web release that matches each PoWA major version of the test beds.
+    static func webVersion(_ major: PoWAMajor) -> String { major == .five ? "5.0.2" : "4.1.4" }
+
+    @Test(
+        "the config pages show every active server running, RELOAD is true, a deactivated server is no longer running",
+        arguments: PoWAMajor.allCases)
+    func configPages(major: PoWAMajor) async throws {
+        let venv = (ProcessInfo.processInfo.environment["POWA_WEB_VENV"] ?? "/tmp/powa-web-venv") + major.suffix
+        try await TestBed.run(
+            "scripts/powa-web-venv", [], environment: ["POWA_WEB_VENV": venv, "POWA_WEB_VERSION": Self.webVersion(major)])
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let first = try await repository.register(port: bed.remotePorts[0], frequency: 5)
         let second = try await repository.register(port: bed.remotePorts[1], frequency: 5)
         let collector = RunningCollector(repository: repository)
         let web: PowaWeb
         do {
-            web = try await PowaWeb.start(venv: venv, bed: bed, database: repository.database)
+            web = try await PowaWeb.start(venv: venv, bed: bed, database: repository.database, major: major)
         } catch {
             try? await collector.stop()
             throw error
@@ -55,7 +61,28 @@ struct PowaWebTests {
                     || details == ["alert": ["Collector status for this instance: stopped"]], "\(details)")
             // Its dashboard page still renders.
             #expect(try await web.get("/config/\(second)/").contains("Configuration overview"))
-            #expect(try await web.get("/config/").contains("Configuration"))
+            #expect(try await web.get("/config/").contains(major == .five ? "Server list" : "Configuration"))
+
+            if major == .five {
+                // Actions > Force a snapshot, then Actions > Refresh catalogs (all databases,
+                // then one), as powa-web 5 sends them.
+                _ = try await repository.waitForSnapshots(first, count: 1)
+                let refreshed = try await PoWA5Tests.lastRefresh(repository, first)
+                let forced = try await web.get("/force_snapshot/\(first)")
+                #expect(
+                    forced == #"[{"OK": "Snapshot will begin shortly"}]"#
+                        || forced.contains("Last snapshot was less than 10s. ago"), "\(forced)")
+                let all = try await web.post("/refresh_db_cat/", json: #"{"srvid": "\#(first)", "dbnames": []}"#)
+                #expect(all.contains("Catalogs will be refreshed during the next snapshot"), "\(all)")
+                let one = try await web.post("/refresh_db_cat/", json: #"{"srvid": "\#(first)", "dbnames": ["app"]}"#)
+                #expect(one.contains("Catalogs will be refreshed during the next snapshot"), "\(one)")
+                _ = try await repository.waitForSnapshots(first, count: 1)
+                let after = try await PoWA5Tests.lastRefresh(repository, first)
+                for database in ["app", "postgres", "powa"] {
+                    let before = try #require(refreshed[database], "\(database) was not imported")
+                    #expect(try #require(after[database]) > before, "\(database)")
+                }
+            }
         } catch {
             await web.stop()
             try? await collector.stop()
@@ -73,17 +100,20 @@ private final class PowaWeb: Sendable {
     let directory: String
     let base: String
     private let curl: String
+    /// The login form's user field (and cookie): `username` in 4.1, `user` in 5.
+    private let userField: String
 
-    private init(process: DaemonProcess, directory: String, base: String, curl: String) {
+    private init(process: DaemonProcess, directory: String, base: String, curl: String, userField: String) {
         self.process = process
         self.directory = directory
         self.base = base
         self.curl = curl
+        self.userField = userField
     }
 
     /// Writes the configuration (python syntax, read by tornado.options), starts powa-web and
     /// waits until it answers.
-    static func start(venv: String, bed: TestBed, database: String) async throws -> PowaWeb {
+    static func start(venv: String, bed: TestBed, database: String, major: PoWAMajor) async throws -> PowaWeb {
         guard let curl = ["/usr/bin/curl", "/bin/curl"].first(where: FileManager.default.isExecutableFile(atPath:)) else {
             throw TestBedError(message: "curl is missing: run scripts/install-deps")
         }
@@ -104,7 +134,9 @@ private final class PowaWeb: Sendable {
         let process = try DaemonProcess(
             venv + "/bin/python", [venv + "/bin/powa-web", "--config=" + path],
             environment: ["PYTHONUNBUFFERED": "1", "HOME": directory], directory: directory)
-        let web = PowaWeb(process: process, directory: directory, base: "http://127.0.0.1:\(port)", curl: curl)
+        let web = PowaWeb(
+            process: process, directory: directory, base: "http://127.0.0.1:\(port)", curl: curl,
+            userField: major == .five ? "user" : "username")
         let deadline = ContinuousClock.now + .seconds(30)
         while ContinuousClock.now < deadline {
             // The login page answers 403 to anyone not logged in.
@@ -119,9 +151,9 @@ private final class PowaWeb: Sendable {
     /// Logs in as postgres with no password (trust), as the login form posts it: the secure
     /// cookies land in the jar.
     func login() async throws {
-        let answer = try await request("/login/", form: "username=postgres&password=&server=main")
+        let answer = try await request("/login/", form: "\(userField)=postgres&password=&server=main")
         let jar = (try? String(contentsOfFile: directory + "/cookies", encoding: .utf8)) ?? ""
-        guard answer.status == 302, jar.contains("username") else {
+        guard answer.status == 302, jar.contains(userField) else {
             throw TestBedError(message: "login failed: HTTP \(answer.status)\n\(answer.body)\n\(process.output)")
         }
     }
@@ -131,6 +163,15 @@ private final class PowaWeb: Sendable {
         let answer = try await request(path)
         guard answer.status == 200 else {
             throw TestBedError(message: "GET \(path): HTTP \(answer.status)\n\(answer.body)\n\(process.output)")
+        }
+        return answer.body
+    }
+
+    /// The body of a JSON POST that must answer 200.
+    func post(_ path: String, json: String) async throws -> String {
+        let answer = try await request(path, form: json, contentType: "application/json")
+        guard answer.status == 200 else {
+            throw TestBedError(message: "POST \(path): HTTP \(answer.status)\n\(answer.body)\n\(process.output)")
         }
         return answer.body
     }
@@ -160,12 +201,15 @@ private final class PowaWeb: Sendable {
     }
 
     /// One HTTP request through curl with the cookie jar; a POST when `form` is given.
-    func request(_ path: String, form: String? = nil) async throws -> (status: Int, body: String) {
+    func request(_ path: String, form: String? = nil, contentType: String? = nil) async throws -> (
+        status: Int, body: String
+    ) {
         let bodyPath = directory + "/body-\(UUID().uuidString)"
         defer { unlink(bodyPath) }
         let jar = directory + "/cookies"
         var arguments = ["-sS", "--max-time", "20", "-b", jar, "-c", jar, "-o", bodyPath, "-w", "%{http_code}"]
         if let form { arguments += ["--data", form] }
+        if let contentType { arguments += ["-H", "Content-Type: \(contentType)"] }
         let client = try DaemonProcess(curl, arguments + [base + path], directory: directory)
         let code = await client.wait()
         let output = client.output
