@@ -123,9 +123,9 @@ struct CommandTests {
         #expect(!output.contains(secret))
     }
 
-    @Test("passwords from the DSN and from powa_servers never show up, even with debug")
-    func passwordsNeverLogged() async throws {
-        let bed = try await TestBed.shared()
+    @Test("passwords from the DSN and from powa_servers never show up, even with debug", arguments: PoWAMajor.allCases)
+    func passwordsNeverLogged(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let serverSecret = "srv-Secr3t-in-powa-servers"
         // A server whose stored password is wrong: its failures are logged at every level.

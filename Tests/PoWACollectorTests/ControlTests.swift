@@ -91,6 +91,11 @@ struct ControlTests {
         // PoWA 5 also allows the roles powa_roles maps to powa_signal_backend, powa_write_all_data
         // and powa_admin (CREATE EXTENSION powa made them); PoWA 4 knows pg_signal_backend only.
         let grantor = major == .five ? "powa_signal_backend" : "pg_signal_backend"
+        if major == .five {
+            // Only the first database of a cluster where powa is created gets the mapping (the
+            // roles exist already for the others): map them as an administrator would.
+            try await repository.execute("UPDATE powa_roles SET rolname = powa_role WHERE rolname IS NULL")
+        }
         try await repository.execute(
             "CREATE ROLE \(weak) LOGIN; CREATE ROLE \(signaller) LOGIN IN ROLE \(grantor)")
         let running = RunningCollector(repository: repository)
@@ -117,9 +122,8 @@ struct ControlTests {
                     connectionString: bed.connectionString(
                         port: bed.repositoryPort, database: repository.database, user: signaller))))
         defer { allowed.close() }
-        #expect(
-            try await allowed.ask("FORCE_SNAPSHOT s1 \(server)", channel: "s1") == "FORCE_SNAPSHOT OK Snapshot will begin shortly"
-        )
+        let answer = try await allowed.ask("FORCE_SNAPSHOT s1 \(server)", channel: "s1")
+        #expect(answer == "FORCE_SNAPSHOT OK Snapshot will begin shortly")
         _ = try await repository.waitForSnapshots(server, count: 1)
         try await running.stop()
     }

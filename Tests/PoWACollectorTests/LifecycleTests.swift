@@ -22,9 +22,11 @@ func writeConfiguration(_ configuration: CollectorConfiguration) throws -> Strin
 
 @Suite("Reload, signals and the repository connection", .timeLimit(.minutes(4)))
 struct LifecycleTests {
-    @Test("deactivate + RELOAD, re-enable + SIGHUP, a changed port; unchanged servers keep their connection")
-    func reload() async throws {
-        let bed = try await TestBed.shared()
+    @Test(
+        "deactivate + RELOAD, re-enable + SIGHUP, a changed port; unchanged servers keep their connection",
+        arguments: PoWAMajor.allCases)
+    func reload(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let tag = UInt32.random(in: 0...UInt32.max)
         let kept = try await repository.register(port: bed.remotePorts[0], alias: "kept-\(tag)")
@@ -70,9 +72,11 @@ struct LifecycleTests {
         #expect(daemon.output.contains("SIGHUP received: reloading"))
     }
 
-    @Test("SIGTERM during a snapshot: exit 0 within 5 s, nothing of it landed, no session of ours left")
-    func terminateDuringSnapshot() async throws {
-        let bed = try await TestBed.shared()
+    @Test(
+        "SIGTERM during a snapshot: exit 0 within 5 s, nothing of it landed, no session of ours left",
+        arguments: PoWAMajor.allCases)
+    func terminateDuringSnapshot(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let tag = "term-\(UInt32.random(in: 0...UInt32.max))"
         let server = try await repository.register(port: bed.remotePorts[0], alias: tag)

@@ -13,16 +13,13 @@ func addSlowSource(
         "CREATE OR REPLACE FUNCTION public.\(name)(_srvid int) RETURNS TABLE(x int) LANGUAGE sql AS 'SELECT 1 FROM pg_sleep(\(seconds))'"
     )
     remote.close()
-    let connection = try await repository.connect()
-    defer { connection.close() }
-    try await connection.execute(
+    try await repository.execute(
         """
         CREATE UNLOGGED TABLE IF NOT EXISTS public.\(name)_tmp (srvid int, x int);
         CREATE OR REPLACE FUNCTION public.\(name)_snapshot(int) RETURNS void LANGUAGE sql
             AS 'DELETE FROM public.\(name)_tmp';
-        INSERT INTO powa_functions (srvid, module, operation, function_name, query_source, added_manually, enabled, priority)
-        VALUES (\(serverID), '\(name)', 'snapshot', '\(name)_snapshot', '\(name)', true, true, 100)
         """)
+    try await repository.addSource(serverID: serverID, module: name, querySource: name, snapshotFunction: "\(name)_snapshot")
 }
 
 /// Waits until a statement matching `pattern` runs on the cluster at `port`.
@@ -43,9 +40,11 @@ func waitForActiveQuery(bed: TestBed, port: Int, like pattern: String, timeout: 
 
 @Suite("Failures during snapshots", .timeLimit(.minutes(4)))
 struct ResilienceTests {
-    @Test("a remote killed during a snapshot leaves nothing of it; the worker reconnects and resumes")
-    func remoteKilled() async throws {
-        try await TestBed.withPrivate(name: "remote-killed", port: 5455, remotes: 1) { bed in
+    @Test(
+        "a remote killed during a snapshot leaves nothing of it; the worker reconnects and resumes", arguments: PoWAMajor.allCases
+    )
+    func remoteKilled(major: PoWAMajor) async throws {
+        try await TestBed.withPrivate(name: "remote-killed", port: 5455, remotes: 1, major: major) { bed in
             let repository = try await ScratchRepository.create(on: bed)
             let server = try await repository.register(port: bed.remotePorts[0])
             try await addSlowSource(repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 3)
@@ -75,9 +74,11 @@ struct ResilienceTests {
         }
     }
 
-    @Test("with the repository unreachable during a snapshot, pg_qualstats on the remote is not reset")
-    func repositoryLostKeepsQuals() async throws {
-        try await TestBed.withPrivate(name: "repository-lost", port: 5460, remotes: 1) { bed in
+    @Test(
+        "with the repository unreachable during a snapshot, pg_qualstats on the remote is not reset",
+        arguments: PoWAMajor.allCases)
+    func repositoryLostKeepsQuals(major: PoWAMajor) async throws {
+        try await TestBed.withPrivate(name: "repository-lost", port: 5460, remotes: 1, major: major) { bed in
             let repository = try await ScratchRepository.create(on: bed)
             let server = try await repository.register(port: bed.remotePorts[0])
             try await addSlowSource(repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 3)
@@ -105,9 +106,11 @@ struct ResilienceTests {
         }
     }
 
-    @Test("a source that hangs is cancelled at the snapshot timeout while another server stays on schedule")
-    func hungSource() async throws {
-        let bed = try await TestBed.shared()
+    @Test(
+        "a source that hangs is cancelled at the snapshot timeout while another server stays on schedule",
+        arguments: PoWAMajor.allCases)
+    func hungSource(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let hung = try await repository.register(port: bed.remotePorts[0])
         let healthy = try await repository.register(port: bed.remotePorts[1])

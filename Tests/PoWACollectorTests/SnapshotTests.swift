@@ -92,7 +92,8 @@ struct SnapshotTests {
             for table in Self.stagingTables(major) {
                 #expect(try await repository.int("SELECT count(*) FROM \(table)") == 0, "\(table)")
             }
-            #expect(!collector.logs.lines.contains { $0.hasPrefix("error") })
+            let errorLines = collector.logs.lines.filter { $0.hasPrefix("error") }
+            #expect(errorLines.isEmpty, "\(errorLines)")
         }
     }
 
@@ -132,9 +133,9 @@ struct SnapshotTests {
         ]
     }
 
-    @Test("a failing source is reported by name while every other source still lands")
-    func failingSource() async throws {
-        let bed = try await TestBed.shared()
+    @Test("a failing source is reported by name while every other source still lands", arguments: PoWAMajor.allCases)
+    func failingSource(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[0])
         // One source whose function is missing on the remote, one whose staging table is
@@ -143,15 +144,13 @@ struct SnapshotTests {
         try await remote.execute(
             "CREATE OR REPLACE FUNCTION public.only_on_remote_src(_srvid int) RETURNS TABLE(x int) LANGUAGE sql AS 'SELECT 1'")
         remote.close()
-        let connection = try await repository.connect()
-        try await connection.execute(
-            """
-            CREATE FUNCTION public.noop_snapshot(int) RETURNS void LANGUAGE sql AS 'SELECT';
-            INSERT INTO powa_functions (srvid, module, operation, function_name, query_source, added_manually, enabled)
-            VALUES (\(server), 'missing_remote', 'snapshot', 'noop_snapshot', 'no_such_function_src', true, true),
-                   (\(server), 'missing_tmp', 'snapshot', 'noop_snapshot', 'only_on_remote_src', true, true)
-            """)
-        connection.close()
+        try await repository.execute("CREATE FUNCTION public.noop_snapshot(int) RETURNS void LANGUAGE sql AS 'SELECT'")
+        try await repository.addSource(
+            serverID: server, module: "missing_remote", querySource: "no_such_function_src", snapshotFunction: "noop_snapshot",
+            priority: 0)
+        try await repository.addSource(
+            serverID: server, module: "missing_tmp", querySource: "only_on_remote_src", snapshotFunction: "noop_snapshot",
+            priority: 0)
 
         let collector = RunningCollector(repository: repository)
         _ = try await repository.waitForSnapshots(server, count: 1)
@@ -202,9 +201,9 @@ struct SnapshotTests {
                 "SELECT version FROM powa_extensions WHERE srvid = $1 AND extname = 'hypopg'", ["\(server)"]) == hypopg)
     }
 
-    @Test("a remote without the powa extension: a clear error, the other workers unaffected")
-    func remoteWithoutPoWA() async throws {
-        let bed = try await TestBed.shared()
+    @Test("a remote without the powa extension: a clear error, the other workers unaffected", arguments: PoWAMajor.allCases)
+    func remoteWithoutPoWA(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let broken = try await repository.register(port: bed.remotePorts[0], hostname: "localhost", dbname: "postgres")
         let healthy = try await repository.register(port: bed.remotePorts[1])
@@ -222,9 +221,9 @@ struct SnapshotTests {
         #expect(try await repository.errors(healthy) == "")
     }
 
-    @Test("unusable server rows are reported and skipped; the other servers are snapshotted")
-    func unusableServerRows() async throws {
-        let bed = try await TestBed.shared()
+    @Test("unusable server rows are reported and skipped; the other servers are snapshotted", arguments: PoWAMajor.allCases)
+    func unusableServerRows(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let healthy = try await repository.register(port: bed.remotePorts[0])
         let orphan = try await repository.register(port: bed.remotePorts[1])

@@ -190,18 +190,18 @@ private actor SharedBed {
                     "POWA_TESTBED_MAJOR": "\(major.rawValue)",
                 ])
         }
-        let loaded = try TestBed.load(directory: directory)
-        try writePassFile(for: loaded)
-        return loaded
+        try TestBed.passFile.get()
+        return try TestBed.load(directory: directory)
     }
+}
 
-    /// A `.pgpass` with the scram role's password, named by `PGPASSFILE` for the whole
-    /// process before any test connects (setting the environment later would race libpq).
-    private func writePassFile(for bed: TestBed) throws {
-        let path = bed.directory + "/pgpass"
-        let lines = ([bed.repositoryPort] + bed.remotePorts)
-            .map { "127.0.0.1:\($0):*:powa_scram:\(TestBed.scramPassword)" }
-        try (lines.joined(separator: "\n") + "\n").write(toFile: path, atomically: true, encoding: .utf8)
+extension TestBed {
+    /// A `.pgpass` with the scram role's password (every cluster of every bed has that role),
+    /// named by `PGPASSFILE` once for the whole process, before the first shared bed is used
+    /// (setting the environment later would race libpq).
+    fileprivate static let passFile = Result<Void, any Error> {
+        let path = "/tmp/powa-testbed-pgpass-\(getpid())"
+        try "127.0.0.1:*:*:powa_scram:\(scramPassword)\n".write(toFile: path, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
         setenv("PGPASSFILE", path, 1)
     }

@@ -54,6 +54,28 @@ struct ScratchRepository {
         ).rows[0].decode(0, as: Int.self)
     }
 
+    /// Adds a global snapshot source to a server: a row of `powa_functions` in PoWA 4, a
+    /// module in PoWA 5 (where `powa_functions` is a view over modules and extensions).
+    func addSource(serverID: Int, module: String, querySource: String, snapshotFunction: String, priority: Int = 100)
+        async throws
+    {
+        if bed.major == .five {
+            try await execute(
+                """
+                INSERT INTO powa_modules (module, min_version) VALUES ('\(module)', 0);
+                INSERT INTO powa_module_functions (module, operation, function_name, query_source)
+                VALUES ('\(module)', 'snapshot', '\(snapshotFunction)', '\(querySource)');
+                INSERT INTO powa_module_config (srvid, module) VALUES (\(serverID), '\(module)');
+                """)
+        } else {
+            try await execute(
+                """
+                INSERT INTO powa_functions (srvid, module, operation, function_name, query_source, added_manually, enabled, priority)
+                VALUES (\(serverID), '\(module)', 'snapshot', '\(snapshotFunction)', '\(querySource)', true, true, \(priority))
+                """)
+        }
+    }
+
     /// The first column of the first row of a query on this repository.
     func value(_ sql: String, _ parameters: [String?] = []) async throws -> String? {
         let connection = try await connect()
@@ -145,7 +167,9 @@ final class RunningCollector: Sendable {
     convenience init(repository: ScratchRepository, configure: (inout CollectorConfiguration) -> Void = { _ in }) {
         var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
         configuration.connectTimeout = 3
-        configuration.snapshotTimeout = 20
+        // Generous: dozens of tests snapshot at once on 2 cores (PoWA 5 first snapshots import
+        // catalogs); tests of the timeout itself set their own.
+        configuration.snapshotTimeout = 60
         configure(&configuration)
         self.init(configuration)
     }
