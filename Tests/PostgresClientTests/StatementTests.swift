@@ -125,3 +125,27 @@ final class Recorder: Sendable {
     func append(_ value: String) { storage.withLock { $0.append(value) } }
     var values: [String] { storage.withLock { $0 } }
 }
+
+@Suite("Cancel requests", .timeLimit(.minutes(2)))
+struct CancelRequestTests {
+    @Test("the cancel request of a timed-out statement never lands on the next statement")
+    func staleCancel() async throws {
+        let bed = try await TestBed.shared()
+        let connection = try await bed.connect(port: bed.repositoryPort)
+        defer { connection.close() }
+        var failures: [String] = []
+        for _ in 0..<30 {
+            await #expect(throws: PostgresError.self) {
+                _ = try await connection.query("SELECT pg_sleep(5)", deadline: .now + .milliseconds(20))
+            }
+            if connection.isClosed { break }
+            do {
+                _ = try await connection.query("SELECT pg_sleep(0.05)")
+            } catch {
+                failures.append("\(error)")
+            }
+        }
+        #expect(failures.isEmpty, "\(failures)")
+        #expect(!connection.isClosed)
+    }
+}

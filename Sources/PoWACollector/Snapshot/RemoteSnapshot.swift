@@ -177,12 +177,26 @@ struct RemoteSnapshot {
             "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", deadline: deadline
         ).rows.compactMap { $0[0] }
         let version = main.serverVersionNumber
-        let modules = try await repository.connection.inSavepoint("powa_db_sources", deadline: deadline) {
-            try await repository.databaseModules(serverID: server.id, serverVersionNumber: version, deadline: deadline)
-        }
-        var catalogs = try await repository.connection.inSavepoint("powa_db_sources", deadline: deadline) {
-            try await repository.catalogs(
-                serverID: server.id, serverVersionNumber: version, refreshAll: catalogRefresh != nil, deadline: deadline)
+        let modules: [DatabaseSource]
+        var catalogs: [DatabaseSource]
+        do {
+            (modules, catalogs) = try await repository.connection.inSavepoint("powa_db_sources", deadline: deadline) {
+                (
+                    try await repository.databaseModules(
+                        serverID: server.id, serverVersionNumber: version, deadline: deadline),
+                    try await repository.catalogs(
+                        serverID: server.id, serverVersionNumber: version, refreshAll: catalogRefresh != nil,
+                        deadline: deadline)
+                )
+            }
+        } catch {
+            // The global sources still land; the per-database ones are reported as missing.
+            if let failure = fatal(error, remote: main, repository: repository.connection, reading: "the database sources") {
+                throw failure
+            }
+            logger.error("could not read the per-database sources", metadata: ["error": "\(error)"])
+            outcome.errors.append("Error while reading the per-database sources and catalogs: \(error)")
+            return
         }
         if case .databases(let names) = catalogRefresh {
             // A refresh of named databases: their catalogs only (the others stay as they are).

@@ -50,7 +50,10 @@ struct Worker {
         var backoff = Backoff()
         var needsBookkeeping = true
         var remoteOutage = OutageLog(subject: "the remote server")
+        var preparationOutage = OutageLog(subject: "the server's bookkeeping")
         var refusal: PoWACompatibility.Refusal?
+        /// The slot of the schedule whose snapshot was already retried on a new session.
+        var retriedSlot: Int?
         setStatus(.noRemoteConnection)
         defer {
             remote?.close()
@@ -59,8 +62,7 @@ struct Worker {
         }
 
         while !Task.isCancelled {
-            // The persistent remote session; a remote that restarted since the last snapshot is
-            // noticed here, before a snapshot fails on it.
+            // The persistent remote session.
             if remote.map({ !$0.connection.probe() }) ?? true {
                 remote?.close()
                 remote = nil
@@ -90,13 +92,15 @@ struct Worker {
                 let preparation = try? await context.limiter.withPermit {
                     await prepare(remote: session.connection)
                 }
-                switch preparation ?? .retry {
+                switch preparation ?? .retry(nil) {
                 case .ready(let start):
+                    preparationOutage.ended(logger)
                     needsBookkeeping = false
                     schedule = schedule ?? start
                     backoff.reset()
                     if refusal == nil { setStatus(.running) }
-                case .retry:
+                case .retry(let problem):
+                    if let problem { _ = preparationOutage.began(problem, logger) }
                     await pause(backoff.next())
                     continue
                 }
@@ -109,6 +113,12 @@ struct Worker {
             if requests.contains(.recheckVersions) { needsBookkeeping = true }
             let due = ContinuousClock.now >= current.nextDue
             guard due || requests.contains(.forceSnapshot) else { continue }
+            // A remote that restarted since the last snapshot ended this session: a new one,
+            // then this snapshot (still due), rather than a snapshot failing on the dead one.
+            guard session.connection.probe() else {
+                if requests.contains(.forceSnapshot) { mailbox.post(.forceSnapshot) }
+                continue
+            }
 
             switch await takeSnapshot(remote: session) {
             case .landed:
@@ -128,6 +138,12 @@ struct Worker {
             case .remoteLost:
                 session.close()
                 remote = nil
+                // Once per slot: a new session and the same snapshot, rather than a lost period
+                // (a session the remote ended just now may pass the probe).
+                if due, retriedSlot != current.index {
+                    retriedSlot = current.index
+                    continue
+                }
             case .reopen:
                 // The remote's powa changed under the session: a fresh session, then the snapshot.
                 session.close()
@@ -194,29 +210,28 @@ struct Worker {
 
     private enum Preparation {
         case ready(SnapshotSchedule)
-        case retry
+        /// Try again after a backoff; the problem, if any, is for the log (once per outage).
+        case retry(String?)
     }
 
     private func prepare(remote: PostgresConnection) async -> Preparation {
         let deadline = ContinuousClock.now + context.snapshotTimeout
-        guard let repository = await checkoutRepository(failing: "worker start-up delayed") else { return .retry }
+        guard let repository = await checkoutRepository(failing: "worker start-up delayed") else { return .retry(nil) }
         defer { checkinRepository(repository) }
         do {
             try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
             let last = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
             if last == .missing {
                 setStatus(.stopped)
-                logger.error(
+                return .retry(
                     "server \(server.id) has no row in powa_snapshot_metas: register it with powa_register_server()")
-                return .retry
             }
             let frequency = Duration.seconds(server.frequency)
             return .ready(SnapshotSchedule.starting(frequency: frequency, lastSnapshot: last, now: .now))
         } catch {
-            if Task.isCancelled { return .retry }
+            if Task.isCancelled { return .retry(nil) }
             setStatus(remote.isHealthy ? .noRepositoryConnection : .noRemoteConnection)
-            logger.error("could not record the server's versions: \(error)")
-            return .retry
+            return .retry("could not record the server's versions: \(error)")
         }
     }
 

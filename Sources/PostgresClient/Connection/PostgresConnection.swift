@@ -148,7 +148,12 @@ public final class PostgresConnection {
     /// Does not wait.
     public func probe() -> Bool {
         guard let handle else { return false }
-        if !isBusy, copyState == .none, PQconsumeInput(handle) == 0 { return false }
+        // Twice: a server that ends a session sends its FATAL message (which libpq hands to the
+        // notice receiver when idle) and then closes; the end of the stream is seen by the read
+        // after the one that consumed the message.
+        for _ in 0..<2 where !isBusy && copyState == .none && PQstatus(handle) == CONNECTION_OK {
+            if PQconsumeInput(handle) == 0 { return false }
+        }
         return PQstatus(handle) == CONNECTION_OK
     }
 
