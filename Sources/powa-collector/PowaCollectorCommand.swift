@@ -24,6 +24,9 @@ struct PowaCollectorCommand: AsyncParsableCommand {
 
     func run() async throws {
         signal(SIGPIPE, SIG_IGN)
+        // SIGHUP reloads once the collector runs; before that (start-up waiting for the
+        // repository), it must not kill the daemon.
+        signal(SIGHUP, SIG_IGN)
         let configuration: CollectorConfiguration
         do {
             configuration = try ConfigurationFile.load(path: config).0

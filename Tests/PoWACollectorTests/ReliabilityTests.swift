@@ -74,3 +74,25 @@ struct ReliabilityTests {
         }
     }
 }
+
+@Suite("Start-up signals", .timeLimit(.minutes(2)))
+struct StartupSignalTests {
+    @Test(
+        "while the repository cannot be reached: SIGHUP does not kill the daemon, SIGTERM and SIGINT stop it at once",
+        arguments: [SIGTERM, SIGINT])
+    func signalsDuringStartup(stop: Int32) async throws {
+        var configuration = CollectorConfiguration(
+            repositoryDSN: "host=127.0.0.1 port=\(try LoopbackListener.freePort()) dbname=powa user=postgres")
+        configuration.connectTimeout = 2
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        #expect(try await daemon.waitForOutput("cannot reach the repository"))
+        daemon.signal(SIGHUP)
+        // Still there after SIGHUP: it answers the next signal, and not as killed by SIGHUP.
+        #expect(try await daemon.waitForOutput("cannot reach the repository", count: 2))
+        let sent = ContinuousClock.now
+        daemon.signal(stop)
+        let code = await daemon.wait()
+        #expect(code == 0, "\(daemon.output)")
+        #expect(ContinuousClock.now - sent < .seconds(2))
+    }
+}

@@ -76,11 +76,11 @@ public final class DaemonProcess: Sendable {
         }
     }
 
-    /// Waits until the output contains `text`.
-    public func waitForOutput(_ text: String, timeout: Duration = .seconds(30)) async throws -> Bool {
+    /// Waits until the output contains `text` (`count` times).
+    public func waitForOutput(_ text: String, count: Int = 1, timeout: Duration = .seconds(30)) async throws -> Bool {
         let deadline = ContinuousClock.now + timeout
         while ContinuousClock.now < deadline {
-            if output.contains(text) { return true }
+            if output.components(separatedBy: text).count > count { return true }
             try await Task.sleep(for: .milliseconds(100))
         }
         return false

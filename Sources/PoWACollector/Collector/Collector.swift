@@ -40,7 +40,13 @@ public final class Collector: Service, Sendable {
     public var configuration: CollectorConfiguration { state.withLock { $0 } }
 
     public func run() async throws {
-        try await checkRepository()
+        // Waiting for the repository at start-up yields to SIGTERM/SIGINT at once.
+        do {
+            try await cancelWhenGracefulShutdown { try await self.checkRepository() }
+        } catch is CancellationError {
+            logger.info("stopped before the repository could be reached")
+            return
+        }
         await reload(rereadFile: false)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.reloadOnHangup() }
