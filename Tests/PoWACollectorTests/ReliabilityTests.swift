@@ -96,3 +96,81 @@ struct StartupSignalTests {
         #expect(ContinuousClock.now - sent < .seconds(2))
     }
 }
+
+@Suite("Reloads", .timeLimit(.minutes(3)))
+struct ReloadTests {
+    @Test("ten RELOADs in a row while the server changes: one reload at a time, one worker, always listed")
+    func reloadStorm() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let tag = "storm\(UInt32.random(in: 0...UInt32.max))"
+        let server = try await repository.register(port: bed.remotePorts[0], alias: "\(tag)-0")
+        let running = RunningCollector(repository: repository) { $0.useServerAlias = true }
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        let listed = "WORKERS_STATUS OK {\"\(server)\": \"running\"}"
+        #expect(try await client.waitForStatus { $0 == listed } == listed)
+
+        // Each reload restarts the worker (its alias changed); answers asked meanwhile must
+        // always list it.
+        for step in 1...10 {
+            try await repository.execute("UPDATE powa_servers SET alias = '\(tag)-\(step)' WHERE id = \(server)")
+            try await client.send("RELOAD")
+        }
+        var answers: [String] = []
+        for _ in 0..<10 {
+            answers.append(try await client.ask("WORKERS_STATUS s\(answers.count)", channel: "s\(answers.count)") ?? "none")
+        }
+        #expect(answers.allSatisfy { $0.contains("\"\(server)\":") }, "\(answers)")
+
+        // In the end, one worker session on the remote, the last one's.
+        let sessions = {
+            try await backendPIDs(bed: bed, port: bed.remotePorts[0], applicationName: "PoWA collector - worker \(tag)-10")
+        }
+        #expect(try await eventually { try await sessions().count == 1 })
+        let remote = try await bed.connect(port: bed.remotePorts[0], database: "postgres")
+        defer { remote.close() }
+        let ours = try await remote.query(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE $1", ["PoWA collector - worker \(tag)-%"]
+        ).rows[0].decode(0, as: Int.self)
+        #expect(ours == 1)
+        #expect(try await client.waitForStatus { $0 == listed } == listed)
+        try await running.stop()
+    }
+
+    @Test("max_concurrent_snapshots raised on reload: two snapshots now run at once")
+    func permitsFollowReload() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        var servers: [Int] = []
+        for (index, port) in bed.remotePorts.enumerated() {
+            let server = try await repository.register(port: port, alias: "permits-\(index)", frequency: 3600)
+            try await addSlowSource(
+                repository: repository, serverID: server, remotePort: port, seconds: 3, name: "permits_slow_src")
+            servers.append(server)
+        }
+        try await repository.execute("UPDATE powa_snapshot_metas SET snapts = now() WHERE srvid > 0")
+        let running = RunningCollector(repository: repository) { $0.maxConcurrentSnapshots = 1 }
+        var configuration = running.collector.configuration
+        configuration.maxConcurrentSnapshots = 2
+        try configuration.json.write(toFile: running.configurationPath, atomically: true, encoding: .utf8)
+        #expect(await running.collector.reload())
+        #expect(try await eventually { running.collector.board.statuses().values.allSatisfy { $0 == .running } })
+
+        // Both at once: with two slots, both slow sources run at the same time.
+        for server in servers { try running.collector.board.forceSnapshot(serverID: server) }
+        let active = {
+            var count = 0
+            for port in bed.remotePorts {
+                let observer = try await bed.connect(port: port, database: "postgres")
+                defer { observer.close() }
+                count += try await observer.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE '%permits_slow_src%' AND pid <> pg_backend_pid()"
+                ).rows[0].decode(0, as: Int.self)
+            }
+            return count
+        }
+        #expect(try await eventually(timeout: .seconds(10), interval: .milliseconds(50)) { try await active() == 2 })
+        try await running.stop()
+    }
+}

@@ -18,6 +18,8 @@ public final class Collector: Service, Sendable {
     /// What the control channel reads and commands.
     public let board = WorkerBoard()
     private let fleet: WorkerFleet
+    /// Every reload goes through it, one at a time.
+    private let reloads: ReloadQueue
 
     /// - Parameters:
     ///   - configuration: the configuration read at start-up.
@@ -34,6 +36,7 @@ public final class Collector: Service, Sendable {
         self.logger = logger
         self.levelSwitch = levelSwitch
         self.fleet = WorkerFleet(board: board, permits: configuration.maxConcurrentSnapshots)
+        reloads = ReloadQueue()
     }
 
     /// The configuration in force.
@@ -118,10 +121,15 @@ public final class Collector: Service, Sendable {
     }
 
     /// Re-reads the configuration file (keeping the current one if the new one is invalid) and
-    /// the server list, and reconciles the workers. Returns false when the server list could
-    /// not be read (the workers are left as they were).
+    /// the server list, and reconciles the workers; one reload at a time (`ReloadQueue`).
+    /// Returns false when the server list could not be read (the workers are left as they
+    /// were).
     @discardableResult
     public func reload(rereadFile: Bool = true) async -> Bool {
+        await reloads.request { [self] in await self.reloadNow(rereadFile: rereadFile) }
+    }
+
+    private func reloadNow(rereadFile: Bool) async -> Bool {
         if rereadFile {
             do {
                 let (fresh, path) = try ConfigurationFile.load(path: configurationPath)

@@ -1,7 +1,7 @@
 import Logging
 
-/// The running workers, one per active server, keyed by server id. Reconciling is serialised
-/// here, whether a SIGHUP or a RELOAD asked for it.
+/// The running workers, one per active server, keyed by server id. Reconciles come one at a
+/// time (the collector's `ReloadQueue`), whether a SIGHUP or a RELOAD asked for them.
 actor WorkerFleet {
     private struct Running {
         let server: RemoteServer
@@ -11,11 +11,15 @@ actor WorkerFleet {
 
     private var running: [Int: Running] = [:]
     private let board: WorkerBoard
-    private let limiter: SnapshotLimiter
-    private let pool: RepositoryPool
+    private var permits: Int
+    private var limiter: SnapshotLimiter
+    private var pool: RepositoryPool
+    /// Set by `stopAll`: a reload still on its way starts nothing after the shutdown.
+    private var isStopped = false
 
     init(board: WorkerBoard, permits: Int) {
         self.board = board
+        self.permits = permits
         self.limiter = SnapshotLimiter(permits: permits)
         self.pool = RepositoryPool(capacity: permits)
     }
@@ -39,10 +43,21 @@ actor WorkerFleet {
                 changed.append(id)
             }
         }
+        guard !isStopped else { return }
         for id in changed.sorted() {
             let reason = wanted[id] == nil ? "removed or deactivated" : "settings changed"
             logger.info("stopping worker", metadata: ["srvid": "\(id)", "reason": "\(reason)"])
-            await stop(id)
+            // A server that stays keeps its entry on the board until its new worker takes it:
+            // WORKERS_STATUS never misses it.
+            await stop(id, keepEntry: wanted[id] != nil)
+        }
+        guard !isStopped else { return }
+        if configuration.maxConcurrentSnapshots != permits {
+            // Every worker was restarted above (its settings changed): new slots for the new ones.
+            permits = configuration.maxConcurrentSnapshots
+            pool.closeAll()
+            limiter = SnapshotLimiter(permits: permits)
+            pool = RepositoryPool(capacity: permits)
         }
         let unchanged = Set(running.keys)
         let context = WorkerContext(
@@ -61,16 +76,17 @@ actor WorkerFleet {
         running[server.id] = Running(server: server, settings: context.configuration, task: task)
     }
 
-    private func stop(_ id: Int) async {
+    private func stop(_ id: Int, keepEntry: Bool = false) async {
         guard let worker = running.removeValue(forKey: id) else { return }
         board.setStatus(.stopping, serverID: id)
         worker.task.cancel()
         await worker.task.value
-        board.remove(serverID: id)
+        if !keepEntry { board.remove(serverID: id) }
     }
 
     /// Stops every worker (an in-flight snapshot is rolled back) and waits for them.
     func stopAll() async {
+        isStopped = true
         let ids = Array(running.keys)
         for id in ids {
             board.setStatus(.stopping, serverID: id)

@@ -26,8 +26,15 @@ public final class WorkerBoard: Sendable {
 
     public init() {}
 
+    /// A new worker's entry; one replacing a restarted worker keeps what the old one had not
+    /// done yet (a pending catalog refresh) and when its last snapshot started.
     func register(serverID: Int, mailbox: WorkerMailbox) {
-        entries.withLock { $0[serverID] = Entry(status: .stopped, mailbox: mailbox) }
+        entries.withLock { entries in
+            let previous = entries[serverID]
+            entries[serverID] = Entry(
+                status: .stopped, lastSnapshotStart: previous?.lastSnapshotStart,
+                catalogRefresh: previous?.catalogRefresh, mailbox: mailbox)
+        }
     }
 
     func remove(serverID: Int) {
