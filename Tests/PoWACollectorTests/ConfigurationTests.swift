@@ -31,7 +31,7 @@ struct ConfigurationTests {
             ("{\"repository\": {}}", "missing \"repository.dsn\""),
             ("{\"repository\": \"host=x\"}", "\"repository\" must be an object"),
             ("{\"repository\": {\"dsn\": 5432}}", "\"repository.dsn\" must be a string, not 5432"),
-            ("{\"repository\": {\"dsn\": \"x\"}, \"debug\": \"yes\"}", "\"debug\" must be true or false, not the string \"yes\""),
+            ("{\"repository\": {\"dsn\": \"x\"}, \"debug\": \"yes\"}", "\"debug\" must be true or false, not a string"),
             ("{\"repository\": {\"dsn\": \"x\"}, \"use_server_alias\": 1}", "\"use_server_alias\" must be true or false, not 1"),
             ("{\"repository\": {\"dsn\": \"x\"}, \"snapshot_timeout\": -1}", "\"snapshot_timeout\" must be a positive number"),
             (
@@ -45,6 +45,21 @@ struct ConfigurationTests {
             _ = try parse(text)
         } throws: { error in
             (error as? ConfigurationError)?.message.contains(message) == true
+        }
+    }
+
+    @Test("a configuration error names the key and the expected type, never a string's value (a DSN may hold a password)")
+    func errorsNeverEchoStrings() {
+        for text in [
+            "{\"repository\": \"postgresql://powa:S3cret@db/powa\"}",
+            "{\"repository\": {\"dsn\": \"x\"}, \"debug\": \"postgresql://powa:S3cret@db/powa\"}",
+        ] {
+            #expect {
+                _ = try parse(text)
+            } throws: { error in
+                let message = (error as? ConfigurationError)?.message ?? ""
+                return !message.isEmpty && !message.contains("S3cret")
+            }
         }
     }
 }

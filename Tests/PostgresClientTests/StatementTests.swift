@@ -149,3 +149,30 @@ struct CancelRequestTests {
         #expect(!connection.isClosed)
     }
 }
+
+@Suite("Secrets", .timeLimit(.minutes(1)))
+struct SecretTests {
+    @Test("a server error is shown as it is, even when the password is a word of it")
+    func noOverMasking() async throws {
+        let bed = try await TestBed.shared()
+        // Trust authentication: the password is sent to no one, but the connection knows it.
+        let connection = try await PostgresConnection.connect(
+            ConnectionConfiguration(
+                connectionString: bed.connectionString(port: bed.repositoryPort), overrides: [.init("password", "powa")]))
+        defer { connection.close() }
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await connection.query("SELECT * FROM powa_statements_src_nowhere")
+        }
+        #expect(error.message == "relation \"powa_statements_src_nowhere\" does not exist")
+    }
+
+    @Test("a malformed connection string's error never shows its password")
+    func parseErrorMasked() async throws {
+        let error = try await #require(throws: PostgresError.self) {
+            _ = try await PostgresConnection.connect(
+                ConnectionConfiguration(connectionString: "postgresql://powa:S3cret@[db/powa"))
+        }
+        #expect(!error.description.contains("S3cret"))
+        #expect(error.code == .invalidConnectionString)
+    }
+}

@@ -7,16 +7,14 @@ import Logging
 /// libpq calls the receiver only from inside calls made on that connection, so by its owner.
 final class NoticeSink {
     let logger: Logger
-    let secrets: [String]
 
-    init(logger: Logger, secrets: [String]) {
+    init(logger: Logger) {
         self.logger = logger
-        self.secrets = secrets
     }
 
     func receive(_ result: OpaquePointer) {
         let severity = PostgresResultFields.field(result, .severity) ?? "NOTICE"
-        let message = Secrets.mask(PostgresResultFields.field(result, .primaryMessage) ?? "", secrets)
+        let message = PostgresResultFields.field(result, .primaryMessage) ?? ""
         let level: Logger.Level =
             switch severity {
             case "WARNING": .warning

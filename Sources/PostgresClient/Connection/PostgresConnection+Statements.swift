@@ -89,7 +89,7 @@ extension PostgresConnection {
                 copyState = .copyIn
                 return results
             case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
-                failure = failure ?? PostgresResultFields.error(result, secrets: secrets)
+                failure = failure ?? PostgresResultFields.error(result)
             default:
                 failure = failure ?? PostgresError(code: .misuse, message: "unexpected result status")
             }

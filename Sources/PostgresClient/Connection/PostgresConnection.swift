@@ -15,8 +15,10 @@ import Logging
 public final class PostgresConnection {
     /// The `PGconn *`, nil once closed.
     var handle: OpaquePointer?
-    /// Passwords of this connection, masked from every message.
-    let secrets: [String]
+    /// Passwords of this connection, masked from libpq's messages while connecting (where a
+    /// mistyped connection string could show one); empty once connected, when no message of
+    /// libpq or the server can carry them.
+    private(set) var secrets: [String]
     /// Where the server's notices and this connection's diagnostics go.
     public let logger: Logger
     private let noticeSink: NoticeSink
@@ -63,7 +65,7 @@ public final class PostgresConnection {
         guard let handle = started.value else {
             throw PostgresError(code: .connectionFailed, message: "out of memory allocating a connection")
         }
-        let sink = NoticeSink(logger: logger, secrets: secrets)
+        let sink = NoticeSink(logger: logger)
         PQsetNoticeReceiver(handle, noticeReceiver, Unmanaged.passUnretained(sink).toOpaque())
         let connection = PostgresConnection(handle: handle, secrets: secrets, logger: logger, noticeSink: sink)
         do {
@@ -72,6 +74,7 @@ public final class PostgresConnection {
             connection.close()
             throw error
         }
+        connection.secrets = []
         PQsetnonblocking(handle, 1)
         return connection
     }
@@ -196,7 +199,7 @@ public final class PostgresConnection {
         PostgresError(code: .connectionClosed, message: "the connection is closed")
     }
 
-    /// The connection's last libpq error, secrets masked.
+    /// The connection's last libpq error (secrets masked while connecting).
     func lastError(code: PostgresError.Code) -> PostgresError {
         let message = handle.flatMap { PQerrorMessage($0) }.map { String(cString: $0) } ?? ""
         let text = message.trimmedMessage.isEmpty ? "connection failed" : message.trimmedMessage

@@ -15,8 +15,10 @@ enum PostgresResultFields {
         PQresultErrorField(result, Int32(field.rawValue)).map { String(cString: $0) }
     }
 
-    /// The server error a failed result carries, secrets masked.
-    static func error(_ result: OpaquePointer, secrets: [String]) -> PostgresError {
+    /// The server error a failed result carries. Not masked: the server never saw a password
+    /// of ours in a statement, and masking by substring would garble names that happen to
+    /// contain one.
+    static func error(_ result: OpaquePointer) -> PostgresError {
         let message =
             field(result, .primaryMessage)
             ?? PQresultErrorMessage(result).map { String(cString: $0).trimmedMessage } ?? "unknown error"
@@ -26,7 +28,7 @@ enum PostgresResultFields {
             sqlState: field(result, .sqlState),
             detail: field(result, .detail),
             hint: field(result, .hint)
-        ).masking(secrets)
+        )
     }
 
     /// The rows, column names and command tag of a successful result.
