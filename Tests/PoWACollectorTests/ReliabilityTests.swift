@@ -33,6 +33,11 @@ struct ReliabilityTests {
         try await Task.sleep(for: .seconds(3))
         #expect(attempts() - before <= 4, "\(attempts() - before) connection attempts in 3 s")
         try await running.stop()
+        // Logged once at error level, then at debug level; one line per event (libpq's
+        // "...refused\n\tIs the server running..." included).
+        let errors = running.logs.lines.filter { $0.hasPrefix("error") && $0.contains("could not connect") }
+        #expect(errors.count == 1, "\(errors)")
+        #expect(running.logs.lines.allSatisfy { !$0.contains("\n") })
     }
 
     @Test("a remote whose powa is installed after start: snapshots begin at the next period, no reload")

@@ -1,25 +1,34 @@
 import Logging
+import Synchronization
 
 /// How an outage is logged: once at error level when it begins, at debug level while it lasts,
 /// and once at info level when it ends, so that a long outage does not flood the log.
-struct OutageLog {
+final class OutageLog: Sendable {
     /// What is out, e.g. "the remote server".
     let subject: String
-    private(set) var isOngoing = false
+    private let ongoing = Mutex(false)
 
     init(subject: String) { self.subject = subject }
 
-    /// Logs a failed attempt; returns true for the first of the outage (the one to report).
-    mutating func began(_ message: String, _ logger: Logger) -> Bool {
-        defer { isOngoing = true }
-        logger.log(level: isOngoing ? .debug : .error, "\(message)")
-        return !isOngoing
+    var isOngoing: Bool { ongoing.withLock { $0 } }
+
+    /// Logs a failure; returns true for the first of the outage (the one to report).
+    @discardableResult
+    func began(_ message: String, _ logger: Logger) -> Bool {
+        let first = ongoing.withLock { ongoing in
+            defer { ongoing = true }
+            return !ongoing
+        }
+        logger.log(level: first ? .error : .debug, "\(message)")
+        return first
     }
 
     /// Logs the end of the outage, if there was one.
-    mutating func ended(_ logger: Logger) {
-        guard isOngoing else { return }
-        isOngoing = false
-        logger.info("\(subject) is reachable again")
+    func ended(_ logger: Logger) {
+        let was = ongoing.withLock { ongoing in
+            defer { ongoing = false }
+            return ongoing
+        }
+        if was { logger.info("\(subject) is reachable again") }
     }
 }

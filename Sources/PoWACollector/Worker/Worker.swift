@@ -25,6 +25,10 @@ struct Worker {
     let mailbox: WorkerMailbox
     let name: String
     let logger: Logger
+    /// Outages, each logged once (see `OutageLog`).
+    private let remoteOutage = OutageLog(subject: "the remote server")
+    private let repositoryOutage = OutageLog(subject: "the repository")
+    private let preparationOutage = OutageLog(subject: "the server's bookkeeping")
 
     init(server: RemoteServer, context: WorkerContext, mailbox: WorkerMailbox) {
         self.server = server
@@ -49,8 +53,6 @@ struct Worker {
         var schedule: SnapshotSchedule?
         var backoff = Backoff()
         var needsBookkeeping = true
-        var remoteOutage = OutageLog(subject: "the remote server")
-        var preparationOutage = OutageLog(subject: "the server's bookkeeping")
         var refusal: PoWACompatibility.Refusal?
         /// The slot of the schedule whose snapshot was already retried on a new session.
         var retriedSlot: Int?
@@ -100,7 +102,7 @@ struct Worker {
                     backoff.reset()
                     if refusal == nil { setStatus(.running) }
                 case .retry(let problem):
-                    if let problem { _ = preparationOutage.began(problem, logger) }
+                    if let problem { preparationOutage.began(problem, logger) }
                     await pause(backoff.next())
                     continue
                 }
@@ -176,13 +178,15 @@ struct Worker {
     /// not happen. Give it back with `checkinRepository`.
     private func checkoutRepository(failing consequence: String) async -> PoWARepository? {
         do {
-            return try await context.pool.checkout(
+            let repository = try await context.pool.checkout(
                 dsn: context.configuration.repositoryDSN, applicationName: ApplicationName.workerRepository(name),
                 connectTimeout: context.connectTimeout, logger: logger)
+            repositoryOutage.ended(logger)
+            return repository
         } catch {
             if !Task.isCancelled {
                 setStatus(.noRepositoryConnection)
-                logger.error("\(consequence): could not connect to the repository: \(error)")
+                repositoryOutage.began("\(consequence): could not connect to the repository: \(error)", logger)
             }
             return nil
         }

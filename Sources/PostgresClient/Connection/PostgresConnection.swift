@@ -213,10 +213,13 @@ public enum TransactionStatus: Sendable {
 }
 
 extension String {
-    /// libpq messages end with a newline; some start with "ERROR:  " when they come from a result.
+    /// A libpq message on one line: libpq ends its messages with a newline and spreads some
+    /// over several (`...unexpectedly\n\tThis probably means...`), while a log has one line per
+    /// event. Lines are joined with a space.
     var trimmedMessage: String {
-        var text = Substring(self)
-        while let last = text.last, last.isNewline || last == " " { text.removeLast() }
-        return String(text)
+        split(whereSeparator: \.isNewline)
+            .map { $0.trimmingPrefix(while: { $0 == "\t" || $0 == " " }) }
+            .filter { !$0.isEmpty }
+            .joined(separator: " ")
     }
 }
