@@ -70,7 +70,6 @@ struct PoWA5Tests {
         let bed = try await TestBed.shared(.five)
         let spaced = "cat refresh \(UInt32.random(in: 0...UInt32.max))"
         try await Self.onRemote(bed, "CREATE DATABASE \"\(spaced)\"")
-        defer { Task { try? await Self.onRemote(bed, "DROP DATABASE IF EXISTS \"\(spaced)\"", database: "postgres") } }
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[0], frequency: 5)
         let collector = RunningCollector(repository: repository)
@@ -121,10 +120,17 @@ struct PoWA5Tests {
 
     @Test("a database dropped between snapshots, one that refuses connections: reported, the others still land")
     func databasesComeAndGo() async throws {
-        let bed = try await TestBed.shared(.five)
+        // A bed of its own: every snapshot of any server on this remote would see the
+        // databases that come and go.
+        try await TestBed.withPrivate(name: "databases", port: 5448, remotes: 1, major: .five) { bed in
+            try await databasesComeAndGo(bed: bed)
+        }
+    }
+
+    private func databasesComeAndGo(bed: TestBed) async throws {
         let suffix = UInt32.random(in: 0...UInt32.max)
         let dropped = "dropped_\(suffix)", refusing = "refusing_\(suffix)"
-        let port = bed.remotePorts[1]
+        let port = bed.remotePorts[0]
         try await Self.onRemote(bed, "CREATE DATABASE \(dropped)", port: port)
         try await Self.onRemote(bed, "CREATE DATABASE \(refusing)", port: port)
         let remote = try await bed.connect(port: port)
@@ -134,9 +140,6 @@ struct PoWA5Tests {
         ).rows[0]
         remote.close()
         let (droppedID, refusingID, appID) = (oids[0]!, oids[1]!, oids[2]!)
-        defer {
-            Task { try? await Self.onRemote(bed, "DROP DATABASE IF EXISTS \(refusing)", port: port, database: "postgres") }
-        }
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: port, frequency: 5)
         let collector = RunningCollector(repository: repository)
@@ -211,7 +214,6 @@ struct PoWA5Tests {
         let database = "bare_\(UInt32.random(in: 0...UInt32.max))"
         try await Self.onRemote(bed, "CREATE DATABASE \(database)")
         try await Self.onRemote(bed, "CREATE EXTENSION powa CASCADE", database: database)
-        defer { Task { try? await Self.onRemote(bed, "DROP DATABASE IF EXISTS \(database)", database: "postgres") } }
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[0], dbname: database, frequency: 5)
         let collector = RunningCollector(repository: repository)

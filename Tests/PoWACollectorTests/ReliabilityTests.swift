@@ -45,7 +45,6 @@ struct ReliabilityTests {
         let bed = try await TestBed.shared()
         let database = "late_powa_\(UInt32.random(in: 0...UInt32.max))"
         try await PoWA5Tests.onRemote(bed, "CREATE DATABASE \(database)", database: "postgres")
-        defer { Task { try? await PoWA5Tests.onRemote(bed, "DROP DATABASE IF EXISTS \(database)", database: "postgres") } }
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[0], dbname: database, frequency: 5, extensions: "{}")
         let running = RunningCollector(repository: repository)

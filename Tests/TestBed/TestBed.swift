@@ -39,7 +39,10 @@ public struct TestBed: Sendable {
 
     private static let sharedBeds = [PoWAMajor.four: SharedBed(major: .four), .five: SharedBed(major: .five)]
 
-    /// The default test bed of a PoWA major version, started on first use.
+    /// The default test bed of a PoWA major version, started on first use. Tests that add a
+    /// database to one of its remotes leave it there: dropped, it could vanish between another
+    /// test's PoWA 5 snapshot listing the databases and connecting to it (the bed is removed
+    /// at the end of the run anyway).
     public static func shared(_ major: PoWAMajor = .four) async throws -> TestBed {
         try await sharedBeds[major]!.get()
     }
