@@ -142,6 +142,35 @@ struct ReloadTests {
         try await running.stop()
     }
 
+    @Test("while a RELOAD waits for a locked powa_servers, WORKERS_STATUS still answers at once; RELOAD answers after")
+    func statusDuringSlowReload() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
+        let running = RunningCollector(repository: repository)
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        let listed = "WORKERS_STATUS OK {\"\(server)\": \"running\"}"
+        #expect(try await client.waitForStatus { $0 == listed } == listed)
+
+        // The reload's server list waits for this lock (until its 2 s lock_timeout).
+        let locker = try await repository.connect()
+        defer { locker.close() }
+        try await locker.execute("BEGIN; LOCK TABLE powa_servers IN ACCESS EXCLUSIVE MODE")
+        let reloadClient = try await ControlClient.connect(repository)
+        defer { reloadClient.close() }
+        try await reloadClient.connection.execute("LISTEN slow_reload")
+        try await reloadClient.send("RELOAD slow_reload")
+        // powa-web gives WORKERS_STATUS 1 s.
+        let started = ContinuousClock.now
+        #expect(try await client.ask("WORKERS_STATUS q1", channel: "q1", timeout: .seconds(1)) == listed)
+        #expect(ContinuousClock.now - started < .seconds(1))
+        try await locker.execute("ROLLBACK")
+        let answer = try await reloadClient.connection.nextNotification(deadline: .now + .seconds(10))
+        #expect(answer?.payload.hasPrefix("RELOAD ") == true, "\(String(describing: answer))")
+        try await running.stop()
+    }
+
     @Test("max_concurrent_snapshots raised on reload: two snapshots now run at once")
     func permitsFollowReload() async throws {
         let bed = try await TestBed.shared()

@@ -145,7 +145,7 @@ public final class Collector: Service, Sendable {
         do {
             let repository = try await connectRepository(configuration)
             defer { repository.close() }
-            list = try await repository.activeServers()
+            list = try await repository.activeServers(deadline: .now + .seconds(configuration.connectTimeout))
         } catch {
             logger.error("could not read the list of servers from the repository: \(error)")
             return false

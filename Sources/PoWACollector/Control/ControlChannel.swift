@@ -63,17 +63,22 @@ struct ControlChannel {
     /// Answers notifications until the connection fails or the task is cancelled.
     private func serve(_ repository: PoWARepository) async throws {
         let connection = repository.connection
-        while !Task.isCancelled {
-            guard let notification = try await connection.nextNotification(deadline: .now + idleCheck) else {
-                _ = try await connection.query("SELECT 1", deadline: .now + connectTimeout)
-                continue
+        try await withThrowingDiscardingTaskGroup { reloads in
+            while !Task.isCancelled {
+                guard let notification = try await connection.nextNotification(deadline: .now + idleCheck) else {
+                    _ = try await connection.query("SELECT 1", deadline: .now + connectTimeout)
+                    continue
+                }
+                guard notification.channel == Self.channel else { continue }
+                try await handle(notification, on: repository, reloads: &reloads)
             }
-            guard notification.channel == Self.channel else { continue }
-            try await handle(notification, on: repository)
         }
     }
 
-    private func handle(_ notification: PostgresNotification, on repository: PoWARepository) async throws {
+    private func handle(
+        _ notification: PostgresNotification, on repository: PoWARepository,
+        reloads: inout ThrowingDiscardingTaskGroup<any Error>
+    ) async throws {
         let connection = repository.connection
         let request = ControlRequest(payload: notification.payload)
         guard !request.command.isEmpty else {
@@ -85,6 +90,16 @@ struct ControlChannel {
             metadata: ["command": "\(request.command.prefix(64))", "sender": "\(notification.senderPID)"])
         let reply: ControlReply
         if try await mayCommand(senderPID: notification.senderPID, on: repository) {
+            guard request.command != "RELOAD" else {
+                // A reload waits for the repository (and for a reload already running): it is
+                // answered when done, on a session of its own, while this one goes on answering
+                // the other requests from memory at once.
+                reloads.addTask {
+                    let reply = await commands.answer(request)
+                    if request.wantsReply { await sendOnNewSession(reply, to: request.channel) }
+                }
+                return
+            }
             reply = await commands.answer(request)
         } else {
             logger.warning(
@@ -131,6 +146,19 @@ struct ControlChannel {
     }
 
     /// Sends the answer with `pg_notify`: the channel and the payload travel as parameters.
+    /// Sends an answer on a short session of its own.
+    private func sendOnNewSession(_ reply: ControlReply, to channel: String) async {
+        do {
+            let repository = try await PoWARepository.connect(
+                dsn: repositoryDSN(), applicationName: ApplicationName.controlReply, connectTimeout: connectTimeout,
+                logger: logger)
+            defer { repository.close() }
+            try await send(reply, to: channel, on: repository.connection)
+        } catch {
+            logger.warning("control channel: could not answer \(reply.command.prefix(64)): \(error)")
+        }
+    }
+
     private func send(_ reply: ControlReply, to channel: String, on connection: PostgresConnection) async throws {
         // A channel is an identifier: PostgreSQL keeps its first 63 bytes, as NOTIFY "..." would.
         var name = channel

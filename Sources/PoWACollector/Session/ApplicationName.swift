@@ -2,6 +2,9 @@
 /// powa-web) recognises the collector's sessions in `pg_stat_activity`.
 enum ApplicationName {
     static func main(version: String) -> String { "PoWA collector - main thread (\(version))" }
+    /// The short session that answers a RELOAD (not named like the main one: powa-web counts
+    /// those as collectors).
+    static let controlReply = "PoWA collector - control reply"
     static func worker(_ name: String) -> String { "PoWA collector - worker \(name)" }
     static func workerRepository(_ name: String) -> String { "PoWA collector - repo_conn for worker \(name)" }
     /// PoWA 5's per-database sessions (the Python collector leaves them unnamed).
