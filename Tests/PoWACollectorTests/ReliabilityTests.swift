@@ -207,3 +207,44 @@ struct ReloadTests {
         try await running.stop()
     }
 }
+
+@Suite("Pooled sessions", .timeLimit(.minutes(2)))
+struct PooledSessionTests {
+    @Test("a pooled repository session logs under the worker using it, not the one that opened it")
+    func loggerFollowsUser() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        try await repository.execute(
+            """
+            CREATE UNLOGGED TABLE public.noisy_src_tmp (srvid int, x int);
+            CREATE FUNCTION public.noisy_snapshot(_srvid int) RETURNS void LANGUAGE plpgsql AS $$
+            BEGIN
+                RAISE WARNING 'noisy snapshot of server %', _srvid;
+                DELETE FROM public.noisy_src_tmp WHERE srvid = _srvid;
+            END $$;
+            """)
+        var servers: [Int: String] = [:]
+        for (index, port) in bed.remotePorts.enumerated() {
+            let remote = try await bed.connect(port: port)
+            try await remote.execute(
+                "CREATE OR REPLACE FUNCTION public.noisy_src(_srvid int) RETURNS TABLE(x int) LANGUAGE sql AS 'SELECT 1'")
+            remote.close()
+            let server = try await repository.register(port: port, alias: "noisy-\(index)", frequency: 5)
+            try await repository.addSource(
+                serverID: server, module: "noisy", querySource: "noisy_src", snapshotFunction: "noisy_snapshot")
+            servers[server] = "noisy-\(index)"
+        }
+        // One slot: one pooled session, used by both workers in turn.
+        let running = RunningCollector(repository: repository) {
+            $0.maxConcurrentSnapshots = 1
+            $0.useServerAlias = true
+        }
+        let noisy = { running.logs.lines.filter { $0.contains("noisy snapshot of server") } }
+        #expect(try await eventually(timeout: .seconds(30)) { Set(noisy().map { $0.contains("noisy-0") }).count == 2 })
+        try await running.stop()
+        for line in noisy() {
+            let server = try #require(servers.first { line.contains("noisy snapshot of server \($0.key) ") })
+            #expect(line.contains("worker=\(server.value)"), "\(line)")
+        }
+    }
+}

@@ -34,6 +34,8 @@ final class RepositoryPool: Sendable {
                 repository.close()
                 continue
             }
+            // Its new user's name, in pg_stat_activity and in the log.
+            repository.connection.logger = logger
             do {
                 _ = try await repository.connection.query(
                     "SELECT pg_catalog.set_config('application_name', $1, false)", [applicationName],

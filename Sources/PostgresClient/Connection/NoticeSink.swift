@@ -6,7 +6,7 @@ import Logging
 ///
 /// libpq calls the receiver only from inside calls made on that connection, so by its owner.
 final class NoticeSink {
-    let logger: Logger
+    var logger: Logger
 
     init(logger: Logger) {
         self.logger = logger

@@ -20,7 +20,11 @@ public final class PostgresConnection {
     /// libpq or the server can carry them.
     private(set) var secrets: [String]
     /// Where the server's notices and this connection's diagnostics go.
-    public let logger: Logger
+    /// Set it when the connection changes hands (a pooled connection): its notices and
+    /// diagnostics then go under the new user's name.
+    public var logger: Logger {
+        didSet { noticeSink.logger = logger }
+    }
     private let noticeSink: NoticeSink
     /// The COPY sub-protocol the connection is in, if any.
     var copyState: CopyState = .none
