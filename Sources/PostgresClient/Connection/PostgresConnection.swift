@@ -170,12 +170,6 @@ public final class PostgresConnection {
     /// The server's version as an integer, e.g. 150018 for 15.18.
     public var serverVersionNumber: Int { handle.map { Int(PQserverVersion($0)) } ?? 0 }
 
-    /// A parameter the server reported (e.g. `server_version`, `lock_timeout` is not one).
-    public func parameterStatus(_ name: String) -> String? {
-        guard let handle, let value = PQparameterStatus(handle, name) else { return nil }
-        return String(cString: value)
-    }
-
     /// The transaction state of the session.
     public var transactionStatus: TransactionStatus {
         guard let handle else { return .unknown }

@@ -1,7 +1,8 @@
 /// An error from a PostgreSQL connection: what failed, and what the server said about it.
 ///
-/// `description` is one line safe for any log: it carries libpq's or the server's message with
-/// every password of the connection masked, and never a connection string. Match on the kind
+/// `description` is one line safe for any log: it carries libpq's or the server's message
+/// (passwords masked where libpq can show them: connection strings and connecting), and never
+/// a connection string. A cancelled task gets `CancellationError`, not this. Match on the kind
 /// of failure with `code` (`case .timedOut = error.code` or `PostgresError.Code.timedOut ~= error`)
 /// and on the server's condition with `sqlState` (e.g. `"42P01"`, undefined table).
 public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDebugStringConvertible {
@@ -9,7 +10,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
     public struct Code: Hashable, Sendable, CustomStringConvertible {
         private enum Base: String, Hashable, Sendable {
             case invalidConnectionString, connectionFailed, connectionClosed, server, timedOut
-            case cancelled, copyFailed, misuse
+            case copyFailed, misuse
         }
         private let base: Base
         private init(_ base: Base) { self.base = base }
@@ -24,8 +25,6 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible, CustomDeb
         public static let server = Code(.server)
         /// A deadline passed; the statement was cancelled on the server.
         public static let timedOut = Code(.timedOut)
-        /// The waiting task was cancelled; the statement was cancelled on the server.
-        public static let cancelled = Code(.cancelled)
         /// A COPY stream failed on the client side.
         public static let copyFailed = Code(.copyFailed)
         /// The API was used out of order (e.g. two statements at once on one connection).

@@ -35,7 +35,6 @@ enum PostgresResultFields {
     static func queryResult(_ result: OpaquePointer) -> QueryResult {
         let rowCount = PQntuples(result)
         let columnCount = PQnfields(result)
-        let columns = (0..<columnCount).map { String(cString: PQfname(result, $0)) }
         var rows: [PostgresRow] = []
         rows.reserveCapacity(Int(rowCount))
         for row in 0..<rowCount {
@@ -45,6 +44,6 @@ enum PostgresResultFields {
                         PQgetisnull(result, row, column) == 1 ? nil : String(cString: PQgetvalue(result, row, column))
                     }))
         }
-        return QueryResult(columns: columns, rows: rows, commandTag: String(cString: PQcmdStatus(result)))
+        return QueryResult(rows: rows, commandTag: String(cString: PQcmdStatus(result)))
     }
 }

@@ -1,14 +1,11 @@
 /// The outcome of one statement: its rows (if it returns any) and its command tag.
 public struct QueryResult: Sendable {
-    /// The column names, in order.
-    public let columns: [String]
     /// The rows, in the order the server sent them.
     public let rows: [PostgresRow]
     /// The command tag, e.g. `SELECT 3` or `INSERT 0 1`.
     public let commandTag: String
 
-    public init(columns: [String], rows: [PostgresRow], commandTag: String) {
-        self.columns = columns
+    public init(rows: [PostgresRow], commandTag: String) {
         self.rows = rows
         self.commandTag = commandTag
     }
