@@ -81,18 +81,26 @@ struct ReliabilityTests {
 
 @Suite("Start-up signals", .timeLimit(.minutes(2)))
 struct StartupSignalTests {
+    /// How the repository cannot be reached: nobody listens (refused at once), or a listener
+    /// that accepts and never answers (a frozen server: only the deadline ends the attempt).
+    enum Unreachable: String, CaseIterable, Sendable { case refused, frozen }
+
     @Test(
-        "while the repository cannot be reached: SIGHUP does not kill the daemon, SIGTERM and SIGINT stop it at once",
-        arguments: [SIGTERM, SIGINT])
-    func signalsDuringStartup(stop: Int32) async throws {
-        var configuration = CollectorConfiguration(
-            repositoryDSN: "host=127.0.0.1 port=\(try LoopbackListener.freePort()) dbname=powa user=postgres")
+        "while the repository cannot be reached: each attempt logged within its deadline, SIGHUP does not kill the daemon, SIGTERM and SIGINT stop it at once",
+        arguments: [SIGTERM, SIGINT], Unreachable.allCases)
+    func signalsDuringStartup(stop: Int32, unreachable: Unreachable) async throws {
+        let listener = unreachable == .frozen ? try LoopbackListener() : nil
+        defer { listener?.close() }
+        let port = try listener?.port ?? LoopbackListener.freePort()
+        var configuration = CollectorConfiguration(repositoryDSN: "host=127.0.0.1 port=\(port) dbname=powa user=postgres")
         configuration.connectTimeout = 2
         let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
-        #expect(try await daemon.waitForOutput("cannot reach the repository"))
+        let started = ContinuousClock.now
+        #expect(try await daemon.waitForOutput("cannot reach the repository", timeout: .seconds(5)))
+        #expect(ContinuousClock.now - started < .seconds(4), "the first attempt outlived its 2 s deadline")
         daemon.signal(SIGHUP)
-        // Still there after SIGHUP: it answers the next signal, and not as killed by SIGHUP.
-        #expect(try await daemon.waitForOutput("cannot reach the repository", count: 2))
+        // Still there after SIGHUP: it tries again, and was not killed by SIGHUP.
+        #expect(try await daemon.waitForOutput("cannot reach the repository", count: 2, timeout: .seconds(8)))
         let sent = ContinuousClock.now
         daemon.signal(stop)
         let code = await daemon.wait()
