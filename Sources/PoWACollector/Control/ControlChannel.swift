@@ -20,7 +20,8 @@ struct ControlChannel {
     /// Runs until the task is cancelled.
     func run() async {
         var backoff = Backoff(initial: .milliseconds(500), ceiling: .seconds(5))
-        var wasLost = false
+        // One error line per outage, however long it lasts; one info line when it ends.
+        let outage = OutageLog(subject: "control channel: the repository")
         while !Task.isCancelled {
             let repository: PoWARepository
             do {
@@ -28,19 +29,19 @@ struct ControlChannel {
             } catch {
                 if Task.isCancelled { return }
                 let delay = backoff.next()
-                logger.error(
-                    "control channel: cannot connect to the repository (retrying in \(delay.secondsValue.rounded()) s): \(error)")
+                let seconds = (delay.secondsValue * 10).rounded() / 10
+                outage.began("control channel: cannot connect to the repository (retrying in \(seconds) s): \(error)", logger)
                 try? await Task.sleep(for: delay)
                 continue
             }
             backoff.reset()
-            logger.log(level: wasLost ? .info : .debug, "control channel: listening on \(Self.channel)")
+            outage.ended(logger)
+            logger.debug("control channel: listening on \(Self.channel)")
             do {
                 try await serve(repository)
             } catch {
                 if !Task.isCancelled {
-                    logger.error("control channel: connection to the repository lost: \(error)")
-                    wasLost = true
+                    outage.began("control channel: connection to the repository lost: \(error)", logger)
                 }
             }
             repository.close()
