@@ -14,6 +14,13 @@ import TestBed
 /// RSS of a collector from /proc just before it is stopped; the wall time of a snapshot from
 /// the collector's debug log (ours: `snapshot taken seconds=`; Python: from `Connecting on
 /// repository...` to `Committing transaction`); for the floor, the pipeline's own.
+///
+/// `--major 5` runs the same on a PoWA 5 bed (powa-archivist 5.0.2), where each remote also
+/// has a database of `--tables` tables (`CatalogWorkload`), and compares this collector with
+/// the Python one only (the psql floor knows nothing of per-database sources). The first
+/// snapshot of a server imports the catalogs of all its databases, at most once a year: it is
+/// measured apart (`runFirstSnapshots`), and the run of `--duration` that follows on the same
+/// repository is the steady state.
 struct CollectorBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "collector",
@@ -39,8 +46,14 @@ struct CollectorBench: AsyncParsableCommand {
         help: "The first run, of this collector alone, has N / this many statements (every k-th shape); 0 skips it.")
     var smallDivisor = 10
 
-    @Option(help: "The methods to run, comma-separated, among ours, python, psql.")
-    var methods = "ours,python,psql"
+    @Option(help: "The methods to run, comma-separated, among ours, python, psql (PoWA 5: ours, python; default: all).")
+    var methods: String?
+
+    @Option(help: "The PoWA major version of the test bed: 4 (PoWA 4.1.4) or 5 (powa-archivist 5.0.2).")
+    var major = 4
+
+    @Option(help: "PoWA 5: tables (each with a primary key) in a database of their own on each remote.")
+    var tables = 2000
 
     @Option(help: "This collector's binary.")
     var collector = CollectorKind.defaultBinary
@@ -55,8 +68,21 @@ struct CollectorBench: AsyncParsableCommand {
     static let rssRatio = 0.1
     static let flatRSSGrowth = 1.1
     static let wallRatio = 1.1
+    /// PoWA 5: our snapshots may take as long as Python's, no longer.
+    static let pythonWallRatio = 1.0
 
-    var selectedMethods: [String] { methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+    /// PoWA 5, the run of the first snapshots: each server's is due this many seconds after the
+    /// collector starts (it is idle by then), the next servers' spread over a period as usual;
+    /// meanwhile the servers' frequency is this long, so that no second snapshot follows.
+    static let firstSnapshotLead = 5.0
+    static let firstRunFrequency = 3600
+
+    var powaMajor: PoWAMajor { PoWAMajor(rawValue: major) ?? .four }
+
+    var selectedMethods: [String] {
+        let list = methods ?? (powaMajor == .five ? "ours,python" : "ours,python,psql")
+        return list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+    }
 
     func validate() throws {
         guard frequency >= 5 else { throw ValidationError("--frequency must be at least 5 (powa's minimum)") }
@@ -64,21 +90,25 @@ struct CollectorBench: AsyncParsableCommand {
         guard (1...9).contains(remotes) else { throw ValidationError("--remotes must be from 1 to 9") }
         guard statements >= 1 else { throw ValidationError("--statements must be at least 1") }
         guard smallDivisor >= 0 else { throw ValidationError("--small-divisor must not be negative") }
-        let unknown = selectedMethods.filter { !["ours", "python", "psql"].contains($0) }
+        guard PoWAMajor(rawValue: major) != nil else { throw ValidationError("--major must be 4 or 5") }
+        guard tables >= 0 else { throw ValidationError("--tables must not be negative") }
+        let known = powaMajor == .five ? ["ours", "python"] : ["ours", "python", "psql"]
+        let unknown = selectedMethods.filter { !known.contains($0) }
         guard unknown.isEmpty, !selectedMethods.isEmpty else {
-            throw ValidationError("--methods: unknown \(unknown.joined(separator: ", ")); use ours, python, psql")
+            throw ValidationError(
+                "--methods: unknown \(unknown.joined(separator: ", ")) with PoWA \(major); use \(known.joined(separator: ", "))")
         }
     }
 
     var bedSpec: BedSpec {
         BedSpec(
-            name: "bench-collector", port: 5500, remotes: remotes,
+            name: "bench-collector" + powaMajor.suffix, port: 5500 + powaMajor.portOffset, remotes: remotes,
             remoteConfiguration: [
                 "pg_stat_statements.max = \(max(10_000, statements + 1000))",
                 // The collectors' COPY statements would add an entry per text: keep the set stable.
                 "pg_stat_statements.track_utility = off",
             ],
-            repositoryConfiguration: ["track_commit_timestamp = on"])
+            repositoryConfiguration: ["track_commit_timestamp = on"], major: powaMajor)
     }
 
     mutating func run() async throws {
@@ -95,12 +125,35 @@ struct CollectorBench: AsyncParsableCommand {
         let wallTimes: [Double]
         /// What the servers and the machine spent meanwhile.
         let servers: ServerUsage
+        /// PoWA 5: the first snapshots, in a run of their own before this one.
+        var first: FirstSnapshots?
         var details: [String] = []
 
         var cpuPerSnapshot: Double? { perSnapshot(cpuSeconds) }
         var meanWall: Double? { mean(wallTimes) }
         var medianWall: Double? { quantile(wallTimes, 0.5) }
         func perSnapshot(_ value: Double) -> Double? { log.count > 0 ? value / Double(log.count) : nil }
+        /// The larger peak RSS of this run and of the first snapshots' run.
+        var overallPeakRSSKB: Int { max(peakRSSKB, first?.peakRSSKB ?? 0) }
+    }
+
+    /// PoWA 5: the first snapshot of every server, each importing the catalogs of every
+    /// database of its remote.
+    struct FirstSnapshots {
+        /// The collector's CPU from just before the first one was due to just after the last
+        /// landed (it is idle in between), and before (start-up: connections, versions).
+        let cpuSeconds: Double
+        let startupCPUSeconds: Double
+        let peakRSSKB: Int
+        /// Each server's, from the collector's log.
+        let wallTimes: [Double]
+        /// As the repository logged them.
+        let log: SnapshotLog
+        /// Catalog rows in the repository afterwards, over all servers.
+        let catalogRows: Int
+
+        var cpuPerSnapshot: Double? { log.count > 0 ? cpuSeconds / Double(log.count) : nil }
+        var meanWall: Double? { mean(wallTimes) }
     }
 
     private func benchmark(on bed: TestBed) async throws {
@@ -122,6 +175,10 @@ struct CollectorBench: AsyncParsableCommand {
         var results: [Result] = []
         var smallSize: StatementsWorkload.Size?
         var smallResult: Result?
+        var catalogSize: CatalogWorkload.Size?
+        if powaMajor == .five {
+            catalogSize = try await createCatalogDatabases(bed: bed)
+        }
 
         if smallDivisor > 0 {
             let count = max(1, statements / smallDivisor)
@@ -152,8 +209,30 @@ struct CollectorBench: AsyncParsableCommand {
             }
         }
         printReport(
-            results: results, small: smallResult, smallSize: smallSize, largeSize: largeSize, servers: servers.count,
-            pythonVersion: pythonVersion)
+            results: results, small: smallResult, smallSize: smallSize, largeSize: largeSize, catalogSize: catalogSize,
+            servers: servers.count, pythonVersion: pythonVersion)
+    }
+
+    /// PoWA 5: the database of `--tables` tables on every remote at once; returns the smallest.
+    private func createCatalogDatabases(bed: TestBed) async throws -> CatalogWorkload.Size {
+        note("creating \(CatalogWorkload.database) with \(tables) tables on \(bed.remotePorts.count) remote(s)")
+        let clock = ContinuousClock()
+        let start = clock.now
+        let tables = self.tables
+        let sizes = try await withThrowingTaskGroup(of: CatalogWorkload.Size.self) { group in
+            for port in bed.remotePorts {
+                group.addTask { try await CatalogWorkload.create(bed: bed, port: port, tables: tables) }
+            }
+            var sizes: [CatalogWorkload.Size] = []
+            for try await size in group { sizes.append(size) }
+            return sizes
+        }
+        let smallest = sizes.min { $0.attributes < $1.attributes } ?? CatalogWorkload.Size(classes: 0, attributes: 0)
+        note(
+            "\(CatalogWorkload.database): \(formatted(Double(smallest.classes))) pg_class and "
+                + "\(formatted(Double(smallest.attributes))) pg_attribute rows per remote "
+                + "(\(formatted(start.duration(to: clock.now).seconds, decimals: 1)) s)")
+        return smallest
     }
 
     /// Generates the statements on every remote at once; returns the smallest remote's size.
@@ -187,13 +266,16 @@ struct CollectorBench: AsyncParsableCommand {
     ) async throws -> Result {
         let repository = try await RunRepository.create(
             bed: bed, database: database, servers: servers, frequency: frequency)
+        let first =
+            powaMajor == .five
+            ? try await runFirstSnapshots(kind, repository: repository, label: label, database: database) : nil
         try await repository.seedPhases(offsets: RunRepository.evenOffsets(count: servers.count, frequency: frequency))
         let before = ServerUsage.sample(bed)
         let measurement = try await CollectorDaemon.run(
             kind, repository: repository, seconds: duration, label: database)
         let usage = await ServerUsage.since(before, bed)
-        // Only what landed before the collector was stopped (its CPU was read then).
-        let log = try await repository.snapshotLog().committed(to: measurement.endClock)
+        // Only what landed while the collector ran (its CPU was read when it was stopped).
+        let log = try await repository.snapshotLog().committed(from: measurement.startClock, to: measurement.endClock)
         if !bedOptions.keep { try await repository.drop() }
         let stats = measurement.atEnd
         var details = [
@@ -211,9 +293,55 @@ struct CollectorBench: AsyncParsableCommand {
         if !log.errors.isEmpty {
             details.append("\(label): powa_snapshot_metas.errors: " + log.errors.prefix(3).joined(separator: " // "))
         }
+        if let first {
+            details.append(
+                "\(label): first snapshots: start-up CPU \(formatted(first.startupCPUSeconds, decimals: 3)) s before the first was due; "
+                    + "\(formatted(Double(first.catalogRows))) catalog rows imported in all"
+                    + (first.log.errors.isEmpty ? "" : "; errors: " + first.log.errors.prefix(3).joined(separator: " // ")))
+        }
         return Result(
             label: label, log: log, cpuSeconds: stats.totalCPUSeconds, peakRSSKB: stats.memory.peakResidentKB,
-            wallTimes: measurement.wallTimes, servers: usage, details: details)
+            wallTimes: measurement.wallTimes, servers: usage, first: first, details: details)
+    }
+
+    /// PoWA 5: the first snapshot of every server, alone. The collector starts with the
+    /// servers' frequency an hour, their first snapshots due `firstSnapshotLead` seconds later
+    /// and spread over a period of `--frequency` as in the run that follows; it is stopped as
+    /// soon as the repository logged every server's. CPU: /proc read a second before the first
+    /// one was due and just after the last landed (all it did in between is those snapshots);
+    /// wall times from the collector's log (`LogParsing.firstSnapshotSeconds`). The frequency is
+    /// then set back, and the repository, whose catalogs are now imported, serves the steady run.
+    private func runFirstSnapshots(
+        _ kind: CollectorKind, repository: RunRepository, label: String, database: String
+    ) async throws -> FirstSnapshots {
+        let first = try await repository.setFrequency(Self.firstRunFrequency)
+        let count = first.servers.count
+        let lead = Self.firstSnapshotLead
+        try await first.seedPhases(
+            offsets: (0..<count).map { lead + Double(frequency) * Double($0) / Double(count) })
+        // Every server's first snapshot is due within a period; the last may take the snapshot
+        // timeout (60 s by default), and a margin.
+        let limit = lead + Double(frequency) + 90
+        let measurement = try await CollectorDaemon.run(
+            kind, repository: first, seconds: limit, label: database + "_first", sampleAfter: lead - 1,
+            stopWhen: { try await first.snapshotLog().count >= count })
+        if !measurement.problems.isEmpty {
+            note(
+                "\(label): first snapshots: \(measurement.problems.count) warning/error line(s) in \(measurement.logPath), first: "
+                    + measurement.problems.prefix(3).joined(separator: " // "))
+        }
+        let log = try await first.snapshotLog().committed(to: measurement.endClock)
+        if log.count < count {
+            note("\(label): only \(log.count) of \(count) first snapshots landed within \(Int(limit)) s")
+        }
+        _ = try await first.setFrequency(frequency)
+        let logText = (try? String(contentsOfFile: measurement.logPath, encoding: .utf8)) ?? ""
+        let startup = measurement.sample?.stats.totalCPUSeconds ?? 0
+        return FirstSnapshots(
+            cpuSeconds: measurement.atEnd.totalCPUSeconds - startup, startupCPUSeconds: startup,
+            peakRSSKB: measurement.atEnd.memory.peakResidentKB,
+            wallTimes: LogParsing.firstSnapshotSeconds(logText, kind: kind), log: log,
+            catalogRows: try await first.catalogRows())
     }
 
     private func runFloor(bed: TestBed, servers: [RegisteredServer]) async throws -> Result {
@@ -243,7 +371,7 @@ struct CollectorBench: AsyncParsableCommand {
 
     private func printReport(
         results: [Result], small: Result?, smallSize: StatementsWorkload.Size?, largeSize: StatementsWorkload.Size,
-        servers: Int, pythonVersion: String
+        catalogSize: CatalogWorkload.Size?, servers: Int, pythonVersion: String
     ) {
         func megabytesText(_ bytes: Int) -> String { formatted(Double(bytes) / 1_048_576, decimals: 1) }
         func optional(_ value: Double?, decimals: Int) -> String { value.map { formatted($0, decimals: decimals) } ?? "-" }
@@ -254,6 +382,12 @@ struct CollectorBench: AsyncParsableCommand {
         if let smallSize {
             header +=
                 " (first run: \(formatted(Double(smallSize.statements))) statements, \(megabytesText(smallSize.queryBytes)) MB)"
+        }
+        if let catalogSize {
+            header =
+                "PoWA 5 (powa-archivist 5.0.2): " + header + "\nper remote also a database \(CatalogWorkload.database) of "
+                + "\(formatted(Double(tables))) tables: \(formatted(Double(catalogSize.classes))) pg_class, "
+                + "\(formatted(Double(catalogSize.attributes))) pg_attribute rows"
         }
         if !pythonVersion.isEmpty { header += "\nPython collector: powa-collector \(pythonVersion) (version, libpq)" }
         print(header + "\n")
@@ -307,6 +441,32 @@ struct CollectorBench: AsyncParsableCommand {
             the machine's busy CPU seconds minus the method's and the clusters' (whatever else ran meanwhile).
 
             """)
+        let firsts = ([small].compactMap { $0 } + results).compactMap { result in result.first.map { (result.label, $0) } }
+        if !firsts.isEmpty {
+            print(
+                table(
+                    [
+                        "first snapshot", "snapshots", "CPU s/snapshot", "peak RSS MB", "mean wall s", "max wall s",
+                        "repo xact s", "catalog rows/server",
+                    ],
+                    firsts.map { label, first in
+                        [
+                            label, "\(first.log.count)/\(servers)", optional(first.cpuPerSnapshot, decimals: 4),
+                            formatted(megabytes(first.peakRSSKB), decimals: 1), optional(first.meanWall, decimals: 3),
+                            optional(first.wallTimes.max(), decimals: 3), optional(first.log.meanTransactionSeconds, decimals: 3),
+                            formatted(Double(first.catalogRows) / Double(max(servers, 1))),
+                        ]
+                    }))
+            print(
+                """
+
+                first snapshot: each server's first, which imports the catalogs of every database of its remote, in a run
+                of its own before the one above (same repository, catalogs then imported). CPU: /proc a second before the
+                first was due to just after the last landed / snapshots. peak RSS: VmHWM of that run. wall: from the log
+                (Python: from its first source). repo xact: snapts to commit on the repository.
+
+                """)
+        }
 
         let ours = results.first { $0.label == "ours" }
         let python = results.first { $0.label.hasPrefix("python") }
@@ -323,6 +483,16 @@ struct CollectorBench: AsyncParsableCommand {
                 optional(ratio(ours.meanWall, python.meanWall), decimals: 3),
                 optional(ratio(ours.log.meanTransactionSeconds, python.log.meanTransactionSeconds), decimals: 3),
             ])
+            if let oursFirst = ours.first, let pythonFirst = python.first {
+                ratioRows.append([
+                    "ours / python, first snapshot",
+                    optional(ratio(oursFirst.cpuPerSnapshot, pythonFirst.cpuPerSnapshot), decimals: 3),
+                    optional(ratio(Double(oursFirst.peakRSSKB), Double(pythonFirst.peakRSSKB)), decimals: 3),
+                    optional(ratio(oursFirst.meanWall, pythonFirst.meanWall), decimals: 3),
+                    optional(
+                        ratio(oursFirst.log.meanTransactionSeconds, pythonFirst.log.meanTransactionSeconds), decimals: 3),
+                ])
+            }
         }
         if let ours, let floor {
             ratioRows.append([
@@ -343,24 +513,46 @@ struct CollectorBench: AsyncParsableCommand {
                     "target  CPU/snapshot <= 1/10 of Python's: \(formatted(oursCPU, decimals: 4)) <= \(formatted(pythonCPU * Self.cpuRatio, decimals: 4)) s   "
                         + verdict(oursCPU <= pythonCPU * Self.cpuRatio))
             }
+            // PoWA 5: the peak of the two runs, the first snapshots' and the steady one.
+            let both = ours.first == nil ? "" : " (both runs)"
             if let python {
-                let limit = Double(python.peakRSSKB) * Self.rssRatio
+                let limit = Double(python.overallPeakRSSKB) * Self.rssRatio
                 print(
-                    "target  peak RSS <= 1/10 of Python's: \(mb(ours.peakRSSKB)) <= \(formatted(megabytes(Int(limit)), decimals: 1)) MB   "
-                        + verdict(Double(ours.peakRSSKB) <= limit))
+                    "target  peak RSS\(both) <= 1/10 of Python's: \(mb(ours.overallPeakRSSKB)) <= \(formatted(megabytes(Int(limit)), decimals: 1)) MB   "
+                        + verdict(Double(ours.overallPeakRSSKB) <= limit))
             }
             if let small {
-                let limit = Double(small.peakRSSKB) * Self.flatRSSGrowth
+                let limit = Double(small.overallPeakRSSKB) * Self.flatRSSGrowth
                 print(
-                    "target  peak RSS flat when pg_stat_statements grows tenfold: \(mb(small.peakRSSKB)) -> \(mb(ours.peakRSSKB)) MB "
+                    "target  peak RSS\(both) flat when pg_stat_statements grows tenfold: \(mb(small.overallPeakRSSKB)) -> \(mb(ours.overallPeakRSSKB)) MB "
                         + "(limit +10 %: \(formatted(megabytes(Int(limit)), decimals: 1)))   "
-                        + verdict(Double(ours.peakRSSKB) <= limit))
+                        + verdict(Double(ours.overallPeakRSSKB) <= limit))
             }
             if let floor, let oursWall = ours.meanWall, let floorWall = floor.meanWall {
                 print(
                     "target  mean snapshot wall time <= 1.1x psql | psql + powa_take_snapshot: \(formatted(oursWall, decimals: 3)) <= "
                         + "\(formatted(floorWall * Self.wallRatio, decimals: 3)) s   "
                         + verdict(oursWall <= floorWall * Self.wallRatio))
+            }
+            if powaMajor == .five, let python, let oursWall = ours.meanWall, let pythonWall = python.meanWall {
+                print(
+                    "target  mean snapshot wall time <= Python's: \(formatted(oursWall, decimals: 3)) <= "
+                        + "\(formatted(pythonWall * Self.pythonWallRatio, decimals: 3)) s   "
+                        + verdict(oursWall <= pythonWall * Self.pythonWallRatio))
+            }
+            if let oursFirst = ours.first, let pythonFirst = python?.first {
+                if let oursCPU = oursFirst.cpuPerSnapshot, let pythonCPU = pythonFirst.cpuPerSnapshot {
+                    print(
+                        "target  first snapshot CPU <= 1/10 of Python's: \(formatted(oursCPU, decimals: 4)) <= "
+                            + "\(formatted(pythonCPU * Self.cpuRatio, decimals: 4)) s   "
+                            + verdict(oursCPU <= pythonCPU * Self.cpuRatio))
+                }
+                if let oursWall = oursFirst.meanWall, let pythonWall = pythonFirst.meanWall {
+                    print(
+                        "target  first snapshot wall time <= Python's: \(formatted(oursWall, decimals: 3)) <= "
+                            + "\(formatted(pythonWall * Self.pythonWallRatio, decimals: 3)) s   "
+                            + verdict(oursWall <= pythonWall * Self.pythonWallRatio))
+                }
             }
             let log = ours.log
             print(

@@ -27,6 +27,8 @@ struct BedSpec: Sendable {
     var repositoryConfiguration: [String] = []
     /// listen_addresses (`POWA_TESTBED_LISTEN`); when set, pg_hba also trusts 127.0.0.0/8.
     var listenAddresses: String?
+    /// The PoWA major version of every cluster (`POWA_TESTBED_MAJOR`).
+    var major: PoWAMajor = .four
 
     var directory: String { "/tmp/powa-testbed-\(name)" }
 
@@ -37,6 +39,7 @@ struct BedSpec: Sendable {
     var environment: [String: String] {
         var environment = [
             "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port)", "POWA_TESTBED_REMOTES": "\(remotes)",
+            "POWA_TESTBED_MAJOR": "\(major.rawValue)",
         ]
         if !remoteConfiguration.isEmpty {
             environment["POWA_TESTBED_REMOTE_CONF"] = remoteConfiguration.joined(separator: "\n")
@@ -72,6 +75,9 @@ enum BenchBed {
         guard bed.remotePorts.count == spec.remotes else {
             throw BenchError(
                 "the bed in \(directory) has \(bed.remotePorts.count) remote(s), not \(spec.remotes): run without --reuse")
+        }
+        guard bed.major == spec.major else {
+            throw BenchError("the bed in \(directory) runs \(bed.major), not \(spec.major): run without --reuse")
         }
         let result: Result
         do {

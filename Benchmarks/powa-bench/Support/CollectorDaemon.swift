@@ -28,7 +28,8 @@ struct DaemonMeasurement: Sendable {
     let atEnd: ProcessStats
     /// /proc/<pid>/smaps_rollup at the same moment.
     let smaps: [String: Int]
-    /// /proc and the repository's clock at `sampleAfter` seconds, when asked (steady state).
+    /// /proc and the repository's clock at `sampleAfter` seconds, when asked (steady state, or
+    /// just before a first snapshot is due).
     let sample: (stats: ProcessStats, clock: Double)?
     /// The repository's clock when the run started and just before the collector was stopped.
     let startClock: Double
@@ -43,7 +44,8 @@ struct DaemonMeasurement: Sendable {
     let logPath: String
 }
 
-/// Runs one collector against a run's repository for a while, and measures it.
+/// Runs one collector against a run's repository for a while (`seconds`, or until `stopWhen`,
+/// checked every half second, says so), and measures it.
 enum CollectorDaemon {
     static func run(
         _ kind: CollectorKind,
@@ -53,7 +55,8 @@ enum CollectorDaemon {
         debug: Bool = true,
         extraSettings: [String: String] = [:],
         environment: [String: String] = [:],
-        sampleAfter: Double? = nil
+        sampleAfter: Double? = nil,
+        stopWhen: (() async throws -> Bool)? = nil
     ) async throws -> DaemonMeasurement {
         let directory = "/tmp/powa-bench-run-\(label)"
         try? FileManager.default.removeItem(atPath: directory)
@@ -87,7 +90,9 @@ enum CollectorDaemon {
             command, directory: directory,
             environment: environment.merging(["HOME": home, "PYTHONUNBUFFERED": "1"]) { $1 },
             standardOutputPath: logPath, standardErrorPath: logPath)
-        note("\(label): \(kind.label) running as pid \(daemon.pid) for \(Int(seconds)) s (log: \(logPath))")
+        note(
+            "\(label): \(kind.label) running as pid \(daemon.pid) for \(stopWhen == nil ? "" : "at most ")\(Int(seconds)) s "
+                + "(log: \(logPath))")
 
         let clock = ContinuousClock()
         let start = clock.now
@@ -104,6 +109,7 @@ enum CollectorDaemon {
             if let after = sampleAfter, sample == nil, clock.now >= start + .seconds(after) {
                 sample = (try ProcessStats.read(pid: daemon.pid), try await repository.clock())
             }
+            if let stopWhen, try await stopWhen() { break }
             if clock.now - lastProgress >= .seconds(30) {
                 lastProgress = clock.now
                 let stats = try ProcessStats.read(pid: daemon.pid)
@@ -139,9 +145,49 @@ enum LogParsing {
     /// Ours: `... debug powa-collector: seconds=1.23 sources=11/11 worker=... snapshot taken`.
     static func oursSnapshotSeconds(_ log: String) -> [Double] {
         log.split(separator: "\n").compactMap { line -> Double? in
-            guard line.hasSuffix("snapshot taken"), let range = line.range(of: " seconds=") else { return nil }
-            let value = line[range.upperBound...].prefix { !$0.isWhitespace }
-            return Double(value)
+            guard line.hasSuffix("snapshot taken") else { return nil }
+            return metadata("seconds", of: line).flatMap { Double($0) }
+        }
+    }
+
+    /// Ours: the `snapshot taken` line of each worker's first snapshot, by worker.
+    static func oursFirstSnapshots(_ log: String) -> [String: Substring] {
+        var first: [String: Substring] = [:]
+        for line in log.split(separator: "\n") where line.hasSuffix("snapshot taken") {
+            if let worker = metadata("worker", of: line), first[worker] == nil { first[worker] = line }
+        }
+        return first
+    }
+
+    /// The value of ` key=value` in one of our log lines.
+    static func metadata(_ key: String, of line: Substring) -> String? {
+        guard let range = line.range(of: " \(key)=") else { return nil }
+        return String(line[range.upperBound...].prefix { !$0.isWhitespace })
+    }
+
+    /// The first snapshot of each worker, in seconds. Ours: its `snapshot taken` line. Python:
+    /// the first snapshot reuses the repository connection opened at start-up, so it has no
+    /// `Connecting on repository...`: from the worker's first `Working on <source>` (its first
+    /// source, after two version queries and the list of sources: milliseconds) to its first
+    /// `Committing transaction`.
+    static func firstSnapshotSeconds(_ log: String, kind: CollectorKind) -> [Double] {
+        switch kind {
+        case .ours:
+            return oursFirstSnapshots(log).values.compactMap { metadata("seconds", of: $0).flatMap { Double($0) } }
+        case .python:
+            var started: [Substring: Double] = [:]
+            var seconds: [Substring: Double] = [:]
+            for line in log.split(separator: "\n") {
+                let fields = line.split(separator: " ", maxSplits: 4, omittingEmptySubsequences: true)
+                guard fields.count == 5, let time = timestamp(date: fields[0], time: fields[1]) else { continue }
+                let thread = fields[2]
+                if line.contains(": Working on "), started[thread] == nil {
+                    started[thread] = time
+                } else if line.contains("Committing transaction"), let begin = started[thread], seconds[thread] == nil {
+                    seconds[thread] = time - begin
+                }
+            }
+            return Array(seconds.values)
         }
     }
 
@@ -184,11 +230,12 @@ enum LogParsing {
         return Double(days * 86_400 + t[0] * 3600 + t[1] * 60 + t[2]) + Double(t[3]) / 1000
     }
 
-    /// Lines whose level (the `levelField`th space-separated field) is one of `levels`.
+    /// Lines whose level (the `levelField`th space-separated field, up to a colon: Python pads
+    /// its levels to six characters before one, `ERROR :` but `WARNING:`) is one of `levels`.
     static func problems(_ log: String, levelField: Int, levels: Set<String>) -> [String] {
         log.split(separator: "\n").filter { line in
             let fields = line.split(separator: " ", maxSplits: levelField + 1, omittingEmptySubsequences: true)
-            return fields.count > levelField && levels.contains(String(fields[levelField]))
+            return fields.count > levelField && levels.contains(String(fields[levelField].prefix { $0 != ":" }))
         }.map(String.init)
     }
 }

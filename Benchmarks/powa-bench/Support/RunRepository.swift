@@ -15,7 +15,8 @@ struct RegisteredServer: Sendable {
 /// every snapshot that lands (`powa_take_snapshot` sets `powa_snapshot_metas.snapts = now()`,
 /// the start of the snapshot's transaction; with `track_commit_timestamp = on` the commit time
 /// of the logged row is that of the snapshot). The log is read after the run: measuring needs
-/// no polling, and it is the same for every collector and for the psql floor.
+/// no polling, and it is the same for every collector and for the psql floor. The trigger names
+/// its table with its schema: PoWA 5 collectors pin `search_path` to pg_catalog.
 struct RunRepository {
     let bed: TestBed
     let database: String
@@ -56,7 +57,7 @@ struct RunRepository {
             BEGIN
                 IF NEW.snapts IS DISTINCT FROM OLD.snapts
                     AND current_setting('bench.seeding', true) IS DISTINCT FROM 'on' THEN
-                    INSERT INTO bench_snapshots (srvid, snapts) VALUES (NEW.srvid, NEW.snapts);
+                    INSERT INTO public.bench_snapshots (srvid, snapts) VALUES (NEW.srvid, NEW.snapts);
                 END IF;
                 RETURN NULL;
             END $$;
@@ -100,6 +101,26 @@ struct RunRepository {
                 "UPDATE powa_snapshot_metas SET snapts = clock_timestamp() - make_interval(secs => $2::float8) WHERE srvid = $1",
                 [String(server.srvid), String(age)])
         }
+    }
+
+    /// The same repository with every server's `powa_servers.frequency` set to `seconds`
+    /// (collectors read it when they start).
+    func setFrequency(_ seconds: Int) async throws -> RunRepository {
+        let connection = try await BenchBed.connect(connectionString)
+        defer { connection.close() }
+        _ = try await connection.query(
+            "UPDATE powa_servers SET frequency = $1::int WHERE id = ANY ($2::int[])",
+            [String(seconds), "{" + servers.map { String($0.srvid) }.joined(separator: ",") + "}"])
+        return RunRepository(bed: bed, database: database, servers: servers, frequency: seconds)
+    }
+
+    /// PoWA 5: the catalog rows imported so far (powa_catalog_class, _attribute, ...), over all servers.
+    func catalogRows() async throws -> Int {
+        let connection = try await BenchBed.connect(connectionString)
+        defer { connection.close() }
+        let counts = ["class", "attribute", "namespace", "type", "collation", "proc", "language"]
+            .map { "(SELECT count(*) FROM powa_catalog_\($0) WHERE srvid > 0)" }.joined(separator: " + ")
+        return try await connection.query("SELECT (\(counts))::bigint").rows[0].decode(0, as: Int.self)
     }
 
     /// Offsets that spread `count` servers evenly over a period: (i + 1/2) / count of it.
