@@ -98,6 +98,9 @@ struct PoWA5Tests {
                 == "REFRESH_DB_CAT ERROR Caller asked for 2 db, but found 1")
         #expect(
             try await client.ask("REFRESH_DB_CAT c1 4242 0", channel: "c1") == "REFRESH_DB_CAT ERROR Server id 4242 not found")
+        #expect(
+            try await client.ask("REFRESH_DB_CAT c1 \(server) 1", channel: "c1")
+                == "REFRESH_DB_CAT ERROR Caller asked for 1 db, but found 0")
 
         // Two named requests before the next snapshot merge; a name with spaces arrives as words.
         let ok = "REFRESH_DB_CAT OK Catalogs will be refreshed during the next snapshot"

@@ -12,6 +12,7 @@ struct SessionTests {
     static let hostileDefaults = [
         "DateStyle = 'SQL, DMY'", "IntervalStyle = 'sql_standard'", "extra_float_digits = 0",
         "client_encoding = 'LATIN1'", "statement_timeout = '1ms'", "bytea_output = 'escape'", "lock_timeout = '1ms'",
+        "idle_in_transaction_session_timeout = '5ms'",
     ]
 
     @Test(

@@ -45,12 +45,18 @@ public final class Collector: Service, Sendable {
     public func run() async throws {
         // Waiting for the repository at start-up yields to SIGTERM/SIGINT at once.
         do {
-            try await cancelWhenGracefulShutdown { try await self.checkRepository() }
+            try await cancelWhenGracefulShutdown {
+                try await self.checkRepository()
+                // The first server list, however long the repository takes to give it.
+                var backoff = Backoff()
+                while await !self.reload(rereadFile: false) {
+                    try await Task.sleep(for: backoff.next())
+                }
+            }
         } catch is CancellationError {
             logger.info("stopped before the repository could be reached")
             return
         }
-        await reload(rereadFile: false)
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.reloadOnHangup() }
             group.addTask { await self.controlChannel.run() }

@@ -60,7 +60,7 @@ public struct ControlCommands: Sendable {
             switch (count, names.count) {
             case (0, _): refresh = .all
             case (let wanted, let found) where wanted == found: refresh = .databases(Set(names))
-            case (1, _): refresh = .databases([names.joined(separator: " ")])
+            case (1, let found) where found > 1: refresh = .databases([names.joined(separator: " ")])
             default: return reply(.error, "Caller asked for \(count) db, but found \(names.count)")
             }
             guard board.requestCatalogRefresh(refresh, serverID: id) else {

@@ -8,7 +8,7 @@ import PostgresClient
 /// The objects differ between PoWA 4.1 and PoWA 5 (`isPoWA5`): the session's own powa version
 /// chooses, so one binary serves both.
 struct PoWARepository {
-    let session: PoWASession
+    var session: PoWASession
 
     var connection: PostgresConnection { session.connection }
     var extensions: InstalledExtensions { session.extensions }

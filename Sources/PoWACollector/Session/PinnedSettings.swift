@@ -6,8 +6,9 @@
 /// it the same way. What changes COPY text is the client encoding, the date, time and interval
 /// output styles, the float precision and the bytea format; `standard_conforming_strings`
 /// changes how our own literals parse. Statement time is bounded by the collector's own
-/// deadlines (`snapshot_timeout`, `connect_timeout`), so a role's `statement_timeout` must not
-/// cut a snapshot short; `lock_timeout` is 2 s as in the Python collector, so that a lock held
+/// deadlines (`snapshot_timeout`, `connect_timeout`), so a role's `statement_timeout`,
+/// `idle_in_transaction_session_timeout` or (PostgreSQL 17+) `transaction_timeout` must not cut
+/// a snapshot short (a snapshot's repository transaction waits while databases are read); `lock_timeout` is 2 s as in the Python collector, so that a lock held
 /// on a PoWA table never holds a snapshot or a control request for long.
 ///
 /// PoWA 5 schema-qualifies every name and expects `search_path` = `pg_catalog`; so do
@@ -23,6 +24,7 @@ enum PinnedSettings {
         ("bytea_output", "hex"),
         ("standard_conforming_strings", "on"),
         ("statement_timeout", "0"),
+        ("idle_in_transaction_session_timeout", "0"),
         ("lock_timeout", "2s"),
     ]
 
@@ -37,6 +39,8 @@ enum PinnedSettings {
     static let sql: String = {
         let settings = values.map { "SET \($0.name) = '\($0.value)';" }.joined(separator: "\n")
         return settings + "\n" + """
+            SELECT pg_catalog.set_config(name, '0', false) FROM pg_catalog.pg_settings
+            WHERE name = 'transaction_timeout';
             SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)
             WHERE coalesce((SELECT substring(extversion FROM '^[0-9]+')::int
                             FROM pg_catalog.pg_extension WHERE extname = 'powa'), 5) >= 5;

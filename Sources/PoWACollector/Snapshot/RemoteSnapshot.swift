@@ -55,6 +55,12 @@ struct RemoteSnapshot {
         /// The task was cancelled (shutdown, worker stopped).
         case cancelled
 
+        /// Whether the snapshot ran out of time.
+        var isTimeout: Bool {
+            if case .timedOut = self { return true }
+            return false
+        }
+
         var description: String {
             switch self {
             case .remoteLost(let error): "lost the connection to the remote server: \(error)"
@@ -81,13 +87,18 @@ struct RemoteSnapshot {
         let connection = repository.connection
         do {
             try await connection.inTransaction(deadline: deadline) {
-                try await remote.connection.inTransaction(deadline: deadline) {
+                let remoteDatabases = try await remote.connection.inTransaction(deadline: deadline) {
                     for source in sources {
                         try await copy(source, remote: remote, repository: repository, into: &outcome)
                     }
-                    if repository.isPoWA5 {
-                        try await copyDatabases(remote: remote, repository: repository, into: &outcome)
-                    }
+                    return repository.isPoWA5 ? try await listDatabases(remote.connection) : nil
+                }
+                // The remote transaction is over before the databases are read: it must not sit
+                // idle in transaction while they are.
+                if let remoteDatabases {
+                    try await copyDatabases(
+                        remoteDatabases, serverVersionNumber: remote.connection.serverVersionNumber,
+                        repository: repository, into: &outcome)
                 }
                 outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
                 // powa_take_snapshot renames the session 'PoWA - ...', which powa-web would take
@@ -100,8 +111,9 @@ struct RemoteSnapshot {
         } catch let failure as Failure {
             throw failure
         } catch {
-            throw fatal(error, remote: remote.connection, repository: connection, reading: "the snapshot")
-                ?? .repository(error)
+            // Both transactions are over by now: tell the sides apart by their connections.
+            if !remote.connection.isHealthy { throw .remoteLost(error) }
+            throw fatal(error, remote: nil, repository: connection, reading: "the snapshot") ?? .repository(error)
         }
         return outcome
     }
@@ -166,17 +178,35 @@ struct RemoteSnapshot {
 
     // MARK: Per-database sources and catalogs (PoWA 5)
 
-    private func copyDatabases(
-        remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
-    ) async throws {
-        let main = remote.connection
-        // The remote's own text of the snapshot instant, so every per-database row carries the
-        // `ts` of the global sources (the same transaction's now()).
-        let instant = try await main.query("SELECT pg_catalog.now()::text", deadline: deadline).rows[0].decode(0, as: String.self)
-        let databases = try await main.query(
-            "SELECT datname FROM pg_catalog.pg_database WHERE datallowconn ORDER BY datname", deadline: deadline
+    /// The snapshot instant and the databases to read, from the remote transaction of the
+    /// global sources.
+    private struct RemoteDatabases {
+        /// The remote's own text of `now()` in that transaction, so every per-database row
+        /// carries the `ts` of the global sources.
+        let instant: String
+        /// The databases that accept connections, from this role too.
+        let names: [String]
+    }
+
+    private func listDatabases(_ main: PostgresConnection) async throws -> RemoteDatabases {
+        let instant = try await main.query("SELECT pg_catalog.now()::text", deadline: deadline).rows[0]
+            .decode(0, as: String.self)
+        let names = try await main.query(
+            """
+            SELECT datname FROM pg_catalog.pg_database
+            WHERE datallowconn AND pg_catalog.has_database_privilege(oid, 'CONNECT')
+            ORDER BY datname
+            """, deadline: deadline
         ).rows.compactMap { $0[0] }
-        let version = main.serverVersionNumber
+        return RemoteDatabases(instant: instant, names: names)
+    }
+
+    private func copyDatabases(
+        _ remote: RemoteDatabases, serverVersionNumber version: Int, repository: PoWARepository,
+        into outcome: inout Outcome
+    ) async throws {
+        let databases = remote.names
+        let instant = remote.instant
         let modules: [DatabaseSource]
         var catalogs: [DatabaseSource]
         do {
@@ -191,7 +221,9 @@ struct RemoteSnapshot {
             }
         } catch {
             // The global sources still land; the per-database ones are reported as missing.
-            if let failure = fatal(error, remote: main, repository: repository.connection, reading: "the database sources") {
+            if let failure = fatal(
+                error, remote: nil, repository: repository.connection, reading: "the database sources")
+            {
                 throw failure
             }
             logger.error("could not read the per-database sources", metadata: ["error": "\(error)"])
@@ -267,10 +299,12 @@ struct RemoteSnapshot {
             logger.error("lost a remote database session", metadata: ["database": "\(database)", "error": "\(error)"])
             outcome.errors.append("Lost the connection to remote database \(database): \(error)")
         } catch {
-            if let failure = fatal(error, remote: connection, repository: repository.connection, reading: "database \(database)")
-            {
+            // The database session's own transaction failed (BEGIN, COMMIT): that database's
+            // problem, unless the repository or the snapshot's time is gone too.
+            if let failure = fatal(error, remote: nil, repository: repository.connection, reading: "database \(database)") {
                 throw failure
             }
+            logger.error("remote database session failed", metadata: ["database": "\(database)", "error": "\(error)"])
             outcome.errors.append("Database \(database): \(error)")
         }
     }
@@ -280,14 +314,14 @@ struct RemoteSnapshot {
     /// What an error means for the snapshot: the remote or the repository is gone, the deadline
     /// passed, or the task was cancelled; nil when only this source failed (the snapshot goes on).
     private func fatal(
-        _ error: any Error, remote: PostgresConnection, repository: PostgresConnection, reading source: String
+        _ error: any Error, remote: PostgresConnection?, repository: PostgresConnection, reading source: String
     ) -> Failure? {
         if let failure = error as? Failure { return failure }
         if error is CancellationError || Task.isCancelled { return .cancelled }
         if case .timedOut = (error as? PostgresError)?.code { return .timedOut(source: source) }
         if ContinuousClock.now >= deadline { return .timedOut(source: source) }
         if !repository.canContinueTransaction { return .repository(error) }
-        if !remote.canContinueTransaction { return .remoteLost(error) }
+        if let remote, !remote.canContinueTransaction { return .remoteLost(error) }
         return nil
     }
 }

@@ -27,7 +27,7 @@ final class RepositoryPool: Sendable {
         -> PoWARepository
     {
         while let candidate = idle.withLock({ $0.popLast() }) {
-            let repository = candidate.repository
+            var repository = candidate.repository
             guard candidate.dsn == dsn, repository.connection.isHealthy,
                 repository.connection.transactionStatus == .idle
             else {
@@ -37,9 +37,14 @@ final class RepositoryPool: Sendable {
             // Its new user's name, in pg_stat_activity and in the log.
             repository.connection.logger = logger
             do {
-                _ = try await repository.connection.query(
-                    "SELECT pg_catalog.set_config('application_name', $1, false)", [applicationName],
-                    deadline: .now + connectTimeout)
+                // Renamed, and its view of the extensions refreshed (one was installed, powa
+                // upgraded?), in one round trip.
+                let rows = try await repository.connection.query(
+                    PinnedSettings.extensionsQuery
+                        + ", (SELECT pg_catalog.set_config('application_name', $1, false)) AS renamed",
+                    [applicationName], deadline: .now + connectTimeout
+                ).rows
+                repository.session.extensions = InstalledExtensions(rows: rows)
                 return repository
             } catch {
                 repository.close()

@@ -250,12 +250,13 @@ struct Worker {
     }
 
     private func takeSnapshot(remote: PoWASession) async -> SnapshotResult {
-        let started = ContinuousClock.now
-        board.snapshotStarted(serverID: server.id, at: started)
+        board.snapshotStarted(serverID: server.id, at: .now)
         defer { board.snapshotEnded(serverID: server.id) }
-        let deadline = started + context.snapshotTimeout
         do {
             return try await context.limiter.withPermit {
+                // The snapshot's time starts with its slot, not while it waits for one.
+                let started = ContinuousClock.now
+                let deadline = started + context.snapshotTimeout
                 guard let repository = await checkoutRepository(failing: "snapshot skipped") else { return .failed }
                 defer { checkinRepository(repository) }
                 return await takeSnapshot(remote: remote, repository: repository, started: started, deadline: deadline)
@@ -332,7 +333,9 @@ struct Worker {
             }
             return .landed
         } catch {
-            if let refresh { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }
+            // Given back for the next snapshot, unless this one ran out of time: a refresh that
+            // cannot fit in snapshot_timeout would otherwise stop every snapshot of the server.
+            if let refresh, !error.isTimeout { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }
             if case .cancelled = error {
                 logger.info("snapshot interrupted by shutdown: rolled back")
                 return .failed

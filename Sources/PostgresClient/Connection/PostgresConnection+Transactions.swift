@@ -11,8 +11,9 @@ extension PostgresConnection {
         deadline: ContinuousClock.Instant?,
         _ body: () async throws -> T
     ) async throws -> T {
-        try await execute(begin, deadline: deadline)
         do {
+            // Inside: a BEGIN that ran but whose answer came too late leaves a transaction open.
+            try await execute(begin, deadline: deadline)
             let value = try await body()
             try await execute("COMMIT", deadline: deadline)
             return value
