@@ -179,6 +179,36 @@ struct ReloadTests {
         try await running.stop()
     }
 
+    @Test("a graceful shutdown does not wait for a reload stuck on a locked powa_servers")
+    func shutdownDuringSlowReload() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
+        let running = RunningCollector(repository: repository)
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        let listed = "WORKERS_STATUS OK {\"\(server)\": \"running\"}"
+        #expect(try await client.waitForStatus { $0 == listed } == listed)
+
+        // The reload's server list waits for this lock (its lock_timeout is 2 s).
+        let locker = try await repository.connect()
+        defer { locker.close() }
+        try await locker.execute("BEGIN; LOCK TABLE powa_servers IN ACCESS EXCLUSIVE MODE")
+        try await client.send("RELOAD")
+        let observer = try await repository.connect()
+        defer { observer.close() }
+        #expect(
+            try await eventually(interval: .milliseconds(20)) {
+                try await observer.query(
+                    "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'powa_servers'::regclass"
+                ).rows[0].decode(0, as: Int.self) > 0
+            })
+        let stopping = ContinuousClock.now
+        try await running.stop()
+        #expect(ContinuousClock.now - stopping < .seconds(1))
+        try await locker.execute("ROLLBACK")
+    }
+
     @Test("max_concurrent_snapshots raised on reload: two snapshots now run at once")
     func permitsFollowReload() async throws {
         let bed = try await TestBed.shared()

@@ -4,10 +4,20 @@ import Synchronization
 /// with another, so the fleet's bookkeeping is never seen half-done. A request that arrives
 /// while a reload runs is served by the next one, and every request waiting by then shares
 /// that next run: they all asked for the state as it is now.
+///
+/// A requester whose task is cancelled (shutdown) stops waiting at once and gets `false`; the
+/// run itself, once begun, still finishes on its own (a fleet reconciled halfway would be the
+/// very bug this type prevents), and the fleet refuses to start workers after its shutdown.
 final class ReloadQueue: Sendable {
+    private typealias Waiter = CheckedContinuation<Bool, Never>
+
     private struct State {
         var running = false
-        var waiting: [CheckedContinuation<Bool, Never>] = []
+        var nextID: UInt64 = 0
+        /// Requests for the next run.
+        var waiting: [UInt64: Waiter] = [:]
+        /// Requests served by the run in progress.
+        var served: [UInt64: Waiter] = [:]
         /// The work of the next run: the latest request's.
         var next: (@Sendable () async -> Bool)?
     }
@@ -17,35 +27,57 @@ final class ReloadQueue: Sendable {
     init() {}
 
     /// Waits for a run of `reload` (which does the work and says whether it succeeded) that
-    /// starts after this call, and returns its outcome.
+    /// starts after this call, and returns its outcome; `false` if the caller is cancelled first.
     func request(_ reload: @escaping @Sendable () async -> Bool) async -> Bool {
-        await withCheckedContinuation { continuation in
-            let start = state.withLock { state -> Bool in
-                state.waiting.append(continuation)
-                state.next = reload
-                guard !state.running else { return false }
-                state.running = true
-                return true
+        let id = state.withLock { state in
+            state.nextID += 1
+            return state.nextID
+        }
+        return await withTaskCancellationHandler {
+            await withCheckedContinuation { (continuation: Waiter) in
+                let start = state.withLock { state -> Bool in
+                    state.waiting[id] = continuation
+                    state.next = reload
+                    guard !state.running else { return false }
+                    state.running = true
+                    return true
+                }
+                if start { Task { await self.drain() } }
+                // Cancelled before the continuation was stored: the handler found nothing.
+                if Task.isCancelled { resume(id, with: false) }
             }
-            // Not the caller's task: a reload, once begun, finishes even if its caller is
-            // cancelled (a worker fleet reconciled halfway would be the very bug this prevents).
-            if start { Task { await self.drain() } }
+        } onCancel: {
+            resume(id, with: false)
         }
     }
 
+    /// Resumes a request still waiting for, or served by, a run (at most once).
+    private func resume(_ id: UInt64, with outcome: Bool) {
+        let waiter = state.withLock { state in
+            state.waiting.removeValue(forKey: id) ?? state.served.removeValue(forKey: id)
+        }
+        waiter?.resume(returning: outcome)
+    }
+
+    /// Not the callers' task: runs until no request waits.
     private func drain() async {
         while true {
-            let (batch, reload) = state.withLock { state in
+            let reload = state.withLock { state -> (@Sendable () async -> Bool)? in
                 defer {
-                    state.waiting = []
+                    state.served = state.waiting
+                    state.waiting = [:]
                     state.next = nil
                 }
                 if state.waiting.isEmpty { state.running = false }
-                return (state.waiting, state.next)
+                return state.waiting.isEmpty ? nil : state.next
             }
-            guard !batch.isEmpty, let reload else { return }
+            guard let reload else { return }
             let outcome = await reload()
-            for continuation in batch { continuation.resume(returning: outcome) }
+            let served = state.withLock { state in
+                defer { state.served = [:] }
+                return state.served.values
+            }
+            for waiter in served { waiter.resume(returning: outcome) }
         }
     }
 }

@@ -97,7 +97,8 @@ struct ControlChannel {
                 // the other requests from memory at once.
                 reloads.addTask {
                     let reply = await commands.answer(request)
-                    if request.wantsReply { await sendOnNewSession(reply, to: request.channel) }
+                    // (Cancelled: shutting down, and the reload answered nothing worth sending.)
+                    if request.wantsReply, !Task.isCancelled { await sendOnNewSession(reply, to: request.channel) }
                 }
                 return
             }
