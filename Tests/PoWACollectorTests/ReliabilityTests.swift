@@ -286,3 +286,48 @@ struct PooledSessionTests {
         }
     }
 }
+
+@Suite("Hung remotes", .timeLimit(.minutes(3)))
+struct HungRemoteTests {
+    @Test("six servers whose sources hang cannot starve three healthy ones of the two snapshot slots")
+    func healthyServersKeepCadence() async throws {
+        // A bed of its own with three remote clusters, each reached under three names: the
+        // six servers of the first two hang, the three of the third are healthy.
+        try await TestBed.withPrivate(name: "hung", port: 5436, remotes: 3) { bed in
+            let repository = try await ScratchRepository.create(on: bed)
+            let hosts = ["127.0.0.1", "localhost", bed.socketDirectory]
+            var hung: [Int] = []
+            var healthy: [Int] = []
+            for host in hosts {
+                for port in bed.remotePorts.prefix(2) {
+                    let server = try await repository.register(port: port, hostname: host, frequency: 5)
+                    try await addSlowSource(
+                        repository: repository, serverID: server, remotePort: port, seconds: 600, name: "starving_src")
+                    hung.append(server)
+                }
+                healthy.append(try await repository.register(port: bed.remotePorts[2], hostname: host, frequency: 5))
+            }
+            // Each hung snapshot holds a slot for 4.5 s of every 5: without a lane of their own,
+            // the healthy servers queue behind them for both slots; with it, they keep one.
+            let running = RunningCollector(repository: repository) {
+                $0.maxConcurrentSnapshots = 2
+                $0.snapshotTimeout = 4.5
+            }
+            for server in hung { _ = try await repository.waitForErrors(server, containing: "snapshot timed out") }
+            let gaps = try await withThrowingTaskGroup(of: [Double].self) { group in
+                for server in healthy {
+                    group.addTask {
+                        // The first may have waited for a slot while the hung servers were not
+                        // known as such yet: the cadence is measured from the next one.
+                        let times = try await repository.waitForSnapshots(server, count: 4).dropFirst()
+                        return zip(times, times.dropFirst()).map { $1 - $0 }
+                    }
+                }
+                return try await group.reduce(into: []) { $0 += $1 }
+            }
+            try await running.stop()
+            #expect(gaps.count == 6)
+            #expect(gaps.allSatisfy { abs($0 - 5) <= 1 }, "\(gaps)")
+        }
+    }
+}

@@ -56,6 +56,8 @@ struct Worker {
         var refusal: PoWACompatibility.Refusal?
         /// The slot of the schedule whose snapshot was already retried on a new session.
         var retriedSlot: Int?
+        /// The last snapshot ran out of time: the next one waits in the suspects' lane.
+        var suspect = false
         setStatus(.noRemoteConnection)
         defer {
             remote?.close()
@@ -122,13 +124,15 @@ struct Worker {
                 continue
             }
 
-            switch await takeSnapshot(remote: session) {
+            let result = await takeSnapshot(remote: session, suspect: suspect)
+            if result == .landed || result == .timedOut { suspect = result == .timedOut }
+            switch result {
             case .landed:
                 if let previous = refusal {
                     logger.info("the remote server can be snapshotted again", metadata: ["was": "\(previous.description)"])
                     refusal = nil
                 }
-            case .failed:
+            case .failed, .timedOut:
                 break
             case .refused(let reason):
                 if refusal != reason {
@@ -243,17 +247,19 @@ struct Worker {
 
     private enum SnapshotResult: Equatable {
         case landed, failed, remoteLost
+        /// Ran out of time (`snapshot_timeout`), reported like a failure.
+        case timedOut
         /// The remote may not be snapshotted (reported in `powa_snapshot_metas.errors`).
         case refused(PoWACompatibility.Refusal)
         /// The remote session no longer matches the remote's powa: open a new one.
         case reopen
     }
 
-    private func takeSnapshot(remote: PoWASession) async -> SnapshotResult {
+    private func takeSnapshot(remote: PoWASession, suspect: Bool) async -> SnapshotResult {
         board.snapshotStarted(serverID: server.id, at: .now)
         defer { board.snapshotEnded(serverID: server.id) }
         do {
-            return try await context.limiter.withPermit {
+            return try await context.limiter.withPermit(suspect: suspect) {
                 // The snapshot's time starts with its slot, not while it waits for one.
                 let started = ContinuousClock.now
                 let deadline = started + context.snapshotTimeout
@@ -356,7 +362,8 @@ struct Worker {
                 await recordErrors(["snapshot failed: \(error)"])
             }
             if case .remoteLost = error { return .remoteLost }
-            return remote.connection.isHealthy ? .failed : .remoteLost
+            guard remote.connection.isHealthy else { return .remoteLost }
+            return error.isTimeout ? .timedOut : .failed
         }
     }
 }
