@@ -319,7 +319,7 @@ struct HungRemoteTests {
                     group.addTask {
                         // The first may have waited for a slot while the hung servers were not
                         // known as such yet: the cadence is measured from the next one.
-                        let times = try await repository.waitForSnapshots(server, count: 4).dropFirst()
+                        let times = try await repository.waitForSnapshots(server, count: 5).dropFirst(2)
                         return zip(times, times.dropFirst()).map { $1 - $0 }
                     }
                 }
@@ -327,7 +327,8 @@ struct HungRemoteTests {
             }
             try await running.stop()
             #expect(gaps.count == 6)
-            #expect(gaps.allSatisfy { abs($0 - 5) <= 1 }, "\(gaps)")
+            // (Without the lane: about 11 s.)
+            #expect(gaps.allSatisfy { abs($0 - 5) <= 1.5 }, "\(gaps)")
         }
     }
 }

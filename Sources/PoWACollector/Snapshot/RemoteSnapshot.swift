@@ -3,7 +3,8 @@ import PostgresClient
 
 /// One remote snapshot of one server, as the spec orders it, in one repository transaction
 /// (owned by `inTransaction`: committed whole, or rolled back whatever happens):
-/// 1. inside one remote transaction (one `now()` for every source), stream each global source
+/// 1. inside one REPEATABLE READ remote transaction (one `now()` and one view of the remote for
+///    every source and the list of databases), stream each global source
 ///    from the remote into its staging table on the repository, a savepoint per source on both
 ///    sides (released on success, rolled back and reported on failure: the others go on);
 /// 2. PoWA 5: for each connectable database of the remote, over a session to that database,
@@ -87,7 +88,12 @@ struct RemoteSnapshot {
         let connection = repository.connection
         do {
             try await connection.inTransaction(deadline: deadline) {
-                let remoteDatabases = try await remote.connection.inTransaction(deadline: deadline) {
+                // One snapshot of the remote for every source and the list of databases: the
+                // databases the pg_database module reports are exactly those read below (a
+                // database created meanwhile would otherwise send catalogs powa cannot attach).
+                let remoteDatabases = try await remote.connection.inTransaction(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ", deadline: deadline
+                ) {
                     for source in sources {
                         try await copy(source, remote: remote, repository: repository, into: &outcome)
                     }

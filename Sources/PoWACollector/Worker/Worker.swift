@@ -361,9 +361,11 @@ struct Worker {
             } else {
                 await recordErrors(["snapshot failed: \(error)"])
             }
+            // Out of time, whatever became of the session (the next loop reopens it if needed):
+            // such a server waits in the suspects' lane, and is not retried at once.
+            if error.isTimeout { return .timedOut }
             if case .remoteLost = error { return .remoteLost }
-            guard remote.connection.isHealthy else { return .remoteLost }
-            return error.isTimeout ? .timedOut : .failed
+            return remote.connection.isHealthy ? .failed : .remoteLost
         }
     }
 }
