@@ -109,6 +109,36 @@ struct StartupSignalTests {
     }
 }
 
+/// A collector with one running server, and `powa_servers` locked by another session: a
+/// reload's server list then waits (until its 2 s lock_timeout).
+private struct LockedServerList {
+    let repository: ScratchRepository
+    let running: RunningCollector
+    let client: ControlClient
+    /// The WORKERS_STATUS answer while the server runs.
+    let listed: String
+    /// The session holding the lock, in its transaction.
+    let locker: PostgresConnection
+
+    static func start() async throws -> LockedServerList {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
+        let running = RunningCollector(repository: repository)
+        let client = try await ControlClient.connect(repository)
+        let listed = "WORKERS_STATUS OK {\"\(server)\": \"running\"}"
+        #expect(try await client.waitForStatus { $0 == listed } == listed)
+        let locker = try await repository.connect()
+        try await locker.execute("BEGIN; LOCK TABLE powa_servers IN ACCESS EXCLUSIVE MODE")
+        return LockedServerList(repository: repository, running: running, client: client, listed: listed, locker: locker)
+    }
+
+    func close() {
+        client.close()
+        locker.close()
+    }
+}
+
 @Suite("Reloads", .timeLimit(.minutes(3)))
 struct ReloadTests {
     @Test("ten RELOADs in a row while the server changes: one reload at a time, one worker, always listed")
@@ -152,19 +182,11 @@ struct ReloadTests {
 
     @Test("while a RELOAD waits for a locked powa_servers, WORKERS_STATUS still answers at once; RELOAD answers after")
     func statusDuringSlowReload() async throws {
-        let bed = try await TestBed.shared()
-        let repository = try await ScratchRepository.create(on: bed)
-        let server = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
-        let running = RunningCollector(repository: repository)
-        let client = try await ControlClient.connect(repository)
-        defer { client.close() }
-        let listed = "WORKERS_STATUS OK {\"\(server)\": \"running\"}"
-        #expect(try await client.waitForStatus { $0 == listed } == listed)
-
-        // The reload's server list waits for this lock (until its 2 s lock_timeout).
-        let locker = try await repository.connect()
-        defer { locker.close() }
-        try await locker.execute("BEGIN; LOCK TABLE powa_servers IN ACCESS EXCLUSIVE MODE")
+        let setup = try await LockedServerList.start()
+        let (repository, running, client, listed, locker) = (
+            setup.repository, setup.running, setup.client, setup.listed, setup.locker
+        )
+        defer { setup.close() }
         let reloadClient = try await ControlClient.connect(repository)
         defer { reloadClient.close() }
         try await reloadClient.connection.execute("LISTEN slow_reload")
@@ -181,19 +203,9 @@ struct ReloadTests {
 
     @Test("a graceful shutdown does not wait for a reload stuck on a locked powa_servers")
     func shutdownDuringSlowReload() async throws {
-        let bed = try await TestBed.shared()
-        let repository = try await ScratchRepository.create(on: bed)
-        let server = try await repository.register(port: bed.remotePorts[1], frequency: 3600)
-        let running = RunningCollector(repository: repository)
-        let client = try await ControlClient.connect(repository)
-        defer { client.close() }
-        let listed = "WORKERS_STATUS OK {\"\(server)\": \"running\"}"
-        #expect(try await client.waitForStatus { $0 == listed } == listed)
-
-        // The reload's server list waits for this lock (its lock_timeout is 2 s).
-        let locker = try await repository.connect()
-        defer { locker.close() }
-        try await locker.execute("BEGIN; LOCK TABLE powa_servers IN ACCESS EXCLUSIVE MODE")
+        let setup = try await LockedServerList.start()
+        let (repository, running, client, locker) = (setup.repository, setup.running, setup.client, setup.locker)
+        defer { setup.close() }
         try await client.send("RELOAD")
         let observer = try await repository.connect()
         defer { observer.close() }
