@@ -26,15 +26,13 @@ func addSlowSource(
 func waitForActiveQuery(bed: TestBed, port: Int, like pattern: String, timeout: Duration = .seconds(30)) async throws {
     let observer = try await bed.connect(port: port, database: "postgres")
     defer { observer.close() }
-    let deadline = ContinuousClock.now + timeout
-    while ContinuousClock.now < deadline {
-        let count = try await observer.query(
+    let found = try await eventually(timeout: timeout, interval: .milliseconds(50)) {
+        try await observer.query(
             "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1 AND pid <> pg_backend_pid()",
             [pattern]
-        ).rows[0].decode(0, as: Int.self)
-        if count > 0 { return }
-        try await Task.sleep(for: .milliseconds(50))
+        ).rows[0].decode(0, as: Int.self) > 0
     }
+    if found { return }
     Issue.record("no active query like \(pattern) on port \(port)")
 }
 

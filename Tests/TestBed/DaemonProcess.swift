@@ -78,12 +78,7 @@ public final class DaemonProcess: Sendable {
 
     /// Waits until the output contains `text` (`count` times).
     public func waitForOutput(_ text: String, count: Int = 1, timeout: Duration = .seconds(30)) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if output.components(separatedBy: text).count > count { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return false
+        try await eventually(timeout: timeout) { self.output.components(separatedBy: text).count > count }
     }
 
     deinit { unlink(outputPath) }

@@ -111,11 +111,10 @@ struct ScratchRepository {
 
     /// Waits until the server's `powa_snapshot_metas.errors` contains `text`; returns them.
     func waitForErrors(_ serverID: Int, containing text: String, timeout: Duration = .seconds(15)) async throws -> String {
-        let deadline = ContinuousClock.now + timeout
-        var errors = try await self.errors(serverID)
-        while !errors.contains(text) && ContinuousClock.now < deadline {
-            try await Task.sleep(for: .milliseconds(100))
+        var errors = ""
+        _ = try await eventually(timeout: timeout) {
             errors = try await self.errors(serverID)
+            return errors.contains(text)
         }
         return errors
     }
@@ -127,17 +126,15 @@ struct ScratchRepository {
         var seen: [Double] = []
         var last = start
         if last == nil { last = try await snapts(serverID) }
-        let deadline = ContinuousClock.now + timeout
-        while seen.count < count {
-            guard ContinuousClock.now < deadline else {
-                Issue.record("server \(serverID): only \(seen.count) of \(count) snapshots within \(timeout)")
-                return seen
-            }
-            try await Task.sleep(for: .milliseconds(100))
+        let complete = try await eventually(timeout: timeout) {
             if let current = try await snapts(serverID), current != last {
                 seen.append(current)
                 last = current
             }
+            return seen.count >= count
+        }
+        if !complete {
+            Issue.record("server \(serverID): only \(seen.count) of \(count) snapshots within \(timeout)")
         }
         return seen
     }
@@ -182,22 +179,12 @@ final class RunningCollector: Sendable {
 
     /// Waits until `count` log lines contain `text`.
     func waitForLog(count: Int, of text: String, timeout: Duration = .seconds(30)) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if logs.lines.filter({ $0.contains(text) }).count >= count { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return false
+        try await eventually(timeout: timeout) { self.logs.lines.filter { $0.contains(text) }.count >= count }
     }
 
     /// Waits until a log line contains `text`.
     func waitForLog(_ text: String, timeout: Duration = .seconds(30)) async throws -> Bool {
-        let deadline = ContinuousClock.now + timeout
-        while ContinuousClock.now < deadline {
-            if logs.lines.contains(where: { $0.contains(text) }) { return true }
-            try await Task.sleep(for: .milliseconds(100))
-        }
-        return false
+        try await waitForLog(count: 1, of: text, timeout: timeout)
     }
 }
 

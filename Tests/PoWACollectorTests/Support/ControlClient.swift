@@ -42,12 +42,10 @@ final class ControlClient {
     func waitForStatus(
         _ condition: (String) -> Bool, channel: String = "r_status", timeout: Duration = .seconds(30)
     ) async throws -> String? {
-        let deadline = ContinuousClock.now + timeout
         var last: String?
-        while ContinuousClock.now < deadline {
+        _ = try await eventually(timeout: timeout, interval: .milliseconds(200)) {
             last = try await ask("WORKERS_STATUS \(channel)", channel: channel, timeout: .seconds(2))
-            if let last, condition(last) { return last }
-            try await Task.sleep(for: .milliseconds(200))
+            return last.map(condition) ?? false
         }
         return last
     }
