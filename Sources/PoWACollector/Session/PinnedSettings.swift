@@ -17,13 +17,15 @@
 enum PinnedSettings {
     /// The settings and their values, in the order they are set.
     static let values: [(name: String, value: String)] = [
+        // First: each statement of the one round trip runs under the previous settings, and a
+        // role's statement_timeout of a millisecond would cut the next ones short.
+        ("statement_timeout", "0"),
         ("client_encoding", "UTF8"),
         ("DateStyle", "ISO, YMD"),
         ("IntervalStyle", "postgres"),
         ("extra_float_digits", "3"),
         ("bytea_output", "hex"),
         ("standard_conforming_strings", "on"),
-        ("statement_timeout", "0"),
         ("idle_in_transaction_session_timeout", "0"),
         ("lock_timeout", "2s"),
     ]

@@ -17,9 +17,16 @@ struct PoWASession {
     /// preparation fails.
     static func open(_ configuration: ConnectionConfiguration, logger: Logger) async throws -> PoWASession {
         let connection = try await PostgresConnection.connect(configuration, logger: logger)
+        let deadline = ContinuousClock.now + configuration.connectTimeout
         do {
-            let results = try await connection.results(
-                of: PinnedSettings.sql, deadline: .now + configuration.connectTimeout)
+            var results: [QueryResult]
+            do {
+                results = try await connection.results(of: PinnedSettings.sql, deadline: deadline)
+            } catch let error as PostgresError where error.sqlState == "57014" && !connection.isClosed {
+                // A role's absurdly short statement_timeout cut the very first SET: once more,
+                // the session keeps whatever settings did pass.
+                results = try await connection.results(of: PinnedSettings.sql, deadline: deadline)
+            }
             return PoWASession(connection: connection, extensions: InstalledExtensions(rows: results.last?.rows ?? []))
         } catch {
             connection.close()
