@@ -34,13 +34,6 @@ struct PoWARepository {
     /// `schema.name` of a powa object on this repository.
     func powa(_ name: String) -> String { extensions.powa(name) }
 
-    /// The version of the `powa` extension, nil when it is not installed in this database.
-    func powaVersion(deadline: ContinuousClock.Instant? = nil) async throws -> String? {
-        try await connection.query(
-            "SELECT extversion FROM pg_catalog.pg_extension WHERE extname = 'powa'", deadline: deadline
-        ).rows.first?[0]
-    }
-
     /// The active remote servers (`id > 0 AND frequency > 0`), and the rows that cannot be
     /// used, each with the reason.
     func activeServers(deadline: ContinuousClock.Instant? = nil) async throws -> ServerList {

@@ -288,9 +288,10 @@ struct Worker {
                 return .reopen
             }
             remote.extensions = installed
-            let repositoryVersion = try await repository.powaVersion(deadline: deadline)
+            // (The repository's extensions were read when its session was checked out.)
             if let refusal = PoWACompatibility.check(
-                remote: installed.version(of: "powa"), repository: repositoryVersion, database: server.dbname)
+                remote: installed.version(of: "powa"), repository: repository.extensions.version(of: "powa"),
+                database: server.dbname)
             {
                 setStatus(refusal.status)
                 try await repository.replaceErrors(serverID: server.id, [refusal.description], deadline: deadline)
