@@ -219,13 +219,8 @@ struct CollectorBench: AsyncParsableCommand {
         let clock = ContinuousClock()
         let start = clock.now
         let tables = self.tables
-        let sizes = try await withThrowingTaskGroup(of: CatalogWorkload.Size.self) { group in
-            for port in bed.remotePorts {
-                group.addTask { try await CatalogWorkload.create(bed: bed, port: port, tables: tables) }
-            }
-            var sizes: [CatalogWorkload.Size] = []
-            for try await size in group { sizes.append(size) }
-            return sizes
+        let sizes = try await onEveryRemote(of: bed) { port in
+            try await CatalogWorkload.create(bed: bed, port: port, tables: tables)
         }
         let smallest = sizes.min { $0.attributes < $1.attributes } ?? CatalogWorkload.Size(classes: 0, attributes: 0)
         note(
@@ -235,23 +230,28 @@ struct CollectorBench: AsyncParsableCommand {
         return smallest
     }
 
+    /// Runs `body` for every remote of the bed at once (by port); returns what each gave.
+    private func onEveryRemote<T: Sendable>(
+        of bed: TestBed, _ body: @escaping @Sendable (Int) async throws -> T
+    ) async throws -> [T] {
+        try await withThrowingTaskGroup(of: T.self) { group in
+            for port in bed.remotePorts { group.addTask { try await body(port) } }
+            var results: [T] = []
+            for try await result in group { results.append(result) }
+            return results
+        }
+    }
+
     /// Generates the statements on every remote at once; returns the smallest remote's size.
     private func generate(bed: TestBed, count: Int, step: Int) async throws -> StatementsWorkload.Size {
         note(
             "generating \(count) statements (IN lists of \(step) to \(count * step) items) on \(bed.remotePorts.count) remote(s)")
         let clock = ContinuousClock()
         let start = clock.now
-        let sizes = try await withThrowingTaskGroup(of: StatementsWorkload.Size.self) { group in
-            for port in bed.remotePorts {
-                group.addTask {
-                    let connection = try await BenchBed.connect(bed.connectionString(port: port))
-                    defer { connection.close() }
-                    return try await StatementsWorkload.generate(on: connection, count: count, step: step)
-                }
-            }
-            var sizes: [StatementsWorkload.Size] = []
-            for try await size in group { sizes.append(size) }
-            return sizes
+        let sizes = try await onEveryRemote(of: bed) { port in
+            let connection = try await BenchBed.connect(bed.connectionString(port: port))
+            defer { connection.close() }
+            return try await StatementsWorkload.generate(on: connection, count: count, step: step)
         }
         let smallest = sizes.min { $0.queryBytes < $1.queryBytes } ?? StatementsWorkload.Size(statements: 0, queryBytes: 0)
         note(
