@@ -81,9 +81,11 @@ struct ReliabilityTests {
 
 @Suite("Start-up signals", .timeLimit(.minutes(2)))
 struct StartupSignalTests {
-    /// How the repository cannot be reached: nobody listens (refused at once), or a listener
-    /// that accepts and never answers (a frozen server: only the deadline ends the attempt).
-    enum Unreachable: String, CaseIterable, Sendable { case refused, frozen }
+    /// How the repository cannot be reached: nobody listens (refused at once), a listener
+    /// that accepts and never answers (a frozen server: only the deadline ends the attempt), or
+    /// a host name whose lookup hangs (a DNS server that never answers: libpq's lookup blocks a
+    /// thread, and only the deadline ends the attempt).
+    enum Unreachable: String, CaseIterable, Sendable { case refused, frozen, hungLookup }
 
     @Test(
         "while the repository cannot be reached: each attempt logged within its deadline, SIGHUP does not kill the daemon, SIGTERM and SIGINT stop it at once",
@@ -91,10 +93,15 @@ struct StartupSignalTests {
     func signalsDuringStartup(stop: Int32, unreachable: Unreachable) async throws {
         let listener = unreachable == .frozen ? try LoopbackListener() : nil
         defer { listener?.close() }
+        let resolver = unreachable == .hungLookup ? try SilentResolver() : nil
         let port = try listener?.port ?? LoopbackListener.freePort()
-        var configuration = CollectorConfiguration(repositoryDSN: "host=127.0.0.1 port=\(port) dbname=powa user=postgres")
+        let host = resolver == nil ? "127.0.0.1" : "powa-repository.test"
+        var configuration = CollectorConfiguration(repositoryDSN: "host=\(host) port=\(port) dbname=powa user=postgres")
         configuration.connectTimeout = 2
-        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        let arguments = ["--config", try writeConfiguration(configuration)]
+        let (executable, commandLine) =
+            resolver?.command(DaemonProcess.collectorBinary, arguments) ?? (DaemonProcess.collectorBinary, arguments)
+        let daemon = try DaemonProcess(executable, commandLine)
         let started = ContinuousClock.now
         #expect(try await daemon.waitForOutput("cannot reach the repository", timeout: .seconds(5)))
         #expect(ContinuousClock.now - started < .seconds(4), "the first attempt outlived its 2 s deadline")

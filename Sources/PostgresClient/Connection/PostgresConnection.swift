@@ -65,8 +65,12 @@ public final class PostgresConnection {
         let deadline = ContinuousClock.now + configuration.connectTimeout
         let parameters = configuration.orderedParameters
         let expand = configuration.connectionString != nil
-        let started = await BlockingCall.run { UnsafeTransfer(startConnecting(parameters, expandDatabaseName: expand)) }
-        guard let handle = started.value else {
+        let started = await BlockingCall.run(until: deadline) {
+            UnsafeTransfer(startConnecting(parameters, expandDatabaseName: expand))
+        } abandoned: { started in
+            if let handle = started.value { PQfinish(handle) }
+        }
+        guard let handle = try connectStep(started, timeout: configuration.connectTimeout).value else {
             throw PostgresError(code: .connectionFailed, message: "out of memory allocating a connection")
         }
         let sink = NoticeSink(logger: logger)
@@ -128,14 +132,42 @@ public final class PostgresConnection {
                 let events: SocketEvents = status == PGRES_POLLING_READING ? .read : .write
                 switch await SocketReactor.shared.wait(fd: PQsocket(handle), for: events, deadline: deadline) {
                 case .ready: break
-                case .timedOut:
-                    throw PostgresError(code: .timedOut, message: "could not connect within \(timeout)")
+                case .timedOut: throw Self.connectTimedOut(timeout)
                 case .cancelled: throw CancellationError()
                 }
                 let transfer = UnsafeTransfer(handle)
-                status = await BlockingCall.run { PQconnectPoll(transfer.value) }
+                let sink = UnsafeTransfer(noticeSink)
+                let polled = await BlockingCall.run(until: deadline) {
+                    PQconnectPoll(transfer.value)
+                } abandoned: { _ in
+                    // The step's thread owns the connection now; the sink its notice receiver
+                    // points to lives until the connection is finished.
+                    withExtendedLifetime(sink.value) { PQfinish(transfer.value) }
+                }
+                if case .finished(let next) = polled {
+                    status = next
+                } else {
+                    self.handle = nil
+                    status = try Self.connectStep(polled, timeout: timeout)
+                }
             }
         }
+    }
+
+    /// The result of a blocking connect step, or the error of a step its caller stopped
+    /// waiting for.
+    private static func connectStep<Result>(
+        _ outcome: BlockingCall.Outcome<Result>, timeout: Duration
+    ) throws -> Result {
+        switch outcome {
+        case .finished(let result): return result
+        case .timedOut: throw connectTimedOut(timeout)
+        case .cancelled: throw CancellationError()
+        }
+    }
+
+    private static func connectTimedOut(_ timeout: Duration) -> PostgresError {
+        PostgresError(code: .timedOut, message: "could not connect within \(timeout)")
     }
 
     // MARK: State

@@ -1,0 +1,80 @@
+import Foundation
+import Synchronization
+import TestBed
+import Testing
+
+@testable import PostgresClient
+
+/// The thread of a blocking libpq call against its caller's deadline and cancellation, without
+/// a network: the call is a sleep.
+@Suite("Blocking calls", .timeLimit(.minutes(1)))
+struct BlockingCallTests {
+    /// What the abandoned call handed back, and when.
+    final class Abandoned: Sendable {
+        let results = Mutex<[Int]>([])
+    }
+
+    @Test("a call that outlives its deadline: the caller returns at the deadline, the call's result is released later")
+    func deadline() async throws {
+        let abandoned = Abandoned()
+        let started = ContinuousClock.now
+        let outcome = await BlockingCall.run(until: started + .milliseconds(200)) {
+            Thread.sleep(forTimeInterval: 1)
+            return 42
+        } abandoned: { result in
+            abandoned.results.withLock { $0.append(result) }
+        }
+        let waited = ContinuousClock.now - started
+        guard case .timedOut = outcome else { Issue.record("\(outcome)"); return }
+        #expect(waited >= .milliseconds(200) && waited < .milliseconds(800))
+        #expect(abandoned.results.withLock { $0 }.isEmpty)
+        #expect(try await eventually(timeout: .seconds(3)) { abandoned.results.withLock { $0 } == [42] })
+    }
+
+    @Test("a call that ends in time: its result, nothing abandoned")
+    func finished() async throws {
+        let abandoned = Abandoned()
+        let outcome = await BlockingCall.run(until: .now + .seconds(5)) {
+            7
+        } abandoned: { result in
+            abandoned.results.withLock { $0.append(result) }
+        }
+        guard case .finished(let value) = outcome else { Issue.record("\(outcome)"); return }
+        #expect(value == 7)
+        #expect(abandoned.results.withLock { $0 }.isEmpty)
+    }
+
+    @Test("a cancelled caller returns at once; a call never started in a cancelled task")
+    func cancellation() async throws {
+        let abandoned = Abandoned()
+        let running = Abandoned()
+        let task = Task {
+            await BlockingCall.run(until: .now + .seconds(30)) {
+                running.results.withLock { $0.append(1) }
+                Thread.sleep(forTimeInterval: 1)
+                return 1
+            } abandoned: { result in
+                abandoned.results.withLock { $0.append(result) }
+            }
+        }
+        #expect(
+            try await eventually(timeout: .seconds(2), interval: .milliseconds(10)) { !running.results.withLock { $0 }.isEmpty })
+        let started = ContinuousClock.now
+        task.cancel()
+        guard case .cancelled = await task.value else { Issue.record("not cancelled"); return }
+        #expect(ContinuousClock.now - started < .milliseconds(500))
+        #expect(try await eventually(timeout: .seconds(3)) { abandoned.results.withLock { $0 } == [1] })
+
+        let ran = Abandoned()
+        let early = Task {
+            withUnsafeCurrentTask { $0?.cancel() }
+            return await BlockingCall.run(until: .now + .seconds(30)) {
+                ran.results.withLock { $0.append(1) }
+                return 1
+            } abandoned: { _ in
+            }
+        }
+        guard case .cancelled = await early.value else { Issue.record("not cancelled"); return }
+        #expect(ran.results.withLock { $0 }.isEmpty)
+    }
+}
