@@ -128,7 +128,7 @@ extension PostgresConnection {
         isBusy = true
         defer { isBusy = false }
         do {
-            _ = try await collectResults(deadline: .now + .seconds(5))
+            _ = try await collectResults(deadline: .now + Self.cleanupGrace)
         } catch let error as PostgresError {
             return error
         }
@@ -158,7 +158,7 @@ extension PostgresConnection {
         do {
             try await source.startCopyOut(copyOutSQL, deadline: deadline)
         } catch {
-            try? await destination.abortCopyIn("source failed", deadline: .now + .seconds(5))
+            try? await destination.abortCopyIn("source failed", deadline: .now + Self.cleanupGrace)
             throw error
         }
         var buffer: [UInt8] = []
@@ -169,7 +169,7 @@ extension PostgresConnection {
             do {
                 more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline)
             } catch {
-                try? await destination.abortCopyIn("source failed", deadline: .now + .seconds(5))
+                try? await destination.abortCopyIn("source failed", deadline: .now + Self.cleanupGrace)
                 throw error
             }
             guard more else { break }

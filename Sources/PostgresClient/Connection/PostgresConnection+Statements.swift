@@ -124,13 +124,13 @@ extension PostgresConnection {
         }
     }
 
-    /// Sends a cancel request for the running statement and drains its output for up to five
-    /// seconds; the connection is then idle and usable, or closed. This never waits in a way a
+    /// Sends a cancel request for the running statement and drains its output for up to
+    /// `cleanupGrace`; the connection is then idle and usable, or closed. This never waits in a way a
     /// task cancellation could cut short.
     func abandonStatement() async {
         guard let handle else { return }
         let request = PQgetCancel(handle).map { CancelRequest($0) }
-        let deadline = ContinuousClock.now + .seconds(5)
+        let deadline = ContinuousClock.now + Self.cleanupGrace
         let drained = await drain(until: deadline)
         isBusy = false
         // A cancel request still on its way could land on the next statement of this session:

@@ -63,7 +63,7 @@ extension PostgresConnection {
             return
         case .inTransaction, .failedTransaction:
             guard !Task.isCancelled else { break }
-            if (try? await execute("ROLLBACK", deadline: .now + .seconds(5))) != nil, transactionStatus == .idle {
+            if (try? await execute("ROLLBACK", deadline: .now + Self.cleanupGrace)) != nil, transactionStatus == .idle {
                 return
             }
         case .active, .unknown:

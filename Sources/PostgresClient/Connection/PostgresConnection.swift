@@ -170,6 +170,12 @@ public final class PostgresConnection {
         PostgresError(code: .timedOut, message: "could not connect within \(timeout)")
     }
 
+    /// How long the cleanup after a failure may take (a cancel request and the drain of the
+    /// statement's output, a ROLLBACK, the end of an abandoned COPY): a live server answers in
+    /// milliseconds, and a session that does not is closed, a new one costing a few. It bounds
+    /// how long a blackholed server delays the report of a failure.
+    static let cleanupGrace: Duration = .seconds(2)
+
     // MARK: State
 
     /// Whether `close()` was called or the connection was dropped after a failed cleanup.
