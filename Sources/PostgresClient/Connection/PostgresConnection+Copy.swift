@@ -12,14 +12,16 @@ extension PostgresConnection {
         try await startCopy(sql, expecting: .copyIn, deadline: deadline)
     }
 
-    private func startCopy(_ sql: String, expecting state: CopyState, deadline: ContinuousClock.Instant?) async throws {
+    private func startCopy(_ sql: String, expecting expected: ConnectionState, deadline: ContinuousClock.Instant?)
+        async throws
+    {
         let handle = try beginStatement()
-        defer { isBusy = false }
+        defer { state.statementEnded() }
         guard PQsendQuery(handle, sql) == 1 else { throw lastError(code: .connectionClosed) }
         try await flush(deadline: deadline)
         _ = try await collectResults(deadline: deadline)
-        guard copyState == state else {
-            if copyState != .none { await abandonStatement() }
+        guard state == expected else {
+            if state == .copyOut || state == .copyIn { await abandonStatement() }
             throw PostgresError(code: .misuse, message: "the statement did not start the expected COPY")
         }
     }
@@ -32,16 +34,13 @@ extension PostgresConnection {
         limit: Int = 256 * 1024,
         deadline: ContinuousClock.Instant? = nil
     ) async throws -> Bool {
+        try state.requireCopyOut()
         guard let handle else { throw closedError() }
-        if copyState == .copyOutEnded {
-            copyState = .none
-            isBusy = true
-            defer { isBusy = false }
+        if state == .copyOutEnded {
+            state.readingCopyOutResult()
+            defer { state.statementEnded() }
             _ = try await collectResults(deadline: deadline)
             return false
-        }
-        guard copyState == .copyOut else {
-            throw PostgresError(code: .misuse, message: "no COPY TO STDOUT in progress")
         }
         let start = buffer.count
         var triedSocket = false
@@ -69,7 +68,7 @@ extension PostgresConnection {
                 guard PQconsumeInput(handle) == 1 else { throw copyLost() }
             } else if length == -1 {
                 // The data has ended; its final result (success or error) is read next call.
-                copyState = .copyOutEnded
+                state.copyOutRowsEnded()
                 if buffer.count > start { return true }
                 return try await readCopyData(into: &buffer, limit: limit, deadline: deadline)
             } else {
@@ -82,10 +81,8 @@ extension PostgresConnection {
     /// Sends COPY FROM STDIN data, and waits until libpq has handed it all to the kernel:
     /// that wait is the backpressure that keeps memory bounded against a slow server.
     public func writeCopyData(_ bytes: [UInt8], deadline: ContinuousClock.Instant? = nil) async throws {
+        try state.requireCopyIn("writeCopyData")
         guard let handle else { throw closedError() }
-        guard copyState == .copyIn else {
-            throw PostgresError(code: .misuse, message: "no COPY FROM STDIN in progress")
-        }
         let sent = bytes.withUnsafeBytes { raw in
             raw.withMemoryRebound(to: CChar.self) { PQputCopyData(handle, $0.baseAddress, Int32($0.count)) }
         }
@@ -109,13 +106,10 @@ extension PostgresConnection {
     }
 
     private func endCopyIn(errorMessage: String?, deadline: ContinuousClock.Instant?) async throws -> Int {
+        try state.requireCopyIn("endCopyIn")
         guard let handle else { throw closedError() }
-        guard copyState == .copyIn else {
-            throw PostgresError(code: .misuse, message: "no COPY FROM STDIN in progress")
-        }
-        copyState = .none
-        isBusy = true
-        defer { isBusy = false }
+        state.endingCopyIn()
+        defer { state.statementEnded() }
         guard PQputCopyEnd(handle, errorMessage) != -1 else { throw lastError(code: .connectionClosed) }
         try await flush(deadline: deadline)
         let results = try await collectResults(deadline: deadline)
@@ -124,9 +118,8 @@ extension PostgresConnection {
 
     /// Why a PQputCopyData failed: usually the server ended the COPY with an error.
     private func copyInFailure() async throws -> PostgresError {
-        copyState = .none
-        isBusy = true
-        defer { isBusy = false }
+        state.endingCopyIn()
+        defer { state.statementEnded() }
         do {
             _ = try await collectResults(deadline: .now + Self.cleanupGrace)
         } catch let error as PostgresError {
@@ -136,7 +129,7 @@ extension PostgresConnection {
     }
 
     private func copyLost() -> PostgresError {
-        copyState = .none
+        state.copyLost()
         return lastError(code: .connectionClosed)
     }
 
@@ -185,9 +178,7 @@ extension PostgresConnection {
 
     /// Stops reading a COPY TO STDOUT that is no longer wanted.
     func abandonCopyOut() async {
-        guard copyState == .copyOut || copyState == .copyOutEnded else { return }
-        if copyState == .copyOutEnded { copyState = .none }
-        isBusy = true
+        guard state == .copyOut || state == .copyOutEnded else { return }
         await abandonStatement()
     }
 }

@@ -6,10 +6,8 @@ extension PostgresConnection {
     /// as soon as the server goes away, and `CancellationError` when the task is cancelled.
     /// No polling: the task sleeps until the socket is readable.
     public func nextNotification(deadline: ContinuousClock.Instant? = nil) async throws -> PostgresNotification? {
+        try state.requireIdle("nextNotification")
         guard let handle else { throw closedError() }
-        guard !isBusy, copyState == .none else {
-            throw PostgresError(code: .misuse, message: "another statement is in progress on this connection")
-        }
         while true {
             if let notification = PQnotifies(handle) {
                 defer { PQfreemem(notification) }

@@ -38,19 +38,16 @@ extension PostgresConnection {
         send: (OpaquePointer) -> Int32
     ) async throws -> [QueryResult] {
         let handle = try beginStatement()
-        defer { isBusy = false }
+        defer { state.statementEnded() }
         guard send(handle) == 1 else { throw lastError(code: .connectionClosed) }
         try await flush(deadline: deadline)
         return try await collectResults(deadline: deadline)
     }
 
-    /// Marks the connection busy, refusing a second statement while one is in flight.
+    /// Starts a statement, refusing a second one while one (or a COPY) is in flight.
     func beginStatement() throws -> OpaquePointer {
         guard let handle else { throw closedError() }
-        guard !isBusy, copyState == .none else {
-            throw PostgresError(code: .misuse, message: "another statement is in progress on this connection")
-        }
-        isBusy = true
+        try state.beginStatement()
         return handle
     }
 
@@ -83,10 +80,10 @@ extension PostgresConnection {
             case PGRES_TUPLES_OK, PGRES_COMMAND_OK, PGRES_EMPTY_QUERY:
                 results.append(PostgresResultFields.queryResult(result))
             case PGRES_COPY_OUT:
-                copyState = .copyOut
+                state.copyStarted(out: true)
                 return results
             case PGRES_COPY_IN:
-                copyState = .copyIn
+                state.copyStarted(out: false)
                 return results
             case PGRES_FATAL_ERROR, PGRES_NONFATAL_ERROR, PGRES_BAD_RESPONSE:
                 failure = failure ?? PostgresResultFields.error(result)
@@ -124,19 +121,20 @@ extension PostgresConnection {
         }
     }
 
-    /// Sends a cancel request for the running statement and drains its output for up to
-    /// `cleanupGrace`; the connection is then idle and usable, or closed. This never waits in a way a
-    /// task cancellation could cut short.
+    /// Sends a cancel request for the statement (or COPY) in flight and drains its output for
+    /// up to `cleanupGrace`; the connection is then idle and usable, or closed. This never
+    /// waits in a way a task cancellation could cut short.
     func abandonStatement() async {
-        guard let handle else { return }
+        guard let handle, let inFlight = state.abandon() else { return }
         let request = PQgetCancel(handle).map { CancelRequest($0) }
         let deadline = ContinuousClock.now + Self.cleanupGrace
-        let drained = await drain(until: deadline)
-        isBusy = false
+        let drained = await drain(inFlight, until: deadline)
         // A cancel request still on its way could land on the next statement of this session:
         // keep the connection only once the request is known to be over.
         let cancelOver = await request?.finished(before: deadline) ?? true
-        if !drained || !cancelOver {
+        if drained && cancelOver {
+            state.cleanedUp()
+        } else {
             logger.debug(
                 "statement did not end after a cancel request; closing the connection",
                 metadata: ["drained": "\(drained)", "cancel_over": "\(cancelOver)"])
@@ -144,12 +142,14 @@ extension PostgresConnection {
         }
     }
 
-    /// Consumes everything the server still sends for the current statement, COPY data
-    /// included. Returns false when it could not (deadline, broken connection).
-    private func drain(until deadline: ContinuousClock.Instant) async -> Bool {
+    /// Consumes everything the server still sends for the statement that was `inFlight`, COPY
+    /// data included (a statement may start several COPY in turn). Returns false when it could
+    /// not (deadline, broken connection).
+    private func drain(_ inFlight: ConnectionState, until deadline: ContinuousClock.Instant) async -> Bool {
         guard let handle else { return false }
+        var current = inFlight
         while true {
-            switch copyState {
+            switch current {
             case .copyOut:
                 var buffer: UnsafeMutablePointer<CChar>?
                 let length = PQgetCopyData(handle, &buffer, 1)
@@ -159,14 +159,13 @@ extension PostgresConnection {
                     guard await waitQuietly(.read, until: deadline), PQconsumeInput(handle) == 1 else { return false }
                     continue
                 }
-                copyState = .none
                 if length == -2 { return false }
             case .copyIn:
-                copyState = .none
                 guard PQputCopyEnd(handle, "canceled by the client") != -1 else { return false }
-            case .none, .copyOutEnded:
-                copyState = .none
+            default:
+                break
             }
+            current = .statement
             while PQflush(handle) == 1 {
                 guard await waitQuietly([.read, .write], until: deadline), PQconsumeInput(handle) == 1 else { return false }
             }
@@ -175,8 +174,8 @@ extension PostgresConnection {
             }
             guard let result = PQgetResult(handle) else { return PQstatus(handle) == CONNECTION_OK }
             switch PQresultStatus(result) {
-            case PGRES_COPY_OUT: copyState = .copyOut
-            case PGRES_COPY_IN: copyState = .copyIn
+            case PGRES_COPY_OUT: current = .copyOut
+            case PGRES_COPY_IN: current = .copyIn
             case PGRES_COPY_BOTH:
                 PQclear(result)
                 return false

@@ -26,16 +26,8 @@ public final class PostgresConnection {
         didSet { noticeSink.logger = logger }
     }
     private let noticeSink: NoticeSink
-    /// The COPY sub-protocol the connection is in, if any.
-    var copyState: CopyState = .none
-    /// Whether a statement is in flight (one at a time per connection).
-    var isBusy = false
-
-    enum CopyState {
-        case none, copyOut, copyIn
-        /// A COPY TO STDOUT whose data has ended, and whose final result is still to be read.
-        case copyOutEnded
-    }
+    /// What the connection is doing (one statement at a time; COPY sub-protocols).
+    var state = ConnectionState.idle
 
     private init(handle: OpaquePointer, secrets: [String], logger: Logger, noticeSink: NoticeSink) {
         self.handle = handle
@@ -147,7 +139,9 @@ public final class PostgresConnection {
                 if case .finished(let next) = polled {
                     status = next
                 } else {
+                    // The step's thread finishes the connection.
                     self.handle = nil
+                    state.close()
                     status = try Self.connectStep(polled, timeout: timeout)
                 }
             }
@@ -196,7 +190,7 @@ public final class PostgresConnection {
         // Twice: a server that ends a session sends its FATAL message (which libpq hands to the
         // notice receiver when idle) and then closes; the end of the stream is seen by the read
         // after the one that consumed the message.
-        for _ in 0..<2 where !isBusy && copyState == .none && PQstatus(handle) == CONNECTION_OK {
+        for _ in 0..<2 where state == .idle && PQstatus(handle) == CONNECTION_OK {
             if PQconsumeInput(handle) == 0 { return false }
         }
         return PQstatus(handle) == CONNECTION_OK
@@ -225,8 +219,7 @@ public final class PostgresConnection {
         guard let handle else { return }
         PQfinish(handle)
         self.handle = nil
-        copyState = .none
-        isBusy = false
+        state.close()
     }
 
     // MARK: Errors
