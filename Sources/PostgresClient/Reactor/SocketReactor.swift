@@ -25,23 +25,39 @@ struct SocketEvents: OptionSet, Sendable {
 /// Each wait arms its descriptor with `EPOLLONESHOT`: a readiness event wakes exactly one
 /// waiter, once. libpq closes and reopens sockets itself and the kernel reuses descriptor
 /// numbers at once, so a wait re-arms with `EPOLL_CTL_MOD` and falls back to `EPOLL_CTL_ADD`
-/// when the descriptor is new to epoll. A spurious wake-up is harmless: every caller re-checks
-/// libpq's state and waits again.
+/// when the descriptor is new to epoll. Each event carries the descriptor and the id of the
+/// wait that armed it (as swift-nio's selector does), so an event left over from an earlier
+/// wait on a reused descriptor number wakes nobody. Deadlines are kept in a heap: a wake-up
+/// costs the events it delivers, never a scan of every waiter. A spurious wake-up is harmless
+/// anyway: every caller re-checks libpq's state and waits again.
 final class SocketReactor: Sendable {
     /// The reactor of the process.
     static let shared = SocketReactor()
 
     private struct Waiter {
-        let id: UInt64
-        let deadline: ContinuousClock.Instant?
+        let id: UInt32
         let continuation: UnsafeContinuation<SocketWaitOutcome, Never>
     }
 
     private struct State {
-        var nextID: UInt64 = 0
+        var nextID: UInt32 = 0
         var waiters: [Int32: Waiter] = [:]
+        /// The deadlines of the waiters that have one, by descriptor.
+        var deadlines = DeadlineHeap<Int32>()
         /// The deadline the loop sleeps until (nil: none, it sleeps until an event).
         var loopDeadline: ContinuousClock.Instant?
+
+        /// Takes the waiter of `fd` out, with its deadline.
+        mutating func removeWaiter(_ fd: Int32) -> Waiter? {
+            deadlines.remove(fd)
+            return waiters.removeValue(forKey: fd)
+        }
+    }
+
+    /// What an event's `data.u64` holds: the wait's id in the high half, the descriptor in
+    /// the low half.
+    private static func eventData(fd: Int32, id: UInt32) -> UInt64 {
+        UInt64(id) << 32 | UInt64(UInt32(bitPattern: fd))
     }
 
     private let epollFD: Int32
@@ -54,7 +70,7 @@ final class SocketReactor: Sendable {
         precondition(epollFD >= 0 && wakeFD >= 0, "epoll or eventfd unavailable")
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
-        event.data.fd = wakeFD
+        event.data.u64 = Self.eventData(fd: wakeFD, id: 0)
         precondition(epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &event) == 0)
         let thread = Thread { [self] in self.loop() }
         thread.name = "powa-socket-reactor"
@@ -92,13 +108,14 @@ final class SocketReactor: Sendable {
     private func arm(
         fd: Int32,
         events: SocketEvents,
-        id: UInt64,
+        id: UInt32,
         deadline: ContinuousClock.Instant?,
         continuation: UnsafeContinuation<SocketWaitOutcome, Never>
     ) {
         let (previous, wake) = state.withLock { state in
-            let previous = state.waiters.removeValue(forKey: fd)
-            state.waiters[fd] = Waiter(id: id, deadline: deadline, continuation: continuation)
+            let previous = state.removeWaiter(fd)
+            state.waiters[fd] = Waiter(id: id, continuation: continuation)
+            if let deadline { state.deadlines.set(fd, deadline: deadline) }
             // Wake the loop only if it sleeps past this deadline.
             var wake = false
             if let deadline, state.loopDeadline.map({ deadline < $0 }) ?? true {
@@ -113,7 +130,7 @@ final class SocketReactor: Sendable {
 
         var event = epoll_event()
         event.events = events.rawValue | EPOLLONESHOT.rawValue | EPOLLRDHUP.rawValue
-        event.data.fd = fd
+        event.data.u64 = Self.eventData(fd: fd, id: id)
         if epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event) != 0 {
             if errno != ENOENT || epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) != 0 {
                 // Not a pollable descriptor (closed under us): let libpq report the failure.
@@ -125,16 +142,15 @@ final class SocketReactor: Sendable {
     }
 
     /// Ends the wait `id` on `fd`, if it is still pending.
-    private func finish(fd: Int32, id: UInt64, with outcome: SocketWaitOutcome) {
+    private func finish(fd: Int32, id: UInt32, with outcome: SocketWaitOutcome) {
         let waiter = state.withLock { state -> Waiter? in
-            guard let waiter = state.waiters[fd], waiter.id == id else { return nil }
-            state.waiters[fd] = nil
-            return waiter
+            guard state.waiters[fd]?.id == id else { return nil }
+            return state.removeWaiter(fd)
         }
         guard let waiter else { return }
         if outcome != .ready {
             var event = epoll_event()
-            event.data.fd = fd
+            event.data.u64 = Self.eventData(fd: fd, id: id)
             _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)  // disarm; the fd may be gone
         }
         waiter.continuation.resume(returning: outcome)
@@ -156,16 +172,20 @@ final class SocketReactor: Sendable {
                 fatalError("epoll_wait failed: errno \(errno)")
             }
             var ready: [UnsafeContinuation<SocketWaitOutcome, Never>] = []
+            var woken = false
             state.withLock { state in
                 for index in 0..<Int(count) {
-                    let fd = events[index].data.fd
-                    if fd == wakeFD { continue }
-                    if let waiter = state.waiters.removeValue(forKey: fd) {
+                    let data = events[index].data.u64
+                    let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
+                    let id = UInt32(truncatingIfNeeded: data >> 32)
+                    if fd == wakeFD {
+                        woken = true
+                    } else if state.waiters[fd]?.id == id, let waiter = state.removeWaiter(fd) {
                         ready.append(waiter.continuation)
                     }
                 }
             }
-            if events.prefix(Int(count)).contains(where: { $0.data.fd == wakeFD }) {
+            if woken {
                 var counter: UInt64 = 0
                 _ = withUnsafeMutableBytes(of: &counter) { Glibc.read(wakeFD, $0.baseAddress, 8) }
             }
@@ -176,9 +196,8 @@ final class SocketReactor: Sendable {
 
     private func nextTimeoutMilliseconds() -> Int32 {
         let earliest = state.withLock { state in
-            let earliest = state.waiters.values.lazy.compactMap(\.deadline).min()
-            state.loopDeadline = earliest
-            return earliest
+            state.loopDeadline = state.deadlines.earliest
+            return state.loopDeadline
         }
         guard let earliest else { return -1 }
         let remaining = earliest - .now
@@ -190,11 +209,8 @@ final class SocketReactor: Sendable {
 
     private func expireDeadlines() {
         let now = ContinuousClock.now
-        let expired = state.withLock { state -> [(Int32, UInt64)] in
-            state.waiters.compactMap { fd, waiter in
-                guard let deadline = waiter.deadline, deadline <= now else { return nil }
-                return (fd, waiter.id)
-            }
+        let expired = state.withLock { state -> [(Int32, UInt32)] in
+            state.deadlines.removeExpired(now: now).compactMap { fd in state.waiters[fd].map { (fd, $0.id) } }
         }
         for (fd, id) in expired { finish(fd: fd, id: id, with: .timedOut) }
     }
