@@ -26,46 +26,29 @@ actor WorkerFleet {
 
     /// Starts workers for new servers, stops those of removed or deactivated servers, restarts
     /// those whose connection settings (or the collector's own settings) changed, and asks the
-    /// others to re-check their versions. Unchanged workers keep their remote connection.
+    /// others to re-check their versions (`ReconcilePlan`). Unchanged workers keep their remote
+    /// connection.
     func reconcile(servers: [RemoteServer], configuration: CollectorConfiguration, logger: Logger) async {
-        let wanted = Dictionary(servers.filter(\.isActive).map { ($0.id, $0) }, uniquingKeysWith: { first, _ in first })
-        var changed: [Int] = []
-        for (id, worker) in running {
-            guard let server = wanted[id] else {
-                changed.append(id)
-                continue
-            }
-            if server.connectionSettings != worker.server.connectionSettings
-                || server.frequency != worker.server.frequency
-                || server.alias != worker.server.alias
-                || !configuration.sameWorkerSettings(as: worker.settings)
-            {
-                changed.append(id)
-            }
+        let plan = ReconcilePlan(
+            running: running.mapValues { ReconcilePlan.Worker(server: $0.server, settings: $0.settings) },
+            servers: servers, configuration: configuration, slots: permits)
+        guard !isStopped else { return }
+        for stop in plan.stops {
+            logger.info("stopping worker", metadata: ["srvid": "\(stop.serverID)", "reason": "\(stop.reason)"])
+            await self.stop(stop.serverID, keepEntry: stop.restarts)
         }
         guard !isStopped else { return }
-        for id in changed.sorted() {
-            let reason = wanted[id] == nil ? "removed or deactivated" : "settings changed"
-            logger.info("stopping worker", metadata: ["srvid": "\(id)", "reason": "\(reason)"])
-            // A server that stays keeps its entry on the board until its new worker takes it:
-            // WORKERS_STATUS never misses it.
-            await stop(id, keepEntry: wanted[id] != nil)
-        }
-        guard !isStopped else { return }
-        if configuration.maxConcurrentSnapshots != permits {
+        if let slots = plan.slots {
             // Every worker was restarted above (its settings changed): new slots for the new ones.
-            permits = configuration.maxConcurrentSnapshots
+            permits = slots
             pool.closeAll()
             limiter = SnapshotLimiter(permits: permits)
             pool = RepositoryPool(capacity: permits)
         }
-        let unchanged = Set(running.keys)
         let context = WorkerContext(
             configuration: configuration, limiter: limiter, pool: pool, board: board, logger: logger)
-        for server in wanted.values.sorted(by: { $0.id < $1.id }) where running[server.id] == nil {
-            start(server, context: context)
-        }
-        for id in unchanged { board.recheckVersions(serverID: id) }
+        for server in plan.starts { start(server, context: context) }
+        for id in plan.rechecks { board.recheckVersions(serverID: id) }
     }
 
     private func start(_ server: RemoteServer, context: WorkerContext) {
@@ -94,14 +77,5 @@ actor WorkerFleet {
         }
         for id in ids { await stop(id) }
         pool.closeAll()
-    }
-}
-
-extension CollectorConfiguration {
-    /// Whether two configurations run workers the same way (only `debug` may differ).
-    func sameWorkerSettings(as other: CollectorConfiguration) -> Bool {
-        var mine = self
-        mine.debug = other.debug
-        return mine == other
     }
 }

@@ -1,0 +1,64 @@
+/// What a reload does to the workers, decided from what runs and what is wanted, before
+/// anything is done: pure, so that every case is tested without a server, and so that the
+/// fleet only carries the plan out.
+struct ReconcilePlan: Equatable {
+    /// A running worker, as the plan sees it: the server and the settings it was started with.
+    struct Worker {
+        let server: RemoteServer
+        let settings: CollectorConfiguration
+    }
+
+    /// A worker to stop, and why.
+    struct Stop: Equatable {
+        let serverID: Int
+        /// The server stays (restarted with new settings): its board entry is kept, so that
+        /// WORKERS_STATUS never misses it.
+        let restarts: Bool
+        var reason: String { restarts ? "settings changed" : "removed or deactivated" }
+    }
+
+    /// Stopped first, by server id.
+    var stops: [Stop] = []
+    /// Started after the stops, by server id: new servers and restarted ones.
+    var starts: [RemoteServer] = []
+    /// Workers left running, asked to re-check their versions.
+    var rechecks: [Int] = []
+    /// The new number of snapshot slots, when it changed (every worker then restarts).
+    var slots: Int?
+
+    /// The plan that turns `running` into one worker per active server of `servers`, run with
+    /// `configuration`. A server listed twice counts once (its first row).
+    init(running: [Int: Worker], servers: [RemoteServer], configuration: CollectorConfiguration, slots current: Int) {
+        var wanted: [Int: RemoteServer] = [:]
+        for server in servers where server.isActive && wanted[server.id] == nil { wanted[server.id] = server }
+        for (id, worker) in running {
+            guard let server = wanted[id] else {
+                stops.append(Stop(serverID: id, restarts: false))
+                continue
+            }
+            if server.connectionSettings != worker.server.connectionSettings
+                || server.frequency != worker.server.frequency
+                || server.alias != worker.server.alias
+                || !configuration.sameWorkerSettings(as: worker.settings)
+            {
+                stops.append(Stop(serverID: id, restarts: true))
+            } else {
+                rechecks.append(id)
+            }
+        }
+        stops.sort { $0.serverID < $1.serverID }
+        rechecks.sort()
+        let kept = Set(rechecks)
+        starts = wanted.values.filter { !kept.contains($0.id) }.sorted { $0.id < $1.id }
+        if configuration.maxConcurrentSnapshots != current { slots = configuration.maxConcurrentSnapshots }
+    }
+}
+
+extension CollectorConfiguration {
+    /// Whether two configurations run workers the same way (only `debug` may differ).
+    func sameWorkerSettings(as other: CollectorConfiguration) -> Bool {
+        var mine = self
+        mine.debug = other.debug
+        return mine == other
+    }
+}
