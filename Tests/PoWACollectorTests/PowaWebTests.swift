@@ -140,12 +140,11 @@ private final class PowaWeb: Sendable {
         let web = PowaWeb(
             process: process, directory: directory, base: "http://127.0.0.1:\(port)", curl: curl,
             userField: major == .five ? "user" : "username")
-        let deadline = ContinuousClock.now + .seconds(30)
-        while ContinuousClock.now < deadline {
-            // The login page answers 403 to anyone not logged in.
-            if let answer = try? await web.request("/login/"), answer.status == 403 { return web }
-            try await Task.sleep(for: .milliseconds(200))
+        // The login page answers 403 to anyone not logged in.
+        let serving = try await eventually(timeout: .seconds(30), interval: .milliseconds(200)) {
+            (try? await web.request("/login/"))?.status == 403
         }
+        if serving { return web }
         let output = process.output
         await web.stop()
         throw TestBedError(message: "powa-web did not answer on port \(port) within 30 s:\n\(output)")
@@ -182,18 +181,18 @@ private final class PowaWeb: Sendable {
     /// `collector_status` by server id from `/config/powa_servers/`, asked again (for 15 s at
     /// most) until `done` holds.
     func serverStatuses(until done: ([Int: String]) -> Bool) async throws -> [Int: String] {
-        let deadline = ContinuousClock.now + .seconds(15)
-        while true {
+        var statuses: [Int: String] = [:]
+        _ = try await eventually(timeout: .seconds(15), interval: .milliseconds(300)) {
             let body = try await get("/config/powa_servers/")
             let object = try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [String: Any]
             let rows = try #require(object?["data"] as? [[String: Any]], "not a servers list: \(body)")
-            var statuses: [Int: String] = [:]
+            statuses = [:]
             for row in rows {
                 if let id = row["id"] as? Int, let status = row["collector_status"] as? String { statuses[id] = status }
             }
-            if done(statuses) || ContinuousClock.now >= deadline { return statuses }
-            try await Task.sleep(for: .milliseconds(300))
+            return done(statuses)
         }
+        return statuses
     }
 
     /// The `messages` of `/config/<id>/server_details/` (its `data` is always empty).

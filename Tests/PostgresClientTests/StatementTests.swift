@@ -54,12 +54,13 @@ struct StatementTests {
                 }
             }
             // Wait until all 20 are running on the server.
-            while try await observer.query(
-                "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
-                ["%\(marker)%"]
-            ).rows[0].decode(0, as: Int.self) < 20 {
-                try await Task.sleep(for: .milliseconds(20))
+            let allRunning = try await eventually(interval: .milliseconds(20)) {
+                try await observer.query(
+                    "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1",
+                    ["%\(marker)%"]
+                ).rows[0].decode(0, as: Int.self) >= 20
             }
+            #expect(allRunning)
             let other = try await bed.connect(port: bed.repositoryPort)
             _ = try await other.query("SELECT 1")
             other.close()
@@ -97,9 +98,10 @@ struct StatementTests {
             _ = try await connection.query("SELECT pg_sleep(600) /* \(marker) */")
         }
         let running = "SELECT count(*) FROM pg_stat_activity WHERE state = 'active' AND query LIKE $1"
-        while try await observer.query(running, ["%\(marker)%"]).rows[0].decode(0, as: Int.self) == 0 {
-            try await Task.sleep(for: .milliseconds(20))
-        }
+        #expect(
+            try await eventually(interval: .milliseconds(20)) {
+                try await observer.query(running, ["%\(marker)%"]).rows[0].decode(0, as: Int.self) > 0
+            })
         sleeper.cancel()
         let outcome = await sleeper.result
         #expect(throws: CancellationError.self) { try outcome.get() }
