@@ -23,6 +23,10 @@ public struct CollectorConfiguration: Sendable, Equatable {
     /// How many snapshots may write into the repository at once (`max_concurrent_snapshots`,
     /// default 4).
     public var maxConcurrentSnapshots: Int = 4
+    /// Send the repository the text of a statement only while it does not know the statement
+    /// yet (`skip_known_query_texts`, default true): see `StatementTextElider`. False sends
+    /// every text at every snapshot, as the Python collector does.
+    public var skipKnownQueryTexts: Bool = true
 
     public init(repositoryDSN: String) {
         self.repositoryDSN = repositoryDSN

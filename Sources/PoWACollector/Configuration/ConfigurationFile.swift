@@ -72,6 +72,7 @@ public enum ConfigurationFile {
         var configuration = CollectorConfiguration(repositoryDSN: dsn)
         configuration.debug = try bool(object, "debug") ?? false
         configuration.useServerAlias = try bool(object, "use_server_alias") ?? false
+        configuration.skipKnownQueryTexts = try bool(object, "skip_known_query_texts") ?? true
         configuration.connectTimeout = try positiveNumber(object, "connect_timeout") ?? configuration.connectTimeout
         configuration.snapshotTimeout = try positiveNumber(object, "snapshot_timeout") ?? configuration.snapshotTimeout
         if let limit = try positiveNumber(object, "max_concurrent_snapshots") {

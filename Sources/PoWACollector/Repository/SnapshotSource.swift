@@ -22,6 +22,9 @@ public struct SnapshotSource: Sendable, Hashable {
         self.external = external
     }
 
+    /// Whether this is powa's statements source, whose rows carry query texts.
+    var isStatements: Bool { !external && querySource == "powa_statements_src" }
+
     /// The extension whose schema holds this source's objects.
     var schemaOwner: String { external ? name : "powa" }
 

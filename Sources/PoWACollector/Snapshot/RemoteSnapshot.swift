@@ -28,6 +28,9 @@ struct RemoteSnapshot {
     let connectTimeout: Duration
     /// The repository session's name, restored after `powa_take_snapshot` changed it.
     let applicationName: String
+    /// The statements whose texts need not be sent again; nil sends every text
+    /// (`skip_known_query_texts` off).
+    let knownStatements: KnownStatements?
     let logger: Logger
 
     /// What a snapshot that landed reports.
@@ -43,6 +46,12 @@ struct RemoteSnapshot {
         var takeSnapshotErrors = 0
         /// The cleanups to run once committed (placeholders expanded), by source.
         var cleanups: [(source: String, sql: String)] = []
+        /// The statements staged (folded keys), to be known once committed; nil when the
+        /// statements' texts were not filtered.
+        var seenStatements: Set<UInt64>?
+        /// Texts left out because the repository knew them, and texts restored by the repair.
+        var elidedTexts = 0
+        var restoredTexts = 0
     }
 
     /// Why a snapshot did not land.
@@ -88,6 +97,11 @@ struct RemoteSnapshot {
         let connection = repository.connection
         do {
             try await connection.inTransaction(deadline: deadline) {
+                if let knownStatements, !knownStatements.isLoaded {
+                    knownStatements.load(
+                        layout: try await repository.statementRowLayout(deadline: deadline),
+                        keys: try await repository.knownStatementKeys(serverID: server.id, deadline: deadline))
+                }
                 // One snapshot of the remote for every source and the list of databases: the
                 // databases the pg_database module reports are exactly those read below (a
                 // database created meanwhile would otherwise send catalogs powa cannot attach).
@@ -153,10 +167,26 @@ struct RemoteSnapshot {
             outcome.errors.append("Extension \(source.schemaOwner) is not installed on the repository server")
             return
         }
+        // The statements source: the texts the repository knows are left out, and any text
+        // left out of a statement it does not know is restored before its savepoint ends.
+        var elider: StatementTextElider?
+        if source.isStatements, let layout = knownStatements?.layout, let keys = knownStatements?.keys {
+            elider = StatementTextElider(layout: layout, known: keys)
+        }
         do {
             let rows = try await pipe(
                 from: remote.connection, source.copyOutStatement(serverID: server.id, schema: remoteSchema),
-                to: repository.connection, source.copyInStatement(schema: repositorySchema))
+                to: repository.connection, source.copyInStatement(schema: repositorySchema), rewrite: elider?.rewrite
+            ) {
+                guard let elider, elider.elidedRows > 0 else { return }
+                let repair = try await StatementTextRepair(serverID: server.id, deadline: deadline, logger: logger)
+                    .run(remote: remote.connection, remoteSchema: remoteSchema, repository: repository)
+                outcome.restoredTexts = repair.restored
+            }
+            if let elider {
+                outcome.seenStatements = elider.seen
+                outcome.elidedTexts = elider.elidedRows
+            }
             outcome.landedSources += 1
             logger.trace("source landed", metadata: ["source": "\(source.querySource)", "rows": "\(rows)"])
         } catch {
@@ -170,14 +200,19 @@ struct RemoteSnapshot {
         }
     }
 
-    /// One COPY from a remote session into the repository, each side in a savepoint, so that a
-    /// failure undoes this source only.
+    /// One COPY from a remote session into the repository (each row through `rewrite`, if
+    /// given), then `completion`, each side in a savepoint, so that a failure undoes this
+    /// source only.
     private func pipe(
-        from remote: PostgresConnection, _ copyOut: String, to repository: PostgresConnection, _ copyIn: String
+        from remote: PostgresConnection, _ copyOut: String, to repository: PostgresConnection, _ copyIn: String,
+        rewrite: CopyRowRewrite? = nil, then completion: () async throws -> Void = {}
     ) async throws -> Int {
         try await repository.inSavepoint("powa_source", deadline: deadline) {
             try await remote.inSavepoint("powa_source", deadline: deadline) {
-                try await PostgresConnection.pipeCopy(from: remote, copyOut, to: repository, copyIn, deadline: deadline)
+                let rows = try await PostgresConnection.pipeCopy(
+                    from: remote, copyOut, to: repository, copyIn, deadline: deadline, rewrite: rewrite)
+                try await completion()
+                return rows
             }
         }
     }

@@ -53,6 +53,8 @@ struct Worker {
         var schedule: SnapshotSchedule?
         var backoff = Backoff()
         var needsBookkeeping = true
+        /// The statements whose texts the repository has (`skip_known_query_texts`).
+        let knownStatements = context.configuration.skipKnownQueryTexts ? KnownStatements() : nil
         var refusal: PoWACompatibility.Refusal?
         /// The slot of the schedule whose snapshot was already retried on a new session.
         var retriedSlot: Int?
@@ -74,6 +76,7 @@ struct Worker {
                     remote = try await connectRemote()
                     backoff.reset()
                     needsBookkeeping = true
+                    knownStatements?.forget()
                     remoteOutage.ended(logger)
                 } catch {
                     if Task.isCancelled { return }
@@ -114,7 +117,10 @@ struct Worker {
             await mailbox.wait(until: current.nextDue)
             if Task.isCancelled { return }
             let requests = mailbox.take()
-            if requests.contains(.recheckVersions) { needsBookkeeping = true }
+            if requests.contains(.recheckVersions) {
+                needsBookkeeping = true
+                knownStatements?.forget()
+            }
             let due = ContinuousClock.now >= current.nextDue
             guard due || requests.contains(.forceSnapshot) else { continue }
             // A remote that restarted since the last snapshot ended this session: a new one,
@@ -124,7 +130,7 @@ struct Worker {
                 continue
             }
 
-            let result = await takeSnapshot(remote: session, suspect: suspect)
+            let result = await takeSnapshot(remote: session, suspect: suspect, knownStatements: knownStatements)
             if result == .landed || result == .timedOut { suspect = result == .timedOut }
             switch result {
             case .landed:
@@ -255,7 +261,9 @@ struct Worker {
         case reopen
     }
 
-    private func takeSnapshot(remote: PoWASession, suspect: Bool) async -> SnapshotResult {
+    private func takeSnapshot(remote: PoWASession, suspect: Bool, knownStatements: KnownStatements?) async
+        -> SnapshotResult
+    {
         board.snapshotStarted(serverID: server.id, at: .now)
         defer { board.snapshotEnded(serverID: server.id) }
         do {
@@ -265,7 +273,9 @@ struct Worker {
                 let deadline = started + context.snapshotTimeout
                 guard let repository = await checkoutRepository(failing: "snapshot skipped") else { return .failed }
                 defer { checkinRepository(repository) }
-                return await takeSnapshot(remote: remote, repository: repository, started: started, deadline: deadline)
+                return await takeSnapshot(
+                    remote: remote, repository: repository, knownStatements: knownStatements, started: started,
+                    deadline: deadline)
             }
         } catch {
             return .failed  // cancelled while waiting for a permit
@@ -275,6 +285,7 @@ struct Worker {
     private func takeSnapshot(
         remote: PoWASession,
         repository: PoWARepository,
+        knownStatements: KnownStatements?,
         started: ContinuousClock.Instant,
         deadline: ContinuousClock.Instant
     ) async -> SnapshotResult {
@@ -317,9 +328,10 @@ struct Worker {
         let snapshot = RemoteSnapshot(
             server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
             connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
-            logger: logger)
+            knownStatements: knownStatements, logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
+            if let seen = outcome.seenStatements { knownStatements?.replace(with: seen) }
             setStatus(.running)
             if outcome.takeSnapshotErrors != 0 {
                 logger.warning(
@@ -331,6 +343,7 @@ struct Worker {
                 metadata: [
                     "sources": "\(outcome.landedSources)/\(sources.count)",
                     "database_sources": "\(outcome.landedDatabaseSources)", "databases": "\(outcome.databases)",
+                    "texts_left_out": "\(outcome.elidedTexts)", "texts_restored": "\(outcome.restoredTexts)",
                     "seconds": "\((ContinuousClock.now - started).secondsValue)",
                 ])
             let failures = await snapshot.runCleanups(

@@ -1,5 +1,10 @@
 import CLibPQ
 
+/// Writes one row of a COPY stream, in COPY's text format and with its final newline, into the
+/// batch being assembled (`appendTo`), changed or not. Called once per row as the rows arrive,
+/// on the bytes libpq holds: the row is never copied, decoded or kept.
+public typealias CopyRowRewrite = (_ row: UnsafeBufferPointer<UInt8>, _ appendTo: inout [UInt8]) -> Void
+
 extension PostgresConnection {
     /// Starts a `COPY ... TO STDOUT` statement; read its data with `readCopyData`.
     public func startCopyOut(_ sql: String, deadline: ContinuousClock.Instant? = nil) async throws {
@@ -27,12 +32,13 @@ extension PostgresConnection {
     }
 
     /// Appends the next rows of a COPY TO STDOUT to `buffer`, up to about `limit` bytes
-    /// (whole rows). Returns false, leaving `buffer` untouched, once the COPY has ended
-    /// successfully; throws the server's error if it failed.
+    /// (whole rows), each through `rewrite` when given. Returns false, leaving `buffer`
+    /// untouched, once the COPY has ended successfully; throws the server's error if it failed.
     public func readCopyData(
         into buffer: inout [UInt8],
         limit: Int = 256 * 1024,
-        deadline: ContinuousClock.Instant? = nil
+        deadline: ContinuousClock.Instant? = nil,
+        rewrite: CopyRowRewrite? = nil
     ) async throws -> Bool {
         try state.requireCopyOut()
         guard let handle else { throw closedError() }
@@ -49,7 +55,8 @@ extension PostgresConnection {
             let length = PQgetCopyData(handle, &row, 1)
             if length > 0, let row {
                 row.withMemoryRebound(to: UInt8.self, capacity: Int(length)) {
-                    buffer.append(contentsOf: UnsafeBufferPointer(start: $0, count: Int(length)))
+                    let bytes = UnsafeBufferPointer(start: $0, count: Int(length))
+                    if let rewrite { rewrite(bytes, &buffer) } else { buffer.append(contentsOf: bytes) }
                 }
                 PQfreemem(row)
                 triedSocket = false
@@ -70,7 +77,7 @@ extension PostgresConnection {
                 // The data has ended; its final result (success or error) is read next call.
                 state.copyOutRowsEnded()
                 if buffer.count > start { return true }
-                return try await readCopyData(into: &buffer, limit: limit, deadline: deadline)
+                return try await readCopyData(into: &buffer, limit: limit, deadline: deadline, rewrite: rewrite)
             } else {
                 throw copyLost()
             }
@@ -138,6 +145,9 @@ extension PostgresConnection {
     ///
     /// If either side fails, the other side's COPY is ended too (the destination's is aborted,
     /// so it stores nothing of it) and the first error is thrown. Returns the rows stored.
+    ///
+    /// `rewrite`, when given, writes each row as it passes (see `CopyRowRewrite`); the pipe is
+    /// otherwise a byte pipe.
     @discardableResult
     public static func pipeCopy(
         from source: PostgresConnection,
@@ -145,7 +155,8 @@ extension PostgresConnection {
         to destination: PostgresConnection,
         _ copyInSQL: String,
         batchSize: Int = 256 * 1024,
-        deadline: ContinuousClock.Instant? = nil
+        deadline: ContinuousClock.Instant? = nil,
+        rewrite: CopyRowRewrite? = nil
     ) async throws -> Int {
         try await destination.startCopyIn(copyInSQL, deadline: deadline)
         do {
@@ -160,7 +171,7 @@ extension PostgresConnection {
             buffer.removeAll(keepingCapacity: true)
             let more: Bool
             do {
-                more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline)
+                more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline, rewrite: rewrite)
             } catch {
                 try? await destination.abortCopyIn("source failed", deadline: .now + Self.cleanupGrace)
                 throw error

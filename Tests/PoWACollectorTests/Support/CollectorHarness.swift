@@ -195,7 +195,7 @@ extension CollectorConfiguration {
         return """
             {"repository": {"dsn": "\(dsn)"}, "debug": \(debug), "use_server_alias": \(useServerAlias),
              "connect_timeout": \(connectTimeout), "snapshot_timeout": \(snapshotTimeout),
-             "max_concurrent_snapshots": \(maxConcurrentSnapshots)}
+             "max_concurrent_snapshots": \(maxConcurrentSnapshots), "skip_known_query_texts": \(skipKnownQueryTexts)}
             """
     }
 }

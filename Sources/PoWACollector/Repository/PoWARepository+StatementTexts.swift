@@ -1,0 +1,95 @@
+/// The statements of a server as the repository knows them, for `StatementTextElider` and
+/// `StatementTextRepair`. Nothing here is specific to a PoWA version: PoWA 4.1 and 5 share
+/// `powa_statements` and the columns used of `powa_statements_src_tmp`.
+extension PoWARepository {
+    /// Where the key and text of a statement sit in a row staged in `powa_statements_src_tmp`;
+    /// nil when the table lacks one of them (texts are then sent as they are).
+    func statementRowLayout(deadline: ContinuousClock.Instant?) async throws -> StatementRowLayout? {
+        let columns = try await connection.query(
+            """
+            SELECT attname FROM pg_catalog.pg_attribute
+            WHERE attrelid = $1::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped
+            ORDER BY attnum
+            """, [powa("powa_statements_src_tmp")], deadline: deadline
+        ).rows.compactMap { $0[0] }
+        return StatementRowLayout(columns: columns)
+    }
+
+    /// The statements of `powa_statements` for a server, folded.
+    func knownStatementKeys(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Set<UInt64> {
+        let rows = try await connection.query(
+            "SELECT userid, dbid, queryid FROM \(powa("powa_statements")) WHERE srvid = $1", ["\(serverID)"],
+            deadline: deadline
+        ).rows
+        var keys = Set<UInt64>(minimumCapacity: rows.count)
+        for row in rows {
+            keys.insert(
+                StatementKey.folded(
+                    userid: try row.decode(0, as: Int64.self), dbid: try row.decode(1, as: Int64.self),
+                    queryid: try row.decode(2, as: Int64.self)))
+        }
+        return keys
+    }
+
+    /// The staged rows of a server whose text was left out although `powa_statements` does
+    /// not know their statement (purged since, deleted by hand, two keys folded alike): their
+    /// `(userid, dbid, queryid)`.
+    func statementsMissingText(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> [MissingText] {
+        try await connection.query(
+            """
+            SELECT DISTINCT t.userid, t.dbid, t.queryid FROM \(powa("powa_statements_src_tmp")) t
+            WHERE t.srvid = $1 AND t.query = '' AND t.queryid IS NOT NULL
+              AND NOT EXISTS (
+                SELECT 1 FROM \(powa("powa_statements")) s
+                WHERE s.srvid = t.srvid AND s.queryid = t.queryid AND s.dbid = t.dbid AND s.userid = t.userid)
+            """, ["\(serverID)"], deadline: deadline
+        ).rows.map { row in
+            MissingText(
+                userid: try row.decode(0, as: Int64.self), dbid: try row.decode(1, as: Int64.self),
+                queryid: try row.decode(2, as: Int64.self))
+        }
+    }
+
+    /// The temporary table the restored texts are copied into (this session's, emptied at
+    /// the end of the transaction).
+    static let restoredTextsTable = "pg_temp.powa_collector_restored_texts"
+
+    func createRestoredTextsTable(deadline: ContinuousClock.Instant?) async throws {
+        try await connection.execute(
+            """
+            CREATE TEMPORARY TABLE IF NOT EXISTS \(Self.restoredTextsTable)
+                (userid oid, dbid oid, queryid bigint, query text) ON COMMIT DELETE ROWS
+            """, deadline: deadline)
+    }
+
+    /// Puts the restored texts into the staged rows; then drops the staged rows whose text is
+    /// still missing (the remote no longer has it): a snapshot without them rather than a
+    /// statement stored with an empty text. Returns how many rows were dropped.
+    func applyRestoredTexts(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Int {
+        let staged = powa("powa_statements_src_tmp")
+        _ = try await connection.query(
+            """
+            UPDATE \(staged) t SET query = r.query FROM \(Self.restoredTextsTable) r
+            WHERE t.srvid = $1 AND t.query = '' AND t.queryid = r.queryid AND t.dbid = r.dbid AND t.userid = r.userid
+            """, ["\(serverID)"], deadline: deadline)
+        return try await connection.query(
+            """
+            DELETE FROM \(staged) t
+            WHERE t.srvid = $1 AND t.query = ''
+              AND NOT EXISTS (
+                SELECT 1 FROM \(powa("powa_statements")) s
+                WHERE s.srvid = t.srvid AND s.queryid = t.queryid AND s.dbid = t.dbid AND s.userid = t.userid)
+              AND NOT EXISTS (
+                SELECT 1 FROM \(Self.restoredTextsTable) r
+                WHERE t.queryid = r.queryid AND t.dbid = r.dbid AND t.userid = r.userid)
+            """, ["\(serverID)"], deadline: deadline
+        ).affectedRows ?? 0
+    }
+}
+
+/// A statement whose text was left out but that the repository does not know.
+struct MissingText: Equatable, Sendable {
+    let userid: Int64
+    let dbid: Int64
+    let queryid: Int64
+}

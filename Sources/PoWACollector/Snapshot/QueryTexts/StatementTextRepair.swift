@@ -1,0 +1,45 @@
+import Logging
+import PostgresClient
+
+/// Makes sure no statement reaches `powa_statements` with a text left out by
+/// `StatementTextElider`: after the statements are staged, in the same repository transaction
+/// and before `powa_take_snapshot`, the staged rows whose text was left out although the
+/// repository does not know their statement get their real text back, copied from the remote
+/// as COPY text (byte for byte, as the first time). A statement the remote no longer has
+/// (evicted from pg_stat_statements meanwhile) is left out of this snapshot.
+struct StatementTextRepair {
+    let serverID: Int
+    let deadline: ContinuousClock.Instant
+    let logger: Logger
+
+    /// What it did: texts restored, and staged rows dropped for want of one.
+    struct Result: Equatable {
+        var restored = 0
+        var dropped = 0
+    }
+
+    /// `remoteSchema`: powa's quoted schema on the remote, whose `powa_statements_src` gives the
+    /// texts.
+    func run(remote: PostgresConnection, remoteSchema: String, repository: PoWARepository) async throws -> Result {
+        let missing = try await repository.statementsMissingText(serverID: serverID, deadline: deadline)
+        guard !missing.isEmpty else { return Result() }
+        try await repository.createRestoredTextsTable(deadline: deadline)
+        // Integers the repository returned, printed by us: the list is safe to inline (COPY
+        // takes no parameters).
+        let keys = missing.map { "('\($0.userid)'::oid,'\($0.dbid)'::oid,'\($0.queryid)'::bigint)" }
+            .joined(separator: ",")
+        let restored = try await PostgresConnection.pipeCopy(
+            from: remote,
+            """
+            COPY (SELECT DISTINCT ON (userid, dbid, queryid) userid, dbid, queryid, query
+                  FROM \(remoteSchema).powa_statements_src(0)
+                  WHERE (userid, dbid, queryid) IN (VALUES \(keys))) TO STDOUT
+            """,
+            to: repository.connection, "COPY \(PoWARepository.restoredTextsTable) FROM STDIN", deadline: deadline)
+        let dropped = try await repository.applyRestoredTexts(serverID: serverID, deadline: deadline)
+        logger.info(
+            "restored the texts of statements the repository did not know",
+            metadata: ["restored": "\(restored)", "dropped": "\(dropped)", "missing": "\(missing.count)"])
+        return Result(restored: restored, dropped: dropped)
+    }
+}
