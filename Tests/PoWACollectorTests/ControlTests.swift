@@ -42,14 +42,18 @@ struct ControlTests {
         #expect(try await client.ask("WORKERS_STATUS r1 abc", channel: "r1") == "WORKERS_STATUS ERROR invalid remote server id")
 
         // FORCE_SNAPSHOT: accepted, then refused while it runs or as too soon.
+        let forced = ContinuousClock.now
         #expect(
             try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2") == "FORCE_SNAPSHOT OK Snapshot will begin shortly")
         let refused = try #require(try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2"))
         #expect(refused.hasPrefix("FORCE_SNAPSHOT ERROR "))
         _ = try await repository.waitForSnapshots(first, count: 1)
-        #expect(
-            try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2")
-                == "FORCE_SNAPSHOT ERROR Last snapshot was less than 10s. ago")
+        // (A snapshot slowed down past 10 s by a loaded machine may be forced again.)
+        if ContinuousClock.now - forced < .seconds(9) {
+            #expect(
+                try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2")
+                    == "FORCE_SNAPSHOT ERROR Last snapshot was less than 10s. ago")
+        }
         #expect(try await client.ask("FORCE_SNAPSHOT r2 4242", channel: "r2") == "FORCE_SNAPSHOT ERROR Server id 4242 not found")
         #expect(
             try await client.ask("FORCE_SNAPSHOT r2", channel: "r2")

@@ -207,5 +207,7 @@ extension TestBed {
         try "127.0.0.1:*:*:powa_scram:\(scramPassword)\n".write(toFile: path, atomically: true, encoding: .utf8)
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
         setenv("PGPASSFILE", path, 1)
+        // Gone with the process (the same pid names it).
+        atexit { unlink("/tmp/powa-testbed-pgpass-\(getpid())") }
     }
 }
