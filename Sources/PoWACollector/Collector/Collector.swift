@@ -20,17 +20,22 @@ public final class Collector: Service, Sendable {
     private let fleet: WorkerFleet
     /// Every reload goes through it, one at a time.
     private let reloads: ReloadQueue
+    /// systemd's `Type=notify` protocol, when systemd started the daemon.
+    private let notifier: SystemdNotifier?
 
     /// - Parameters:
     ///   - configuration: the configuration read at start-up.
     ///   - configurationPath: where to re-read it on reload (nil: the search path again).
     ///   - levelSwitch: the log level to set from `debug` on reload.
+    ///   - notifier: where to tell systemd that the daemon is ready, reloading or stopping.
     public init(
         configuration: CollectorConfiguration,
         configurationPath: String?,
         logger: Logger,
-        levelSwitch: LogLevelSwitch? = nil
+        levelSwitch: LogLevelSwitch? = nil,
+        notifier: SystemdNotifier? = nil
     ) {
+        self.notifier = notifier
         self.configurationPath = configurationPath
         self.state = Mutex(configuration)
         self.logger = logger
@@ -55,11 +60,16 @@ public final class Collector: Service, Sendable {
             }
         } catch is CancellationError {
             logger.info("stopped before the repository could be reached")
+            notifier?.stopping()
             return
         }
+        notifier?.ready(status: StatusSummary.line(board.statuses()))
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.reloadOnHangup() }
             group.addTask { await self.controlChannel.run() }
+            if let notifier = self.notifier {
+                group.addTask { await self.keepSystemdInformed(notifier) }
+            }
             group.addTask {
                 // Runs until the graceful shutdown (or cancellation) arrives.
                 try? await gracefulShutdown()
@@ -67,6 +77,7 @@ public final class Collector: Service, Sendable {
             await group.next()
             group.cancelAll()
         }
+        notifier?.stopping()
         logger.info("shutting down: stopping every worker")
         await fleet.stopAll()
         logger.info("collector stopped")
@@ -98,6 +109,7 @@ public final class Collector: Service, Sendable {
                 try Task.checkCancellation()
                 let delay = backoff.next()
                 logger.error("cannot reach the repository (retrying in \(Int(delay.secondsValue)) s): \(error)")
+                notifier?.status("waiting for the repository: \(error)")
                 try await Task.sleep(for: delay)
             }
         }
@@ -119,6 +131,24 @@ public final class Collector: Service, Sendable {
             connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
     }
 
+    /// `WATCHDOG=1` at half the unit's `WatchdogSec=` (from a task of the cooperative pool: a
+    /// daemon whose tasks no longer run stops sending it, and systemd restarts it), and the
+    /// workers' summary in `STATUS=` when it changed, at most every 5 s.
+    private func keepSystemdInformed(_ notifier: SystemdNotifier) async {
+        let tick = min(notifier.watchdogInterval ?? .seconds(5), .seconds(5))
+        var shown = StatusSummary.line(board.statuses())
+        while !Task.isCancelled {
+            try? await Task.sleep(for: tick)
+            if Task.isCancelled { return }
+            if notifier.watchdogInterval != nil { notifier.watchdog() }
+            let summary = StatusSummary.line(board.statuses())
+            if summary != shown {
+                notifier.status(summary)
+                shown = summary
+            }
+        }
+    }
+
     private func reloadOnHangup() async {
         for await _ in await UnixSignalsSequence(trapping: .sighup) {
             logger.info("SIGHUP received: reloading")
@@ -136,6 +166,9 @@ public final class Collector: Service, Sendable {
     }
 
     private func reloadNow(rereadFile: Bool) async -> Bool {
+        // (The first server list, at start-up, is not a reload for systemd.)
+        if rereadFile { notifier?.reloading() }
+        defer { if rereadFile { notifier?.ready(status: StatusSummary.line(board.statuses())) } }
         if rereadFile {
             do {
                 let (fresh, path) = try ConfigurationFile.load(path: configurationPath)

@@ -55,10 +55,11 @@ struct ReconcilePlan: Equatable {
 }
 
 extension CollectorConfiguration {
-    /// Whether two configurations run workers the same way (only `debug` may differ).
+    /// Whether two configurations run workers the same way (only the log settings may differ).
     func sameWorkerSettings(as other: CollectorConfiguration) -> Bool {
         var mine = self
         mine.debug = other.debug
+        mine.logFormat = other.logFormat
         return mine == other
     }
 }

@@ -13,6 +13,8 @@ public struct CollectorConfiguration: Sendable, Equatable {
     public var repositoryDSN: String
     /// Log at debug level (`debug`, default false).
     public var debug: Bool = false
+    /// `text` or `json` lines on stderr (`log_format`, default text; read at start only).
+    public var logFormat: LogFormat = .text
     /// Name workers by their alias rather than host:port in logs (`use_server_alias`).
     public var useServerAlias: Bool = false
     /// Seconds allowed to establish any connection (`connect_timeout`, default 10).

@@ -73,6 +73,11 @@ public enum ConfigurationFile {
         configuration.debug = try bool(object, "debug") ?? false
         configuration.useServerAlias = try bool(object, "use_server_alias") ?? false
         configuration.skipKnownQueryTexts = try bool(object, "skip_known_query_texts") ?? true
+        switch object["log_format"] {
+        case nil, .null: break
+        case .string(let text) where LogFormat(rawValue: text) != nil: configuration.logFormat = LogFormat(rawValue: text)!
+        case let value?: throw ConfigurationError("\"log_format\" must be \"text\" or \"json\", not \(value.summary)")
+        }
         configuration.connectTimeout = try positiveNumber(object, "connect_timeout") ?? configuration.connectTimeout
         configuration.snapshotTimeout = try positiveNumber(object, "snapshot_timeout") ?? configuration.snapshotTimeout
         if let limit = try positiveNumber(object, "max_concurrent_snapshots") {

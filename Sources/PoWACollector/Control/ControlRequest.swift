@@ -36,6 +36,14 @@ public struct ControlReply: Sendable, Equatable {
     public let status: Status
     public let data: String
 
+    /// An answer as it arrives (`COMMAND STATUS DATA`); an unknown status reads as `KO`.
+    public init(payload: String) {
+        let words = payload.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false).map(String.init)
+        command = words.first ?? ""
+        status = words.count > 1 ? Status(rawValue: words[1]) ?? .ko : .ko
+        data = words.count > 2 ? words[2] : ""
+    }
+
     public init(command: String, status: Status, data: String) {
         self.command = command
         self.status = status

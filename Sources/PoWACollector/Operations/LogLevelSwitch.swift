@@ -13,13 +13,16 @@ public final class LogLevelSwitch: Sendable {
         set { level.withLock { $0 = newValue } }
     }
 
-    /// A handler that writes to stderr, at this switch's level.
-    public func handler(label: String) -> any LogHandler {
-        SwitchedLogHandler(base: StreamLogHandler.standardError(label: label), levelSwitch: self)
+    /// A handler that writes to stderr in `format`, at this switch's level.
+    public func handler(label: String, format: LogFormat = .text) -> any LogHandler {
+        switch format {
+        case .text: SwitchedLogHandler(base: StreamLogHandler.standardError(label: label), levelSwitch: self)
+        case .json: SwitchedLogHandler(base: JSONLogHandler(), levelSwitch: self)
+        }
     }
 
     private struct SwitchedLogHandler: LogHandler {
-        var base: StreamLogHandler
+        var base: any LogHandler
         let levelSwitch: LogLevelSwitch
 
         var logLevel: Logger.Level {

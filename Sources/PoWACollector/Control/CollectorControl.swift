@@ -1,0 +1,50 @@
+import Glibc
+import Logging
+import PostgresClient
+
+/// The control protocol seen from the other end, as powa-web speaks it: `powa-collector status`
+/// and `powa-collector reload` ask the collector that runs against a repository, through the
+/// repository itself (LISTEN on a channel of their own, NOTIFY `powa_collector`).
+public struct CollectorControl {
+    let repository: PoWARepository
+    private let channel: String
+
+    /// Connects to the repository of `configuration`.
+    public static func connect(_ configuration: CollectorConfiguration, logger: Logger) async throws -> CollectorControl {
+        let repository = try await PoWARepository.connect(
+            dsn: configuration.repositoryDSN, applicationName: ApplicationName.command,
+            connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+        return CollectorControl(repository: repository, channel: "powa_collector_command_\(getpid())")
+    }
+
+    public func close() { repository.close() }
+
+    /// Sends `command` with `arguments` and returns the collector's answer, nil when none came
+    /// within `timeout`.
+    public func ask(_ command: String, _ arguments: [String] = [], timeout: Duration) async throws -> ControlReply? {
+        let connection = repository.connection
+        let deadline = ContinuousClock.now + timeout
+        try await connection.execute("LISTEN \(SQLIdentifier.quote(channel))", deadline: deadline)
+        let payload = ([command, channel] + arguments).joined(separator: " ")
+        _ = try await connection.query(
+            "SELECT pg_catalog.pg_notify($1, $2)", [ControlChannel.channel, payload], deadline: deadline)
+        while let notification = try await connection.nextNotification(deadline: deadline) {
+            guard notification.channel == channel else { continue }
+            return ControlReply(payload: notification.payload)
+        }
+        return nil
+    }
+
+    /// The active servers as `powa_servers` names them: id, `host:port` and alias.
+    public func serverNames(deadline: ContinuousClock.Instant) async throws -> [Int: (address: String, alias: String?)] {
+        let rows = try await repository.connection.query(
+            "SELECT id, hostname, port, alias FROM \(repository.powa("powa_servers")) WHERE id > 0", deadline: deadline
+        ).rows
+        var names: [Int: (address: String, alias: String?)] = [:]
+        for row in rows {
+            guard let id = Int(row[0] ?? "") else { continue }
+            names[id] = ("\(row[1] ?? "?"):\(row[2] ?? "?")", row[3])
+        }
+        return names
+    }
+}

@@ -1,0 +1,12 @@
+/// The one-line summary of the workers that `systemctl status` shows (`STATUS=`): e.g.
+/// `12 servers: 11 running, 1 no connection to remote server`, the most common status first.
+enum StatusSummary {
+    static func line(_ statuses: [Int: WorkerStatus]) -> String {
+        var counts: [WorkerStatus: Int] = [:]
+        for status in statuses.values { counts[status, default: 0] += 1 }
+        let parts = counts.sorted { $0.value != $1.value ? $0.value > $1.value : $0.key.rawValue < $1.key.rawValue }
+            .map { "\($0.value) \($0.key.rawValue)" }
+        let servers = "\(statuses.count) server\(statuses.count == 1 ? "" : "s")"
+        return parts.isEmpty ? servers : servers + ": " + parts.joined(separator: ", ")
+    }
+}

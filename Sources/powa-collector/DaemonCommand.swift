@@ -1,0 +1,61 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PoWACollector
+import ServiceLifecycle
+
+/// `powa-collector [run]`: the daemon (the default command, so that `powa-collector --config
+/// PATH` starts it as the Python collector's command line does).
+struct DaemonCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the collector daemon (the default command).",
+        discussion: """
+            The configuration file is JSON: {"repository": {"dsn": "postgresql://powa@host:5432/powa"}}.
+            Without --config, the first existing file of /etc/powa-collector.conf,
+            ~/.config/powa-collector.conf, ~/.powa-collector.conf and ./powa-collector.conf is used.
+            SIGHUP reloads the configuration and the server list; SIGTERM or SIGINT stops cleanly.
+
+            Example: powa-collector --config /etc/powa-collector.conf --log-format json
+            """
+    )
+
+    @OptionGroup var options: ConfigurationOptions
+
+    @Option(name: .long, help: "Log lines as text or json (overrides log_format).")
+    var logFormat: LogFormat?
+
+    func run() async throws {
+        signal(SIGPIPE, SIG_IGN)
+        // SIGHUP reloads once the collector runs; before that (start-up waiting for the
+        // repository), it must not kill the daemon.
+        signal(SIGHUP, SIG_IGN)
+        let configuration = try options.load()
+        let levelSwitch = LogLevelSwitch(configuration.debug ? .debug : .info)
+        let format = logFormat ?? configuration.logFormat
+        LoggingSystem.bootstrap { label in levelSwitch.handler(label: label, format: format) }
+        let logger = Logger(label: "powa-collector")
+
+        let collector = Collector(
+            configuration: configuration, configurationPath: options.config, logger: logger, levelSwitch: levelSwitch,
+            notifier: SystemdNotifier())
+        let group = ServiceGroup(
+            configuration: .init(
+                services: [.init(service: collector)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: logger
+            ))
+        do {
+            logger.info("powa-collector \(Collector.version) starting")
+            try await group.run()
+        } catch let error as CollectorError {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        } catch let error as ServiceGroupError {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
+    }
+}
+
+extension LogFormat: ExpressibleByArgument {}

@@ -1,0 +1,145 @@
+import Foundation
+import PoWACollector
+import PostgresClient
+import TestBed
+import Testing
+
+/// What an operator runs the daemon with: systemd, JSON logs, and the commands that talk to a
+/// running collector.
+@Suite("Operations", .timeLimit(.minutes(3)))
+struct OperationsTests {
+    /// A scratch repository with one server at frequency 5, and its configuration file.
+    static func setUp(_ configure: (inout CollectorConfiguration) -> Void = { _ in }) async throws -> (
+        repository: ScratchRepository, server: Int, configurationPath: String
+    ) {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[0], frequency: 5)
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.connectTimeout = 3
+        configure(&configuration)
+        return (repository, server, try writeConfiguration(configuration))
+    }
+
+    /// The words of each line of a table.
+    static func rows(_ output: String) -> [[String]] {
+        output.split(separator: "\n").map { $0.split(separator: " ").map(String.init) }
+    }
+
+    /// Runs `powa-collector` with `arguments` to its end: exit code and output.
+    static func command(_ arguments: [String]) async throws -> (code: Int32, output: String) {
+        let process = try DaemonProcess(DaemonProcess.collectorBinary, arguments)
+        let code = await process.wait()
+        return (code, process.output)
+    }
+
+    @Test(
+        "systemd: READY once the workers run, RELOADING then READY around a reload, WATCHDOG at half WatchdogSec, STOPPING last")
+    func systemdNotifications() async throws {
+        let (_, _, path) = try await Self.setUp()
+        let socket = try NotifySocket()
+        defer { socket.close() }
+        let daemon = try DaemonProcess(
+            DaemonProcess.collectorBinary, ["--config", path],
+            environment: ["NOTIFY_SOCKET": socket.path, "WATCHDOG_USEC": "1000000"])
+        #expect(try await eventually { socket.messages.contains { $0.hasPrefix("READY=1\nSTATUS=1 server") } })
+        #expect(try await eventually { socket.messages.contains("STATUS=1 server: 1 running") })
+
+        // Every 0.5 s: half of WATCHDOG_USEC.
+        #expect(try await eventually { socket.arrivals(of: "WATCHDOG=1").count >= 4 })
+        let beats = socket.arrivals(of: "WATCHDOG=1")
+        for (earlier, later) in zip(beats, beats.dropFirst()) {
+            #expect(later - earlier > .milliseconds(300) && later - earlier < .milliseconds(900), "\(later - earlier)")
+        }
+
+        daemon.signal(SIGHUP)
+        #expect(try await eventually { socket.messages.contains { $0.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") } })
+        daemon.signal(SIGTERM)
+        #expect(await daemon.wait() == 0)
+        let events = socket.messages.filter { !$0.hasPrefix("WATCHDOG=1") && !$0.hasPrefix("STATUS=") }
+            .map { $0.split(separator: "\n")[0] }
+        #expect(events == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], "\(socket.messages)")
+        let usec = try #require(socket.messages.first { $0.hasPrefix("RELOADING=1") }?.split(separator: "=").last)
+        var now = timespec()
+        clock_gettime(CLOCK_MONOTONIC, &now)
+        let monotonic = UInt64(now.tv_sec) * 1_000_000
+        #expect(UInt64(usec).map { $0 <= monotonic + 1_000_000 && $0 + 60_000_000 > monotonic } == true)
+    }
+
+    @Test("the shipped unit file passes systemd-analyze verify")
+    func unitFile() async throws {
+        let unit = TestBed.packageRoot.appendingPathComponent("contrib/systemd/powa-collector.service").path
+        let text = try String(contentsOfFile: unit, encoding: .utf8)
+        #expect(text.contains("Type=notify") && text.contains("WatchdogSec=") && text.contains("ExecReload="))
+        // (ExecStart must name a binary that exists: the one just built.)
+        let copy = "/tmp/powa-collector-\(UInt32.random(in: 0...UInt32.max)).service"
+        try text.replacingOccurrences(of: "/usr/local/bin/powa-collector", with: DaemonProcess.collectorBinary)
+            .write(toFile: copy, atomically: true, encoding: .utf8)
+        defer { unlink(copy) }
+        let verify = try DaemonProcess("/usr/bin/systemd-analyze", ["verify", copy])
+        #expect(await verify.wait() == 0)
+        #expect(verify.output.trimmingCharacters(in: .whitespacesAndNewlines) == "", "\(verify.output)")
+    }
+
+    @Test("--log-format json: every line one JSON object with time, level and message; fields of their own")
+    func jsonLogs() async throws {
+        let (repository, server, path) = try await Self.setUp { $0.debug = true }
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", path, "--log-format", "json"])
+        _ = try await repository.waitForSnapshots(server, count: 1)
+        #expect(try await daemon.waitForOutput("snapshot taken"))
+        daemon.signal(SIGTERM)
+        #expect(await daemon.wait() == 0)
+        let lines = daemon.output.split(separator: "\n", omittingEmptySubsequences: true)
+        #expect(lines.count > 5)
+        var objects: [[String: Any]] = []
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["time"] is String && object?["level"] is String && object?["message"] is String, "\(line)")
+            if let object { objects.append(object) }
+        }
+        let snapshot = try #require(objects.first { $0["message"] as? String == "snapshot taken" })
+        #expect(snapshot["worker"] as? String == "127.0.0.1:\(try await TestBed.shared().remotePorts[0])")
+        #expect(snapshot["level"] as? String == "debug")
+        #expect(Double(snapshot["seconds"] as? String ?? "") != nil)
+    }
+
+    @Test("status and reload ask the running collector through the repository; exit codes say what happened")
+    func statusAndReload() async throws {
+        let (repository, server, path) = try await Self.setUp()
+        let bed = repository.bed
+        // No collector yet: no answer, exit 1, within the timeout.
+        let started = ContinuousClock.now
+        let silent = try await Self.command(["status", "--config", path, "--timeout", "1"])
+        #expect(silent.code == 1)
+        #expect(silent.output.contains("no collector answered within 1.0 s"), "\(silent.output)")
+        #expect(ContinuousClock.now - started < .seconds(5))
+
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", path])
+        _ = try await repository.waitForSnapshots(server, count: 1)
+        let status = try await Self.command(["status", "--config", path])
+        #expect(status.code == 0, "\(status.output)")
+        #expect(status.output.contains("srvid"))
+        #expect(
+            Self.rows(status.output).contains(["\(server)", "127.0.0.1:\(bed.remotePorts[0])", "running"]), "\(status.output)")
+        #expect(status.output.contains("1 server: 1 running"))
+
+        // A server that cannot be reached, added and reloaded: status says so, exit 2.
+        let down = try await repository.register(port: try LoopbackListener.freePort(), alias: "down", frequency: 5)
+        let reload = try await Self.command(["reload", "--config", path])
+        #expect(reload.code == 0 && reload.output.contains("reloaded"), "\(reload.output)")
+        var last = (code: Int32(0), output: "")
+        let reported = try await eventually {
+            last = try await Self.command(["status", "--config", path])
+            return last.output.contains("no connection to remote server")
+        }
+        #expect(reported, "\(last.output)")
+        #expect(last.code == 2)
+        #expect(
+            Self.rows(last.output).contains {
+                $0.starts(with: ["\(down)", "down"]) && $0.joined(separator: " ").hasSuffix("no connection to remote server")
+            }, "\(last.output)")
+
+        daemon.signal(SIGTERM)
+        #expect(await daemon.wait() == 0)
+    }
+}

@@ -1,0 +1,66 @@
+import Foundation
+import Logging
+import Testing
+
+@testable import PoWACollector
+
+/// The pieces of the operations features that need no server.
+@Suite("Operations, without a server")
+struct OperationsUnitTests {
+    @Test("the systemd status line: the count of servers, the most common status first")
+    func statusSummary() {
+        #expect(StatusSummary.line([:]) == "0 servers")
+        #expect(StatusSummary.line([1: .running]) == "1 server: 1 running")
+        let mixed: [Int: WorkerStatus] = [1: .running, 2: .running, 3: .noRemoteConnection, 4: .powaMissing, 5: .running]
+        #expect(
+            StatusSummary.line(mixed)
+                == "5 servers: 3 running, 1 no connection to remote server, 1 powa not installed on remote server")
+    }
+
+    @Test("a JSON log line: one line, escapes, metadata as fields, reserved names prefixed")
+    func jsonLine() throws {
+        let line = JSONLogHandler.line(
+            time: "2026-11-29T16:00:00.000Z", level: .error, message: "could not connect:\n\t\"refused\" \\ é \u{1}",
+            metadata: [
+                "worker": "db:5432", "seconds": .stringConvertible(1.5), "message": "shadowed",
+                "list": .array(["a", .dictionary(["k": "v"])]),
+            ])
+        #expect(line.hasSuffix("}\n") && line.dropLast().contains("\n") == false)
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])
+        #expect(object["message"] as? String == "could not connect:\n\t\"refused\" \\ é \u{1}")
+        #expect(object["level"] as? String == "error" && object["time"] as? String == "2026-11-29T16:00:00.000Z")
+        #expect(object["worker"] as? String == "db:5432" && object["seconds"] as? String == "1.5")
+        #expect(object["metadata_message"] as? String == "shadowed")
+        #expect((object["list"] as? [Any])?.count == 2)
+        #expect(JSONLogHandler.now().count == "2026-11-29T16:00:00.000Z".count)
+    }
+
+    @Test("an answer of the protocol read back: command, status, data with spaces; garbage reads as KO")
+    func replyPayload() {
+        let reply = ControlReply(payload: "WORKERS_STATUS OK {\"1\": \"no connection to remote server\"}")
+        #expect(
+            reply == ControlReply(command: "WORKERS_STATUS", status: .ok, data: "{\"1\": \"no connection to remote server\"}"))
+        #expect(ControlReply(payload: "RELOAD OK OK").data == "OK")
+        #expect(ControlReply(payload: "X MAYBE y").status == .ko)
+        #expect(ControlReply(payload: "").status == .ko)
+        let long = ControlReply(command: "RELOAD", status: .error, data: "a b  c")
+        #expect(ControlReply(payload: long.payload) == long)
+    }
+
+    @Test("log_format: text or json, anything else names the key and never echoes a string")
+    func logFormatKey() throws {
+        func load(_ json: String) throws -> CollectorConfiguration {
+            let path = "/tmp/powa-logformat-\(UInt32.random(in: 0...UInt32.max)).conf"
+            try json.write(toFile: path, atomically: true, encoding: .utf8)
+            defer { unlink(path) }
+            return try ConfigurationFile.load(path: path).0
+        }
+        #expect(try load(#"{"repository": {"dsn": "dbname=powa"}}"#).logFormat == .text)
+        #expect(try load(#"{"repository": {"dsn": "dbname=powa"}, "log_format": "json"}"#).logFormat == .json)
+        let error = #expect(throws: ConfigurationError.self) {
+            try load(#"{"repository": {"dsn": "dbname=powa"}, "log_format": "S3cret"}"#)
+        }
+        #expect(error?.description.contains("\"log_format\" must be \"text\" or \"json\", not a string") == true)
+        #expect(error?.description.contains("S3cret") == false)
+    }
+}
