@@ -1,3 +1,4 @@
+import Foundation
 import Testing
 
 @testable import PoWACollector
@@ -68,6 +69,20 @@ struct ReconcilePlanTests {
         let slower = ReconcilePlan(running: running, servers: [Self.server(2)], configuration: timeout, slots: 4)
         #expect(slower.stops == [.init(serverID: 1, restarts: false), .init(serverID: 2, restarts: true)])
         #expect(slower.starts.map(\.id) == [2] && slower.slots == nil)
+    }
+
+    @Test("servers' connection options: a change restarts only the servers whose own options changed")
+    func serverOptions() throws {
+        func configuration(_ servers: String) throws -> CollectorConfiguration {
+            try ConfigurationFile.parse(Data(#"{"repository": {"dsn": "dbname=powa"}, "servers": \#(servers)}"#.utf8))
+        }
+        let before = try configuration(#"{"db1:5432": {"sslmode": "require"}}"#)
+        let running = Self.running([Self.server(1), Self.server(2)], settings: before)
+        // Server 1 keeps sslmode=require (now from "*"), server 2 gains it.
+        let after = try configuration(#"{"*": {"sslmode": "require"}}"#)
+        let plan = ReconcilePlan(running: running, servers: [Self.server(1), Self.server(2)], configuration: after, slots: 4)
+        #expect(plan.stops == [.init(serverID: 2, restarts: true)])
+        #expect(plan.rechecks == [1])
     }
 
     @Test("a server listed twice gets one worker, from its first row; an empty list stops everything")

@@ -39,6 +39,8 @@ struct ReconcilePlan: Equatable {
             if server.connectionSettings != worker.server.connectionSettings
                 || server.frequency != worker.server.frequency
                 || server.alias != worker.server.alias
+                || configuration.serverOptions.options(for: server)
+                    != worker.settings.serverOptions.options(for: worker.server)
                 || !configuration.sameWorkerSettings(as: worker.settings)
             {
                 stops.append(Stop(serverID: id, restarts: true))
@@ -60,6 +62,8 @@ extension CollectorConfiguration {
         var mine = self
         mine.debug = other.debug
         mine.logFormat = other.logFormat
+        // Compared server by server: a change for one server restarts its worker only.
+        mine.serverOptions = other.serverOptions
         return mine == other
     }
 }

@@ -29,6 +29,8 @@ public struct CollectorConfiguration: Sendable, Equatable {
     /// yet (`skip_known_query_texts`, default true): see `StatementTextElider`. False sends
     /// every text at every snapshot, as the Python collector does.
     public var skipKnownQueryTexts: Bool = true
+    /// Extra libpq keywords for remote servers (`servers`): see `ServerConnectionOptions`.
+    public var serverOptions = ServerConnectionOptions()
 
     public init(repositoryDSN: String) {
         self.repositoryDSN = repositoryDSN

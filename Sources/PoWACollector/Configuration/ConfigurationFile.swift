@@ -73,6 +73,10 @@ public enum ConfigurationFile {
         configuration.debug = try bool(object, "debug") ?? false
         configuration.useServerAlias = try bool(object, "use_server_alias") ?? false
         configuration.skipKnownQueryTexts = try bool(object, "skip_known_query_texts") ?? true
+        switch object["servers"] {
+        case nil, .null?: break
+        case let servers?: configuration.serverOptions = try ServerConnectionOptions.parse(servers)
+        }
         switch object["log_format"] {
         case nil, .null: break
         case .string(let text) where LogFormat(rawValue: text) != nil: configuration.logFormat = LogFormat(rawValue: text)!

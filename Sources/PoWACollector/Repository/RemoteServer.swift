@@ -44,9 +44,11 @@ public struct RemoteServer: Sendable, Hashable {
 
     /// The libpq parameters of a connection to this server (its registered database, or
     /// `database`), as keywords: never a string built by pasting, and no value is expanded as a
-    /// connection string, so no value can inject another parameter.
+    /// connection string, so no value can inject another parameter. `options` (the
+    /// configuration's `servers`) come after the collector's defaults, before the server's own.
     public func connectionConfiguration(
-        database: String? = nil, applicationName: String, connectTimeout: Duration
+        database: String? = nil, applicationName: String, connectTimeout: Duration,
+        options: [ConnectionConfiguration.Parameter] = []
     ) -> ConnectionConfiguration {
         var parameters: [ConnectionConfiguration.Parameter] = [
             .init("host", hostname), .init("port", "\(port)"), .init("user", username),
@@ -54,7 +56,7 @@ public struct RemoteServer: Sendable, Hashable {
         ]
         if let password { parameters.append(.init("password", password)) }
         return ConnectionConfiguration(
-            defaults: ConnectionDefaults.keepalives(connectTimeout: connectTimeout),
+            defaults: ConnectionDefaults.keepalives(connectTimeout: connectTimeout) + options,
             overrides: parameters,
             connectTimeout: connectTimeout
         )

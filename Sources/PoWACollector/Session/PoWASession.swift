@@ -52,11 +52,11 @@ struct PoWASession {
     /// with the same credentials.
     static func remote(
         _ server: RemoteServer, database: String? = nil, applicationName: String, connectTimeout: Duration,
-        logger: Logger
+        options: [ConnectionConfiguration.Parameter] = [], logger: Logger
     ) async throws -> PoWASession {
         try await open(
             server.connectionConfiguration(
-                database: database, applicationName: applicationName, connectTimeout: connectTimeout),
+                database: database, applicationName: applicationName, connectTimeout: connectTimeout, options: options),
             logger: logger)
     }
 

@@ -28,6 +28,8 @@ struct RemoteSnapshot {
     let connectTimeout: Duration
     /// The repository session's name, restored after `powa_take_snapshot` changed it.
     let applicationName: String
+    /// The configuration's extra libpq keywords for this server, for the per-database sessions.
+    let connectionOptions: [ConnectionConfiguration.Parameter]
     /// The statements whose texts need not be sent again; nil sends every text
     /// (`skip_known_query_texts` off).
     let knownStatements: KnownStatements?
@@ -298,7 +300,8 @@ struct RemoteSnapshot {
             let remaining = deadline - .now
             session = try await PoWASession.remote(
                 server, database: database, applicationName: ApplicationName.workerDatabase(workerName, database),
-                connectTimeout: min(connectTimeout, max(remaining, .milliseconds(1))), logger: logger)
+                connectTimeout: min(connectTimeout, max(remaining, .milliseconds(1))), options: connectionOptions,
+                logger: logger)
         } catch {
             if Task.isCancelled { throw Failure.cancelled }
             if ContinuousClock.now >= deadline { throw Failure.timedOut(source: "database \(database)") }

@@ -176,10 +176,15 @@ struct Worker {
 
     // MARK: Sessions
 
+    /// The configuration's extra libpq keywords for this server (`servers`).
+    private var connectionOptions: [ConnectionConfiguration.Parameter] {
+        context.configuration.serverOptions.options(for: server)
+    }
+
     private func connectRemote() async throws -> PoWASession {
         let session = try await PoWASession.remote(
             server, applicationName: ApplicationName.worker(name), connectTimeout: context.connectTimeout,
-            logger: logger)
+            options: connectionOptions, logger: logger)
         logger.debug("connected to the remote server", metadata: ["pid": "\(session.connection.backendPID)"])
         return session
     }
@@ -328,7 +333,7 @@ struct Worker {
         let snapshot = RemoteSnapshot(
             server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
             connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
-            knownStatements: knownStatements, logger: logger)
+            connectionOptions: connectionOptions, knownStatements: knownStatements, logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             if let seen = outcome.seenStatements { knownStatements?.replace(with: seen) }

@@ -1,3 +1,5 @@
+import CLibPQ
+
 /// How to reach a PostgreSQL server: a libpq connection string and/or keyword parameters.
 ///
 /// Everything libpq supports keeps working: URIs and key/value strings, Unix sockets,
@@ -48,4 +50,17 @@ public struct ConnectionConfiguration: Sendable {
         if let connectionString { secrets += Secrets.passwords(inConnectionString: connectionString) }
         return secrets.filter { !$0.isEmpty }
     }
+
+    /// Every connection keyword this libpq knows (`PQconndefaults`), e.g. `sslmode`.
+    public static let keywords: Set<String> = {
+        guard let options = PQconndefaults() else { return [] }
+        defer { PQconninfoFree(options) }
+        var keywords: Set<String> = []
+        var option = options
+        while let keyword = option.pointee.keyword {
+            keywords.insert(String(cString: keyword))
+            option += 1
+        }
+        return keywords
+    }()
 }

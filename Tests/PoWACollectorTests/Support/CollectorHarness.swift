@@ -189,13 +189,20 @@ final class RunningCollector: Sendable {
 }
 
 extension CollectorConfiguration {
+    /// `servers` as JSON.
+    var serversJSON: String {
+        let data = try? JSONSerialization.data(withJSONObject: serverOptions.bySelector, options: [.sortedKeys])
+        return data.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
+    }
+
     /// This configuration as a configuration file.
     var json: String {
         let dsn = repositoryDSN.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
         return """
             {"repository": {"dsn": "\(dsn)"}, "debug": \(debug), "use_server_alias": \(useServerAlias),
              "connect_timeout": \(connectTimeout), "snapshot_timeout": \(snapshotTimeout),
-             "max_concurrent_snapshots": \(maxConcurrentSnapshots), "skip_known_query_texts": \(skipKnownQueryTexts)}
+             "max_concurrent_snapshots": \(maxConcurrentSnapshots), "skip_known_query_texts": \(skipKnownQueryTexts),
+             "servers": \(serversJSON)}
             """
     }
 }
