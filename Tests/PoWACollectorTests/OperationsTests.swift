@@ -142,4 +142,54 @@ struct OperationsTests {
         daemon.signal(SIGTERM)
         #expect(await daemon.wait() == 0)
     }
+
+    @Test("check: one good server, one without powa, one with a wrong password; its table, hints and exit codes")
+    func check() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let good = try await repository.register(port: bed.remotePorts[0], alias: "good")
+        let database = "nopowa_\(UInt32.random(in: 0...UInt32.max))"
+        let admin = try await bed.connect(port: bed.remotePorts[1], database: "postgres")
+        try await admin.execute("CREATE DATABASE \(database)")
+        admin.close()
+        let missing = try await repository.register(port: bed.remotePorts[1], hostname: "localhost", dbname: database)
+        let wrong = try await repository.register(
+            port: bed.remotePorts[1], username: "powa_scram", password: "not-the-password")
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.connectTimeout = 3
+        let path = try writeConfiguration(configuration)
+
+        let all = try await Self.command(["check", "--config", path])
+        #expect(all.code == 1, "\(all.output)")
+        let rows = Self.rows(all.output)
+        #expect(rows.first?.starts(with: ["repository", "✓", "powa"]) == true, "\(all.output)")
+        let goodRow = try #require(rows.first { $0.first == "\(good)" }, "\(all.output)")
+        #expect(goodRow.filter { $0 == "✓" }.count == 4 && goodRow.contains("PostgreSQL") && !goodRow.contains("✗"), "\(goodRow)")
+        let missingRow = try #require(rows.first { $0.first == "\(missing)" })
+        #expect(missingRow.starts(with: ["\(missing)", "localhost:\(bed.remotePorts[1])", "✓"]) && missingRow.contains("✗"))
+        #expect(all.output.contains("✗ \(missing) localhost:\(bed.remotePorts[1]) powa: the powa extension is not installed"))
+        #expect(all.output.contains("hint: CREATE EXTENSION powa CASCADE in database \(database)"))
+        #expect(all.output.contains("✗ \(wrong) 127.0.0.1:\(bed.remotePorts[1]) connection: "))
+        #expect(all.output.contains("password authentication failed"))
+        #expect(all.output.contains("hint: check the password"))
+        #expect(!all.output.contains("not-the-password"))
+        #expect(all.output.contains("3 servers: 1 usable"))
+
+        let one = try await Self.command(["check", "--config", path, "--server", "good", "--json"])
+        #expect(one.code == 0, "\(one.output)")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(one.output.utf8)) as? [String: Any])
+        #expect(object["usable"] as? Bool == true)
+        let servers = try #require(object["servers"] as? [[String: Any]])
+        #expect(servers.count == 1 && servers[0]["srvid"] as? Int == good)
+        let checks = (servers[0]["checks"] as? [[String: Any]] ?? []).compactMap { $0["check"] as? String }
+        #expect(Set(checks).isSuperset(of: ["connection", "privileges", "powa", "sources"]), "\(checks)")
+
+        let nobody = try await Self.command(["check", "--config", path, "--server", "nobody"])
+        #expect(nobody.code == 1 && nobody.output.contains("no active server matches nobody"))
+        // Nothing changed: no snapshot, no error recorded.
+        for server in [good, missing, wrong] {
+            #expect(try await repository.snapts(server) == nil)
+            #expect(try await repository.errors(server) == "")
+        }
+    }
 }

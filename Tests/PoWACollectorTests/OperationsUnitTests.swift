@@ -63,4 +63,37 @@ struct OperationsUnitTests {
         #expect(error?.description.contains("\"log_format\" must be \"text\" or \"json\", not a string") == true)
         #expect(error?.description.contains("S3cret") == false)
     }
+
+    @Test("check's report: ✓/✗ per column, the problems below with their hints, the JSON the same")
+    func checkReport() throws {
+        var report = CheckReport(repository: .init(check: "repository", ok: true, detail: "powa 4.1.4 (PoWA 4 mode)"))
+        report.servers = [
+            .init(
+                id: 1, name: "a",
+                items: [
+                    .init(check: "connection", ok: true, detail: "PostgreSQL 15.20"),
+                    .init(check: "powa", ok: true, detail: "4.1.4"),
+                    .init(check: "pg_qualstats_src", ok: false, detail: "function does not exist", hint: "install it"),
+                    .init(check: "sources", ok: false, detail: "7 of 8 callable"),
+                ])
+        ]
+        #expect(!report.usable)
+        let lines = report.text.split(separator: "\n").map(String.init)
+        #expect(lines.contains { $0.hasPrefix("1      a       ✓ PostgreSQL 15.20  ✓ 4.1.4  -           ✗") })
+        #expect(lines.contains("✗ 1 a pg_qualstats_src: function does not exist"))
+        #expect(lines.contains("  hint: install it"))
+        #expect(lines.last == "1 server: 0 usable")
+        let object = try #require(try JSONSerialization.jsonObject(with: Data(report.json.utf8)) as? [String: Any])
+        #expect(object["usable"] as? Bool == false)
+        #expect(
+            CollectorCheck.hint(for: PostgresErrorStandIn("FATAL:  password authentication failed for user \"x\""))?.contains(
+                "password") == true)
+        #expect(CollectorCheck.hint(for: PostgresErrorStandIn("Connection refused"))?.contains("running") == true)
+        #expect(CollectorCheck.hint(for: PostgresErrorStandIn("something else")) == nil)
+    }
+
+    struct PostgresErrorStandIn: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
 }

@@ -7,6 +7,8 @@ enum ApplicationName {
     static let controlReply = "PoWA collector - control reply"
     /// `powa-collector status` and `reload`: a client of the collector, as powa-web is.
     static let command = "PoWA collector - command"
+    /// `powa-collector check`.
+    static let check = "PoWA collector - check"
     static func worker(_ name: String) -> String { "PoWA collector - worker \(name)" }
     static func workerRepository(_ name: String) -> String { "PoWA collector - repo_conn for worker \(name)" }
     /// PoWA 5's per-database sessions (the Python collector leaves them unnamed).
