@@ -8,7 +8,7 @@ struct PowaCollectorCommand: AsyncParsableCommand {
         commandName: "powa-collector",
         abstract: "Collects the statistics of remote PostgreSQL servers into a PoWA repository.",
         version: Collector.version,
-        subcommands: [DaemonCommand.self, CheckCommand.self, StatusCommand.self, ReloadCommand.self],
+        subcommands: [DaemonCommand.self, CheckCommand.self, OnceCommand.self, StatusCommand.self, ReloadCommand.self],
         defaultSubcommand: DaemonCommand.self
     )
 }

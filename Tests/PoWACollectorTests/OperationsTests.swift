@@ -192,4 +192,34 @@ struct OperationsTests {
             #expect(try await repository.errors(server) == "")
         }
     }
+
+    @Test("once: one snapshot of each server as the daemon takes it, one line each, exit 1 when one failed")
+    func once() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let good = try await repository.register(port: bed.remotePorts[0], alias: "good")
+        let down = try await repository.register(port: try LoopbackListener.freePort(), alias: "down")
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.connectTimeout = 3
+        let path = try writeConfiguration(configuration)
+
+        let both = try await Self.command(["once", "--config", path])
+        #expect(both.code == 1, "\(both.output)")
+        let lines = both.output.split(separator: "\n").map(String.init)
+        #expect(
+            lines.contains { $0.hasPrefix("✓ \(good) 127.0.0.1:\(bed.remotePorts[0]): snapshot taken in ") }, "\(both.output)")
+        #expect(lines.contains { $0.hasPrefix("✗ \(down) 127.0.0.1:") && $0.contains("could not connect to the remote server") })
+        let first = try #require(try await repository.snapts(good))
+        #expect(try await repository.snapts(down) == nil)
+        #expect(try await repository.errors(down).contains("could not connect"))
+        #expect(try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1", ["\(good)"]) > 0)
+
+        let one = try await Self.command(["once", "--config", path, "--server", "good"])
+        #expect(one.code == 0, "\(one.output)")
+        #expect(one.output.split(separator: "\n").count == 1, "\(one.output)")
+        #expect(try #require(try await repository.snapts(good)) > first)
+        // Nothing of the command is left on the servers.
+        #expect(
+            try await backendPIDs(bed: bed, port: bed.remotePorts[0], applicationName: "PoWA collector - worker good").isEmpty)
+    }
 }

@@ -131,7 +131,11 @@ struct Worker {
             }
 
             let result = await takeSnapshot(remote: session, suspect: suspect, knownStatements: knownStatements)
-            if result == .landed || result == .timedOut { suspect = result == .timedOut }
+            switch result {
+            case .landed: suspect = false
+            case .timedOut: suspect = true
+            default: break
+            }
             switch result {
             case .landed:
                 if let previous = refusal {
@@ -166,6 +170,35 @@ struct Worker {
                 current.advance(now: .now)
                 schedule = current
             }
+        }
+    }
+
+    /// `powa-collector once`: one snapshot taken as `run` takes it (session, bookkeeping,
+    /// compatibility, sources, repair of texts, errors recorded for powa-web), then the session
+    /// is closed. Returns nil when it landed, else why not.
+    func snapshotOnce() async -> String? {
+        let session: PoWASession
+        do {
+            session = try await connectRemote()
+        } catch {
+            let message = "could not connect to the remote server: \(error)"
+            logger.error("\(message)")
+            _ = try? await context.limiter.withPermit { await recordErrors([message]) }
+            return message
+        }
+        defer { session.close() }
+        let preparation = try? await context.limiter.withPermit { await prepare(remote: session.connection) }
+        if case .retry(let problem) = preparation ?? .retry(nil) {
+            let message = problem ?? "could not reach the repository"
+            logger.error("\(message)")
+            return message
+        }
+        let knownStatements = context.configuration.skipKnownQueryTexts ? KnownStatements() : nil
+        switch await takeSnapshot(remote: session, suspect: false, knownStatements: knownStatements) {
+        case .landed: return nil
+        case .failed(let reason), .remoteLost(let reason), .timedOut(let reason): return reason
+        case .refused(let refusal): return refusal.description
+        case .reopen: return "the remote server's powa changed during the snapshot: run it again"
         }
     }
 
@@ -256,10 +289,13 @@ struct Worker {
 
     // MARK: Snapshots
 
+    /// How a snapshot ended; a failure says why, in the words the log uses.
     private enum SnapshotResult: Equatable {
-        case landed, failed, remoteLost
+        case landed
+        case failed(String)
+        case remoteLost(String)
         /// Ran out of time (`snapshot_timeout`), reported like a failure.
-        case timedOut
+        case timedOut(String)
         /// The remote may not be snapshotted (reported in `powa_snapshot_metas.errors`).
         case refused(PoWACompatibility.Refusal)
         /// The remote session no longer matches the remote's powa: open a new one.
@@ -276,14 +312,16 @@ struct Worker {
                 // The snapshot's time starts with its slot, not while it waits for one.
                 let started = ContinuousClock.now
                 let deadline = started + context.snapshotTimeout
-                guard let repository = await checkoutRepository(failing: "snapshot skipped") else { return .failed }
+                guard let repository = await checkoutRepository(failing: "snapshot skipped") else {
+                    return .failed("snapshot skipped: could not connect to the repository")
+                }
                 defer { checkinRepository(repository) }
                 return await takeSnapshot(
                     remote: remote, repository: repository, knownStatements: knownStatements, started: started,
                     deadline: deadline)
             }
         } catch {
-            return .failed  // cancelled while waiting for a permit
+            return .failed("snapshot interrupted")  // cancelled while waiting for a permit
         }
     }
 
@@ -315,19 +353,22 @@ struct Worker {
             }
             sources = try await repository.snapshotSources(serverID: server.id, deadline: deadline)
         } catch {
-            if Task.isCancelled { return .failed }  // shutting down
+            if Task.isCancelled { return .failed("snapshot interrupted") }  // shutting down
             if !remote.connection.isHealthy {
                 setStatus(.noRemoteConnection)
-                logger.error("snapshot skipped: lost the connection to the remote server: \(error)")
-                return .remoteLost
+                let message = "snapshot skipped: lost the connection to the remote server: \(error)"
+                logger.error("\(message)")
+                return .remoteLost(message)
             }
             setStatus(.noRepositoryConnection)
-            logger.error("snapshot skipped: could not prepare it on the repository: \(error)")
-            return .failed
+            let message = "snapshot skipped: could not prepare it on the repository: \(error)"
+            logger.error("\(message)")
+            return .failed(message)
         }
         guard !sources.isEmpty else {
-            logger.warning("no snapshot source is enabled for this server: nothing to do")
-            return .failed
+            let message = "no snapshot source is enabled for this server: nothing to do"
+            logger.warning("\(message)")
+            return .failed(message)
         }
         let refresh = board.takeCatalogRefresh(serverID: server.id)
         let snapshot = RemoteSnapshot(
@@ -363,9 +404,10 @@ struct Worker {
             if let refresh, !error.isTimeout { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }
             if case .cancelled = error {
                 logger.info("snapshot interrupted by shutdown: rolled back")
-                return .failed
+                return .failed("snapshot interrupted by shutdown: rolled back")
             }
-            logger.error("snapshot failed and was rolled back: \(error)")
+            let message = "snapshot failed and was rolled back: \(error)"
+            logger.error("\(message)")
             switch error {
             case .remoteLost:
                 setStatus(.noRemoteConnection)
@@ -382,9 +424,9 @@ struct Worker {
             }
             // Out of time, whatever became of the session (the next loop reopens it if needed):
             // such a server waits in the suspects' lane, and is not retried at once.
-            if error.isTimeout { return .timedOut }
-            if case .remoteLost = error { return .remoteLost }
-            return remote.connection.isHealthy ? .failed : .remoteLost
+            if error.isTimeout { return .timedOut(message) }
+            if case .remoteLost = error { return .remoteLost(message) }
+            return remote.connection.isHealthy ? .failed(message) : .remoteLost(message)
         }
     }
 }
