@@ -50,16 +50,50 @@ extension PoWARepository {
         }
     }
 
-    /// The temporary table the restored texts are copied into (this session's, emptied at
-    /// the end of the transaction).
+    /// The temporary table the restored texts are copied into (this transaction's: the repair
+    /// is rare, and a table kept in pooled sessions would only be in the way).
     static let restoredTextsTable = "pg_temp.powa_collector_restored_texts"
 
     func createRestoredTextsTable(deadline: ContinuousClock.Instant?) async throws {
         try await connection.execute(
             """
-            CREATE TEMPORARY TABLE IF NOT EXISTS \(Self.restoredTextsTable)
-                (userid oid, dbid oid, queryid bigint, query text) ON COMMIT DELETE ROWS
+            CREATE TEMPORARY TABLE \(Self.restoredTextsTable)
+                (userid oid, dbid oid, queryid bigint, query text) ON COMMIT DROP
             """, deadline: deadline)
+    }
+
+    /// When the texts cannot be restored: drops the staged rows whose text is empty and whose
+    /// statement `powa_statements` does not know. Returns how many.
+    func dropStatementsMissingText(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Int {
+        try await connection.query(
+            """
+            DELETE FROM \(powa("powa_statements_src_tmp")) t
+            WHERE t.srvid = $1 AND t.query = ''
+              AND NOT EXISTS (
+                SELECT 1 FROM \(powa("powa_statements")) s
+                WHERE s.srvid = t.srvid AND s.queryid = t.queryid AND s.dbid = t.dbid AND s.userid = t.userid)
+            """, ["\(serverID)"], deadline: deadline
+        ).affectedRows ?? 0
+    }
+
+    /// The statements of a server that this transaction stored in `powa_statements` with an
+    /// empty text, folded.
+    func statementsStoredWithoutText(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Set<UInt64> {
+        let rows = try await connection.query(
+            """
+            SELECT userid, dbid, queryid FROM \(powa("powa_statements"))
+            WHERE srvid = $1 AND query = ''
+              AND xmin::text::bigint = pg_catalog.txid_current() % 4294967296
+            """, ["\(serverID)"], deadline: deadline
+        ).rows
+        var keys = Set<UInt64>()
+        for row in rows {
+            keys.insert(
+                StatementKey.folded(
+                    userid: try row.decode(0, as: Int64.self), dbid: try row.decode(1, as: Int64.self),
+                    queryid: try row.decode(2, as: Int64.self)))
+        }
+        return keys
     }
 
     /// Puts the restored texts into the staged rows; then drops the staged rows whose text is

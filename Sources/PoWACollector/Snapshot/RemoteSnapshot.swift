@@ -54,6 +54,11 @@ struct RemoteSnapshot {
         /// Texts left out because the repository knew them, and texts restored by the repair.
         var elidedTexts = 0
         var restoredTexts = 0
+        /// The folded keys of the statements whose text was left out.
+        var elidedStatements: Set<UInt64> = []
+        /// The statements source or the repair of its texts failed: the worker's known
+        /// statements may be wrong, and are forgotten.
+        var statementTextsFailed = false
     }
 
     /// Why a snapshot did not land.
@@ -99,10 +104,12 @@ struct RemoteSnapshot {
         let connection = repository.connection
         do {
             try await connection.inTransaction(deadline: deadline) {
-                if let knownStatements, !knownStatements.isLoaded {
+                if let knownStatements, !knownStatements.isLoaded, sources.contains(where: \.isStatements) {
+                    let layout = try await repository.statementRowLayout(deadline: deadline)
                     knownStatements.load(
-                        layout: try await repository.statementRowLayout(deadline: deadline),
-                        keys: try await repository.knownStatementKeys(serverID: server.id, deadline: deadline))
+                        layout: layout,
+                        keys: layout == nil
+                            ? [] : try await repository.knownStatementKeys(serverID: server.id, deadline: deadline))
                 }
                 // One snapshot of the remote for every source and the list of databases: the
                 // databases the pg_database module reports are exactly those read below (a
@@ -122,7 +129,21 @@ struct RemoteSnapshot {
                         remoteDatabases, serverVersionNumber: remote.connection.serverVersionNumber,
                         repository: repository, into: &outcome)
                 }
+                if knownStatements != nil {
+                    try await repairStatementTexts(remote: remote, repository: repository, into: &outcome)
+                }
                 outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
+                if !outcome.elidedStatements.isEmpty {
+                    // The last word: a statement powa stored in this transaction with a text we
+                    // left out (deleted from powa_statements after the repair) rolls it all back.
+                    let stored = try await repository.statementsStoredWithoutText(serverID: server.id, deadline: deadline)
+                    if !stored.isDisjoint(with: outcome.elidedStatements) {
+                        outcome.statementTextsFailed = true
+                        throw Failure.repository(
+                            StatementTextsLost(
+                                "statements of powa_statements were deleted during the snapshot, whose texts it left out"))
+                    }
+                }
                 // powa_take_snapshot renames the session 'PoWA - ...', which powa-web would take
                 // for the repository's own background worker.
                 _ = try await connection.query(
@@ -169,8 +190,8 @@ struct RemoteSnapshot {
             outcome.errors.append("Extension \(source.schemaOwner) is not installed on the repository server")
             return
         }
-        // The statements source: the texts the repository knows are left out, and any text
-        // left out of a statement it does not know is restored before its savepoint ends.
+        // The statements source: the texts the repository knows are left out (any left out of
+        // a statement it does not know is restored before powa_take_snapshot).
         var elider: StatementTextElider?
         if source.isStatements, let layout = knownStatements?.layout, let keys = knownStatements?.keys {
             elider = StatementTextElider(layout: layout, known: keys)
@@ -178,16 +199,11 @@ struct RemoteSnapshot {
         do {
             let rows = try await pipe(
                 from: remote.connection, source.copyOutStatement(serverID: server.id, schema: remoteSchema),
-                to: repository.connection, source.copyInStatement(schema: repositorySchema), rewrite: elider?.rewrite
-            ) {
-                guard let elider, elider.elidedRows > 0 else { return }
-                let repair = try await StatementTextRepair(serverID: server.id, deadline: deadline, logger: logger)
-                    .run(remote: remote.connection, remoteSchema: remoteSchema, repository: repository)
-                outcome.restoredTexts = repair.restored
-            }
+                to: repository.connection, source.copyInStatement(schema: repositorySchema), rewrite: elider?.rewrite)
             if let elider {
                 outcome.seenStatements = elider.seen
                 outcome.elidedTexts = elider.elidedRows
+                outcome.elidedStatements = elider.elided
             }
             outcome.landedSources += 1
             logger.trace("source landed", metadata: ["source": "\(source.querySource)", "rows": "\(rows)"])
@@ -199,6 +215,36 @@ struct RemoteSnapshot {
             }
             logger.error("snapshot source failed", metadata: ["source": "\(source.querySource)", "error": "\(error)"])
             outcome.errors.append("\(source.querySource): \(error)")
+            if elider != nil { outcome.statementTextsFailed = true }
+        }
+    }
+
+    /// Just before `powa_take_snapshot`: every staged statement of the server whose text is
+    /// empty while `powa_statements` does not know it gets its text back from the remote
+    /// (`StatementTextRepair`); when that fails, those statements are left out of this
+    /// snapshot rather than stored without a text.
+    private func repairStatementTexts(
+        remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
+    ) async throws {
+        do {
+            guard let remoteSchema = remote.extensions.schema(of: "powa") else { return }
+            let repair = try await repository.connection.inSavepoint("powa_texts", deadline: deadline) {
+                try await StatementTextRepair(serverID: server.id, deadline: deadline, logger: logger)
+                    .run(remote: remote.connection, remoteSchema: remoteSchema, repository: repository)
+            }
+            outcome.restoredTexts = repair.restored
+        } catch {
+            if let failure = fatal(
+                error, remote: remote.connection, repository: repository.connection, reading: "the statements' texts")
+            {
+                throw failure
+            }
+            outcome.statementTextsFailed = true
+            let dropped = try await repository.dropStatementsMissingText(serverID: server.id, deadline: deadline)
+            logger.error(
+                "could not restore the texts of new statements: left out of this snapshot",
+                metadata: ["statements": "\(dropped)", "error": "\(error)"])
+            outcome.errors.append("Texts of \(dropped) new statements could not be read: \(error)")
         }
     }
 
@@ -354,6 +400,12 @@ struct RemoteSnapshot {
     }
 
     // MARK: Errors
+
+    /// Why a snapshot that would have stored an empty text was rolled back.
+    struct StatementTextsLost: Error, CustomStringConvertible {
+        let description: String
+        init(_ description: String) { self.description = description }
+    }
 
     /// What an error means for the snapshot: the remote or the repository is gone, the deadline
     /// passed, or the task was cancelled; nil when only this source failed (the snapshot goes on).

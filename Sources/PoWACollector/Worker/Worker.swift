@@ -377,7 +377,11 @@ struct Worker {
             connectionOptions: connectionOptions, knownStatements: knownStatements, logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
-            if let seen = outcome.seenStatements { knownStatements?.replace(with: seen) }
+            if outcome.statementTextsFailed {
+                knownStatements?.forget()
+            } else if let seen = outcome.seenStatements {
+                knownStatements?.replace(with: seen)
+            }
             setStatus(.running)
             if outcome.takeSnapshotErrors != 0 {
                 logger.warning(
@@ -399,6 +403,9 @@ struct Worker {
             }
             return .landed
         } catch {
+            // Whatever failed, the known statements may be what did (a reset on the repository
+            // made them stale): the next snapshot loads them afresh.
+            knownStatements?.forget()
             // Given back for the next snapshot, unless this one ran out of time: a refresh that
             // cannot fit in snapshot_timeout would otherwise stop every snapshot of the server.
             if let refresh, !error.isTimeout { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }

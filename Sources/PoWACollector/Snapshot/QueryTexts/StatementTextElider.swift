@@ -18,6 +18,8 @@ final class StatementTextElider {
     private let known: Set<UInt64>
     /// The keys of every row seen.
     private(set) var seen: Set<UInt64> = []
+    /// The keys of the rows whose text was left out.
+    private(set) var elided: Set<UInt64> = []
     /// Rows whose text was left out, and the bytes of text saved.
     private(set) var elidedRows = 0
     private(set) var elidedBytes = 0
@@ -50,6 +52,7 @@ final class StatementTextElider {
         }
         batch.append(contentsOf: row[..<text.lowerBound])
         batch.append(contentsOf: row[text.upperBound...])
+        elided.insert(key)
         elidedRows += 1
         elidedBytes += text.count
     }
