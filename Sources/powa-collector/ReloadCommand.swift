@@ -32,4 +32,10 @@ struct ReloadCommand: AsyncParsableCommand {
         guard reply.status == .ok else { CommandSession.fail("reload failed: \(reply.data)") }
         print("reloaded")
     }
+
+    func validate() throws {
+        guard timeout > 0, timeout.isFinite, timeout < 86_400 else {
+            throw ValidationError("--timeout must be a number of seconds above 0")
+        }
+    }
 }

@@ -33,12 +33,23 @@ struct StatusCommand: AsyncParsableCommand {
             try await control.ask("WORKERS_STATUS", timeout: .seconds(timeout))
         }
         guard let reply else { throw CommandSession.noAnswer(timeout) }
-        guard reply.status == .ok,
-            let object = try? JSONSerialization.jsonObject(with: Data(reply.data.utf8)) as? [String: String]
-        else {
+        let names = try await CommandSession.run { try await control.serverNames(deadline: .now + .seconds(timeout)) }
+        var object: [String: String] = [:]
+        if reply.status == .ko {
+            // Too many servers for one answer (NOTIFY payloads stay under 8000 bytes): one
+            // question per server.
+            for id in names.keys.sorted() {
+                let one = try await CommandSession.run {
+                    try await control.ask("WORKERS_STATUS", ["\(id)"], timeout: .seconds(timeout))
+                }
+                guard let one else { throw CommandSession.noAnswer(timeout) }
+                object.merge(Self.statuses(one) ?? [:]) { $1 }
+            }
+        } else if let statuses = Self.statuses(reply) {
+            object = statuses
+        } else {
             CommandSession.fail("the collector answered: \(reply.status.rawValue) \(reply.data)")
         }
-        let names = try await CommandSession.run { try await control.serverNames(deadline: .now + .seconds(timeout)) }
         let statuses = object.compactMap { key, value in Int(key).map { ($0, value) } }.sorted { $0.0 < $1.0 }
         var rows = [["srvid", "server", "status"]]
         for (id, status) in statuses {
@@ -53,5 +64,17 @@ struct StatusCommand: AsyncParsableCommand {
         let running = statuses.filter { $0.1 == "running" }.count
         print("\(statuses.count) server\(statuses.count == 1 ? "" : "s"): \(running) running")
         if running != statuses.count { throw ExitCode(2) }
+    }
+
+    /// The statuses of a WORKERS_STATUS answer, by server id.
+    static func statuses(_ reply: ControlReply) -> [String: String]? {
+        guard reply.status == .ok else { return nil }
+        return try? JSONSerialization.jsonObject(with: Data(reply.data.utf8)) as? [String: String]
+    }
+
+    func validate() throws {
+        guard timeout > 0, timeout.isFinite, timeout < 86_400 else {
+            throw ValidationError("--timeout must be a number of seconds above 0")
+        }
     }
 }

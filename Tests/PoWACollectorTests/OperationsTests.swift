@@ -222,4 +222,37 @@ struct OperationsTests {
         #expect(
             try await backendPIDs(bed: bed, port: bed.remotePorts[0], applicationName: "PoWA collector - worker good").isEmpty)
     }
+
+    @Test("status with more servers than one answer can hold (8000 bytes): asked server by server")
+    func statusOfManyServers() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let port = try LoopbackListener.freePort()
+        // 210 servers nobody listens for: 210 "no connection to remote server" statuses.
+        try await repository.execute(
+            """
+            SELECT powa_register_server(hostname => '127.0.1.' || i, port => \(port), username => 'postgres',
+                dbname => 'powa', frequency => 300)
+            FROM generate_series(1, 210) i
+            """)
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.connectTimeout = 3
+        configuration.maxConcurrentSnapshots = 2
+        let path = try writeConfiguration(configuration)
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", path])
+        let client = try await ControlClient.connect(repository)
+        let whole = try await client.waitForStatus { $0.contains("no connection") || $0.contains(" KO ") }
+        client.close()
+        #expect(whole == "WORKERS_STATUS KO answer too long")
+        var last = (code: Int32(0), output: "")
+        let listed = try await eventually {
+            last = try await Self.command(["status", "--config", path])
+            return last.output.contains("210 servers: 0 running")
+        }
+        #expect(listed, "\(last.output.suffix(300))")
+        #expect(last.code == 2)
+        #expect(Self.rows(last.output).filter { $0.last == "server" }.count == 210)
+        daemon.signal(SIGTERM)
+        #expect(await daemon.wait() == 0)
+    }
 }

@@ -77,4 +77,38 @@ struct BlockingCallTests {
         guard case .cancelled = await early.value else { Issue.record("not cancelled"); return }
         #expect(ran.results.withLock { $0 }.isEmpty)
     }
+
+    @Test("at most so many calls at once, abandoned ones included; the next is refused at once, then served again")
+    func overload() async throws {
+        let slots = BlockingCall.Slots(maximum: 5)
+        let abandoned = Abandoned()
+        let release = Abandoned()
+        // Calls that hang until released, each abandoned by its caller at once.
+        for _ in 0..<slots.maximum {
+            let outcome = await BlockingCall.run(until: .now + .milliseconds(1), slots: slots) {
+                while release.results.withLock({ $0.isEmpty }) { Thread.sleep(forTimeInterval: 0.01) }
+                return 0
+            } abandoned: { result in
+                abandoned.results.withLock { $0.append(result) }
+            }
+            guard case .timedOut = outcome else { Issue.record("\(outcome)"); return }
+        }
+        let started = ContinuousClock.now
+        let refused = await BlockingCall.run(until: .now + .seconds(5), slots: slots) {
+            1
+        } abandoned: { _ in
+        }
+        guard case .overloaded = refused else { Issue.record("\(refused)"); return }
+        #expect(ContinuousClock.now - started < .milliseconds(100))
+        release.results.withLock { $0.append(1) }
+        #expect(
+            try await eventually(timeout: .seconds(5)) {
+                abandoned.results.withLock { $0.count } == slots.maximum
+            })
+        let served = await BlockingCall.run(until: .now + .seconds(5), slots: slots) {
+            2
+        } abandoned: { _ in
+        }
+        guard case .finished(2) = served else { Issue.record("\(served)"); return }
+    }
 }

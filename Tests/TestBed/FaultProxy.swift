@@ -65,14 +65,15 @@ public final class FaultProxy: Sendable {
 
     /// Stops accepting and ends every connection (its threads hold it until then).
     public func close() {
-        let links = state.withLock { state -> [Link] in
+        // Under the lock: a pump closes its descriptors under it too, so none of these can have
+        // been closed and reused by another socket of the process meanwhile.
+        state.withLock { state in
             state.closed = true
-            return Array(state.connections.values)
-        }
-        shutdown(listener.fd, Int32(SHUT_RDWR))
-        for link in links {
-            shutdown(link.client, Int32(SHUT_RDWR))
-            if link.server >= 0 { shutdown(link.server, Int32(SHUT_RDWR)) }
+            shutdown(listener.fd, Int32(SHUT_RDWR))
+            for link in state.connections.values {
+                shutdown(link.client, Int32(SHUT_RDWR))
+                if link.server >= 0 { shutdown(link.server, Int32(SHUT_RDWR)) }
+            }
         }
     }
 
@@ -83,6 +84,7 @@ public final class FaultProxy: Sendable {
                 if errno == EINTR || errno == ECONNABORTED { continue }
                 break
             }
+            _ = fcntl(client, F_SETFD, FD_CLOEXEC)
             let stalled = state.withLock { $0.stalled }
             let server = stalled ? -1 : connectToTarget()
             if !stalled && server < 0 {
@@ -108,7 +110,7 @@ public final class FaultProxy: Sendable {
     }
 
     private func connectToTarget() -> Int32 {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return -1 }
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
@@ -139,7 +141,10 @@ public final class FaultProxy: Sendable {
                 if frozen || destination < 0 { continue }
                 var offset = 0
                 while offset < count {
-                    let written = buffer.withUnsafeBytes { write(destination, $0.baseAddress! + offset, count - offset) }
+                    // (MSG_NOSIGNAL: a peer gone must not kill the test process with SIGPIPE.)
+                    let written = buffer.withUnsafeBytes {
+                        send(destination, $0.baseAddress! + offset, count - offset, Int32(MSG_NOSIGNAL))
+                    }
                     if written < 0 && errno == EINTR { continue }
                     if written <= 0 { break pumping }
                     offset += written
@@ -147,15 +152,12 @@ public final class FaultProxy: Sendable {
             }
             if destination >= 0 { shutdown(destination, Int32(SHUT_RDWR)) }
             shutdown(source, Int32(SHUT_RDWR))
-            let finished = state.withLock { state -> Link? in
+            state.withLock { state in
                 state.connections[id]?.pumps -= 1
-                guard let link = state.connections[id], link.pumps == 0 else { return nil }
+                guard let link = state.connections[id], link.pumps == 0 else { return }
                 state.connections[id] = nil
-                return link
-            }
-            if let finished {
-                _ = Glibc.close(finished.client)
-                if finished.server >= 0 { _ = Glibc.close(finished.server) }
+                _ = Glibc.close(link.client)
+                if link.server >= 0 { _ = Glibc.close(link.server) }
             }
         }
         thread.name = "fault-proxy-pump"

@@ -12,7 +12,7 @@ public final class NotifySocket: Sendable {
 
     public init() throws {
         path = "/tmp/powa-notify-\(UUID().uuidString.prefix(8)).sock"
-        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue), 0)
+        fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestBedError(message: "socket failed: errno \(errno)") }
         var address = sockaddr_un()
         address.sun_family = sa_family_t(AF_UNIX)
@@ -20,7 +20,11 @@ public final class NotifySocket: Sendable {
         let bound = withUnsafePointer(to: &address) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, socklen_t(MemoryLayout<sockaddr_un>.size)) }
         }
-        guard bound == 0 else { throw TestBedError(message: "bind \(path) failed: errno \(errno)") }
+        guard bound == 0 else {
+            let error = errno
+            _ = Glibc.close(fd)
+            throw TestBedError(message: "bind \(path) failed: errno \(error)")
+        }
         // Reads wake up every 100 ms to see whether the socket was closed.
         var timeout = timeval(tv_sec: 0, tv_usec: 100_000)
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))

@@ -15,7 +15,7 @@ public final class SilentResolver: Sendable {
     public let resolvConfPath: String
 
     public init() throws {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw TestBedError(message: "socket failed: errno \(errno)") }
         for _ in 0..<20 {
             let address = "127.0.\(Int.random(in: 1...254)).\(Int.random(in: 2...254))"

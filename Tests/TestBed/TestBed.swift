@@ -204,8 +204,13 @@ extension TestBed {
     /// (setting the environment later would race libpq).
     fileprivate static let passFile = Result<Void, any Error> {
         let path = "/tmp/powa-testbed-pgpass-\(getpid())"
-        try "127.0.0.1:*:*:powa_scram:\(scramPassword)\n".write(toFile: path, atomically: true, encoding: .utf8)
-        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: path)
+        // Created 0600: libpq ignores a password file others may read (and so should we).
+        unlink(path)
+        guard
+            FileManager.default.createFile(
+                atPath: path, contents: Data("127.0.0.1:*:*:powa_scram:\(scramPassword)\n".utf8),
+                attributes: [.posixPermissions: 0o600])
+        else { throw TestBedError(message: "could not write \(path)") }
         setenv("PGPASSFILE", path, 1)
         // Gone with the process (the same pid names it).
         atexit { unlink("/tmp/powa-testbed-pgpass-\(getpid())") }

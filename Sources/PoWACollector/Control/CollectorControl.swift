@@ -14,7 +14,9 @@ public struct CollectorControl {
         let repository = try await PoWARepository.connect(
             dsn: configuration.repositoryDSN, applicationName: ApplicationName.command,
             connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
-        return CollectorControl(repository: repository, channel: "powa_collector_command_\(getpid())")
+        // Another host's command may run at the same time: a channel of this run's own.
+        return CollectorControl(
+            repository: repository, channel: "powa_collector_command_\(getpid())_\(UInt32.random(in: 0...UInt32.max))")
     }
 
     public func close() { repository.close() }
@@ -30,7 +32,10 @@ public struct CollectorControl {
             "SELECT pg_catalog.pg_notify($1, $2)", [ControlChannel.channel, payload], deadline: deadline)
         while let notification = try await connection.nextNotification(deadline: deadline) {
             guard notification.channel == channel else { continue }
-            return ControlReply(payload: notification.payload)
+            let reply = ControlReply(payload: notification.payload)
+            // (An answer to an earlier question of this session, come late, is not this one's.)
+            guard reply.command == command else { continue }
+            return reply
         }
         return nil
     }

@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import Synchronization
 
 /// Tells systemd what the daemon is doing (`Type=notify`), with the datagrams of
 /// `sd_notify(3)` sent to `$NOTIFY_SOCKET`, so that no libsystemd is needed: `READY=1` once the
@@ -13,6 +14,8 @@ public final class SystemdNotifier: Sendable {
     /// How often to send `WATCHDOG=1`: half of `$WATCHDOG_USEC`, when it is set for this
     /// process.
     public let watchdogInterval: Duration?
+    /// Once `STOPPING=1` is sent, no `READY=1` (a reload still finishing) may follow it.
+    private let isStopping = Atomic<Bool>(false)
 
     /// From the environment systemd gives the service; nil without `$NOTIFY_SOCKET`.
     public init?(environment: [String: String] = ProcessInfo.processInfo.environment) {
@@ -48,13 +51,17 @@ public final class SystemdNotifier: Sendable {
         _ = message.withUnsafeBytes { body in
             withUnsafePointer(to: &socketAddress) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                    sendto(fd, body.baseAddress, body.count, Int32(MSG_NOSIGNAL), $0, length)
+                    // Never blocks (a full socket buffer loses the message, as sd_notify may).
+                    sendto(fd, body.baseAddress, body.count, Int32(MSG_NOSIGNAL | MSG_DONTWAIT), $0, length)
                 }
             }
         }
     }
 
-    public func ready(status: String) { send(["READY=1", "STATUS=\(status)"]) }
+    public func ready(status: String) {
+        guard !isStopping.load(ordering: .relaxed) else { return }
+        send(["READY=1", "STATUS=\(Self.oneLine(status))"])
+    }
 
     /// A reload begins; `ready(status:)` ends it.
     public func reloading() {
@@ -63,9 +70,17 @@ public final class SystemdNotifier: Sendable {
         send(["RELOADING=1", "MONOTONIC_USEC=\(UInt64(now.tv_sec) * 1_000_000 + UInt64(now.tv_nsec) / 1000)"])
     }
 
-    public func stopping() { send(["STOPPING=1"]) }
+    public func stopping() {
+        isStopping.store(true, ordering: .relaxed)
+        send(["STOPPING=1"])
+    }
 
-    public func status(_ status: String) { send(["STATUS=\(status)"]) }
+    public func status(_ status: String) { send(["STATUS=\(Self.oneLine(status))"]) }
+
+    /// A value on one line: a newline would start another `KEY=value` of the message.
+    static func oneLine(_ text: String) -> String {
+        text.split(whereSeparator: \.isNewline).joined(separator: " ")
+    }
 
     public func watchdog() { send(["WATCHDOG=1"]) }
 }

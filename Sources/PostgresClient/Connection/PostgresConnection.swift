@@ -136,9 +136,13 @@ public final class PostgresConnection {
                     // points to lives until the connection is finished.
                     withExtendedLifetime(sink.value) { PQfinish(transfer.value) }
                 }
-                if case .finished(let next) = polled {
+                switch polled {
+                case .finished(let next):
                     status = next
-                } else {
+                case .overloaded:
+                    // Not run: the connection is still ours (the caller closes it).
+                    status = try Self.connectStep(polled, timeout: timeout)
+                case .timedOut, .cancelled:
                     // The step's thread finishes the connection.
                     self.handle = nil
                     state.close()
@@ -157,6 +161,12 @@ public final class PostgresConnection {
         case .finished(let result): return result
         case .timedOut: throw connectTimedOut(timeout)
         case .cancelled: throw CancellationError()
+        case .overloaded:
+            throw PostgresError(
+                code: .connectionFailed,
+                message:
+                    "\(BlockingCall.Slots.shared.maximum) connection steps (host name lookups) are already waiting: is the DNS server answering?"
+            )
         }
     }
 

@@ -15,6 +15,29 @@ enum BlockingCall {
         case timedOut
         /// The waiting task was cancelled first; the call goes on without its caller.
         case cancelled
+        /// Not started: its `Slots` are all taken (abandoned calls included).
+        case overloaded
+    }
+
+    /// How many calls with a deadline may run at once. Abandoned calls keep their thread until
+    /// they end (a dead DNS server: the resolver's own timeout, up to 30 s), so a thousand
+    /// servers retrying against it would otherwise pile up thousands of threads.
+    final class Slots: Sendable {
+        let maximum: Int
+        private let running = Atomic<Int>(0)
+
+        init(maximum: Int) { self.maximum = maximum }
+
+        /// The process's: 64 threads.
+        static let shared = Slots(maximum: 64)
+
+        func take() -> Bool {
+            if running.add(1, ordering: .relaxed).newValue <= maximum { return true }
+            running.subtract(1, ordering: .relaxed)
+            return false
+        }
+
+        func give() { running.subtract(1, ordering: .relaxed) }
     }
 
     static func run<Result: Sendable>(_ body: @escaping @Sendable () -> Result) async -> Result {
@@ -32,15 +55,21 @@ enum BlockingCall {
     /// caller, having given up, must no longer touch what it handed to `body`).
     static func run<Result: Sendable>(
         until deadline: ContinuousClock.Instant,
+        slots: Slots = .shared,
         _ body: @escaping @Sendable () -> Result,
         abandoned: @escaping @Sendable (Result) -> Void
     ) async -> Outcome<Result> {
+        guard slots.take() else { return .overloaded }
         let race = Race<Result>()
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
-                guard race.begin(continuation) else { return }
+                guard race.begin(continuation) else {
+                    slots.give()
+                    return
+                }
                 start {
                     let result = body()
+                    slots.give()
                     if !race.end(.finished(result)) { abandoned(result) }
                 }
                 race.setTimer(
@@ -57,7 +86,8 @@ enum BlockingCall {
     private static func start(_ body: @escaping @Sendable () -> Void) {
         let thread = Thread(block: body)
         thread.name = "powa-libpq-blocking"
-        thread.stackSize = 512 * 1024
+        // (libpq's TLS and GSSAPI steps run here too.)
+        thread.stackSize = 1024 * 1024
         thread.start()
     }
 

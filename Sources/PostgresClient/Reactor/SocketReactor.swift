@@ -149,9 +149,11 @@ final class SocketReactor: Sendable {
         }
         guard let waiter else { return }
         if outcome != .ready {
+            // Out of epoll, not merely disarmed: the kernel keeps reporting EPOLLHUP/EPOLLERR
+            // of a descriptor left in with no events, and a peer hanging up on an idle
+            // connection would then wake the loop at every turn. The next wait adds it back.
             var event = epoll_event()
-            event.data.u64 = Self.eventData(fd: fd, id: id)
-            _ = epoll_ctl(epollFD, EPOLL_CTL_MOD, fd, &event)  // disarm; the fd may be gone
+            _ = epoll_ctl(epollFD, EPOLL_CTL_DEL, fd, &event)  // the fd may be gone
         }
         waiter.continuation.resume(returning: outcome)
     }
