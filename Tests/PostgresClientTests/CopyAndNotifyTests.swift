@@ -1,3 +1,4 @@
+import Foundation
 import PostgresClient
 import TestBed
 import Testing
@@ -94,5 +95,45 @@ struct CopyAndNotifyTests {
         await #expect(throws: PostgresError.self) {
             _ = try await listener.nextNotification(deadline: .now + .seconds(30))
         }
+    }
+
+    @Test("a session whose wait timed out, then ended by its server while nobody waits, costs the reactor nothing")
+    func idleHangUp() async throws {
+        let bed = try await TestBed.shared()
+        // Over a Unix socket, whose peer's close is a hang-up (EPOLLHUP) for epoll.
+        let listener = try await PostgresConnection.connect(
+            ConnectionConfiguration(
+                connectionString: "host=\(bed.socketDirectory) port=\(bed.repositoryPort) dbname=postgres user=postgres"))
+        let killer = try await bed.connect(port: bed.repositoryPort)
+        defer {
+            listener.close()
+            killer.close()
+        }
+        try await listener.execute("LISTEN nobody_notifies")
+        #expect(try await listener.nextNotification(deadline: .now + .milliseconds(50)) == nil)
+        // The server hangs up while the listener waits for nothing.
+        _ = try await killer.query("SELECT pg_terminate_backend($1)", ["\(listener.backendPID)"])
+        let before = try ReactorThread.cpuSeconds()
+        // A second of idleness, measured on the reactor's own thread.
+        #expect(!(try await eventually(timeout: .seconds(1)) { false }))
+        let spent = try ReactorThread.cpuSeconds() - before
+        #expect(spent < 0.2, "the reactor spent \(spent) s of CPU in 1 s of idleness")
+    }
+}
+
+/// The CPU time of the reactor's thread (`powa-reactor`), from /proc.
+enum ReactorThread {
+    static func cpuSeconds() throws -> Double {
+        let tasks = try FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")
+        for task in tasks {
+            let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+            guard comm.hasPrefix("powa-reactor") else { continue }
+            let stat = try String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8)
+            // Fields after the command's closing parenthesis: utime and stime are 14 and 15.
+            let fields = stat[stat.index(after: stat.lastIndex(of: ")")!)...].split(separator: " ")
+            let ticks = (Double(fields[11]) ?? 0) + (Double(fields[12]) ?? 0)
+            return ticks / Double(sysconf(Int32(_SC_CLK_TCK)))
+        }
+        throw TestBedError(message: "no powa-reactor thread in this process")
     }
 }

@@ -164,6 +164,8 @@ final class SocketReactor: Sendable {
     }
 
     private func loop() {
+        // As `top -H` and /proc show it (Foundation's Thread.name does not reach the kernel).
+        cepoll_name_thread("powa-reactor")
         let capacity = 256
         var events = [epoll_event](repeating: epoll_event(), count: capacity)
         while true {
