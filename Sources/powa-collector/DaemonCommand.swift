@@ -38,10 +38,19 @@ struct DaemonCommand: AsyncParsableCommand {
 
         let collector = Collector(
             configuration: configuration, configurationPath: options.config, logger: logger, levelSwitch: levelSwitch,
-            notifier: SystemdNotifier())
+            notifier: SystemdNotifier(), metrics: configuration.httpListen.map { _ in CollectorMetrics() })
+        // The collector's end (a stop before the repository could be reached) ends the HTTP
+        // endpoint too; the endpoint failing (its port taken) stops the daemon.
+        var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+            .init(service: collector, successTerminationBehavior: .gracefullyShutdownGroup)
+        ]
+        if let address = configuration.httpListen {
+            // First in the list: shut down last, after the workers.
+            services.insert(.init(service: HTTPEndpoint.service(for: collector, address: address, logger: logger)), at: 0)
+        }
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: collector)],
+                services: services,
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: logger
             ))

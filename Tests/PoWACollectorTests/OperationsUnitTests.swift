@@ -96,4 +96,40 @@ struct OperationsUnitTests {
         let description: String
         init(_ description: String) { self.description = description }
     }
+
+    @Test("http.listen: host:port and [v6]:port; anything else names the key, never the value")
+    func httpAddress() throws {
+        #expect(HTTPAddress("127.0.0.1:9188") == HTTPAddress("127.0.0.1:9188") && HTTPAddress("127.0.0.1:9188")?.port == 9188)
+        #expect(HTTPAddress("[::1]:9188")?.host == "::1" && HTTPAddress("[::1]:9188")?.description == "[::1]:9188")
+        for bad in ["9188", "host:0", "host:70000", ":9188", "host:port", "a b:1"] { #expect(HTTPAddress(bad) == nil, "\(bad)") }
+        let error = #expect(throws: ConfigurationError.self) {
+            try ConfigurationFile.parse(Data(#"{"repository": {"dsn": "x"}, "http": {"listen": "S3cret"}}"#.utf8))
+        }
+        #expect(error?.description.contains("\"http.listen\" must be host:port") == true)
+        #expect(error?.description.contains("S3cret") == false)
+        let off = try ConfigurationFile.parse(Data(#"{"repository": {"dsn": "x"}}"#.utf8))
+        #expect(off.httpListen == nil)
+    }
+
+    @Test("metrics: a server's series from its first worker, statuses read at scrape time, gone with the server")
+    func metricsLifecycle() {
+        let metrics = CollectorMetrics()
+        let board = WorkerBoard()
+        let server = RemoteServer(
+            id: 3, hostname: "db", alias: "orders", port: 5432, username: "u", dbname: "powa", frequency: 300)
+        board.register(serverID: 3, mailbox: WorkerMailbox())
+        board.setStatus(.running, serverID: 3)
+        metrics.workerStarted(server)
+        metrics.snapshotEnded(server, outcome: .success, duration: .milliseconds(120))
+        metrics.sourceCopied(server, source: "powa_statements_src", rows: 10, bytes: 1000)
+        var text = String(decoding: metrics.scrape(board: board, limiter: SnapshotLimiter(permits: 4)), as: UTF8.self)
+        #expect(text.contains(#"powa_collector_snapshots_total{server="orders",srvid="3",outcome="success"} 1"#), "\(text)")
+        #expect(text.contains(#"powa_collector_worker_status{server="orders",srvid="3",status="running"} 1"#))
+        #expect(text.contains(#"powa_collector_rows_copied_total{server="orders",srvid="3",source="powa_statements_src"} 10"#))
+        #expect(text.contains("powa_collector_snapshot_slots_in_use 0"))
+        board.remove(serverID: 3)
+        text = String(decoding: metrics.scrape(board: board, limiter: nil), as: UTF8.self)
+        #expect(!text.contains(#"srvid="3""#), "\(text)")
+        #expect(text.contains("powa_collector_info"))
+    }
 }

@@ -76,6 +76,20 @@ public final class DaemonProcess: Sendable {
         }
     }
 
+    /// Waits for the program to exit within `timeout`; past it, kills it (SIGKILL) and returns
+    /// nil, so that a daemon that should have stopped cannot hang the test.
+    public func wait(orKillAfter timeout: Duration) async -> Int32? {
+        let pid = self.pid
+        let killer = Task {
+            try await Task.sleep(for: timeout)
+            kill(pid, SIGKILL)
+        }
+        let code = await wait()
+        let killed = killer.isCancelled == false && code == 128 + SIGKILL
+        killer.cancel()
+        return killed ? nil : code
+    }
+
     /// Waits until the output contains `text` (`count` times).
     public func waitForOutput(_ text: String, count: Int = 1, timeout: Duration = .seconds(30)) async throws -> Bool {
         try await eventually(timeout: timeout) { self.output.components(separatedBy: text).count > count }

@@ -22,25 +22,30 @@ public final class Collector: Service, Sendable {
     private let reloads: ReloadQueue
     /// systemd's `Type=notify` protocol, when systemd started the daemon.
     private let notifier: SystemdNotifier?
+    /// The metrics, when the HTTP endpoint serves them (nil: nothing is counted).
+    public let metrics: CollectorMetrics?
 
     /// - Parameters:
     ///   - configuration: the configuration read at start-up.
     ///   - configurationPath: where to re-read it on reload (nil: the search path again).
     ///   - levelSwitch: the log level to set from `debug` on reload.
     ///   - notifier: where to tell systemd that the daemon is ready, reloading or stopping.
+    ///   - metrics: where to count what happens, for the HTTP endpoint.
     public init(
         configuration: CollectorConfiguration,
         configurationPath: String?,
         logger: Logger,
         levelSwitch: LogLevelSwitch? = nil,
-        notifier: SystemdNotifier? = nil
+        notifier: SystemdNotifier? = nil,
+        metrics: CollectorMetrics? = nil
     ) {
         self.notifier = notifier
+        self.metrics = metrics
         self.configurationPath = configurationPath
         self.state = Mutex(configuration)
         self.logger = logger
         self.levelSwitch = levelSwitch
-        self.fleet = WorkerFleet(board: board, permits: configuration.maxConcurrentSnapshots)
+        self.fleet = WorkerFleet(board: board, permits: configuration.maxConcurrentSnapshots, metrics: metrics)
         reloads = ReloadQueue()
     }
 
@@ -121,7 +126,7 @@ public final class Collector: Service, Sendable {
             repositoryDSN: { [self] in self.configuration.repositoryDSN },
             connectTimeout: .seconds(configuration.connectTimeout),
             commands: ControlCommands(board: board, reload: { [self] in await self.reload(rereadFile: true) }),
-            logger: logger)
+            logger: logger, metrics: metrics)
     }
 
     private func connectRepository(_ configuration: CollectorConfiguration) async throws -> PoWARepository {
@@ -162,7 +167,24 @@ public final class Collector: Service, Sendable {
     /// were).
     @discardableResult
     public func reload(rereadFile: Bool = true) async -> Bool {
-        await reloads.request { [self] in await self.reloadNow(rereadFile: rereadFile) }
+        await reloads.request { [self] in
+            let success = await self.reloadNow(rereadFile: rereadFile)
+            if rereadFile { self.metrics?.reloaded(success: success) }
+            return success
+        }
+    }
+
+    /// The Prometheus text of the metrics, with the states read now.
+    public func scrapeMetrics() async -> [UInt8] {
+        guard let metrics else { return [] }
+        return metrics.scrape(board: board, limiter: await fleet.currentLimiter)
+    }
+
+    /// What keeps the daemon from being ready: the repository unreachable, workers not
+    /// running (their statuses by server id); empty when ready.
+    public func readiness() -> (repositoryUp: Bool, notRunning: [Int: WorkerStatus]) {
+        let notRunning = board.statuses().filter { $0.value != .running }
+        return (metrics?.isRepositoryUp ?? true, notRunning)
     }
 
     private func reloadNow(rereadFile: Bool) async -> Bool {

@@ -62,6 +62,7 @@ extension CollectorConfiguration {
         var mine = self
         mine.debug = other.debug
         mine.logFormat = other.logFormat
+        mine.httpListen = other.httpListen
         // Compared server by server: a change for one server restarts its worker only.
         mine.serverOptions = other.serverOptions
         return mine == other

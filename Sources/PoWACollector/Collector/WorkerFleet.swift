@@ -16,8 +16,13 @@ actor WorkerFleet {
     private var pool: RepositoryPool
     /// Set by `stopAll`: a reload still on its way starts nothing after the shutdown.
     private var isStopped = false
+    private let metrics: CollectorMetrics?
 
-    init(board: WorkerBoard, permits: Int) {
+    /// The snapshot slots in force (metrics).
+    var currentLimiter: SnapshotLimiter { limiter }
+
+    init(board: WorkerBoard, permits: Int, metrics: CollectorMetrics? = nil) {
+        self.metrics = metrics
         self.board = board
         self.permits = permits
         self.limiter = SnapshotLimiter(permits: permits)
@@ -46,7 +51,7 @@ actor WorkerFleet {
             pool = RepositoryPool(capacity: permits)
         }
         let context = WorkerContext(
-            configuration: configuration, limiter: limiter, pool: pool, board: board, logger: logger)
+            configuration: configuration, limiter: limiter, pool: pool, board: board, logger: logger, metrics: metrics)
         for server in plan.starts { start(server, context: context) }
         for id in plan.rechecks { board.recheckVersions(serverID: id) }
     }
@@ -54,6 +59,7 @@ actor WorkerFleet {
     private func start(_ server: RemoteServer, context: WorkerContext) {
         let mailbox = WorkerMailbox()
         board.register(serverID: server.id, mailbox: mailbox)
+        metrics?.workerStarted(server)
         let worker = Worker(server: server, context: context, mailbox: mailbox)
         let task = Task { await worker.run() }
         running[server.id] = Running(server: server, settings: context.configuration, task: task)

@@ -29,6 +29,9 @@ public struct CollectorConfiguration: Sendable, Equatable {
     /// yet (`skip_known_query_texts`, default true): see `StatementTextElider`. False sends
     /// every text at every snapshot, as the Python collector does.
     public var skipKnownQueryTexts: Bool = true
+    /// Where the HTTP endpoint (metrics, health) listens (`http.listen`; none by default).
+    /// Read at start-up.
+    public var httpListen: HTTPAddress?
     /// Extra libpq keywords for remote servers (`servers`): see `ServerConnectionOptions`.
     public var serverOptions = ServerConnectionOptions()
 

@@ -73,6 +73,18 @@ public enum ConfigurationFile {
         configuration.debug = try bool(object, "debug") ?? false
         configuration.useServerAlias = try bool(object, "use_server_alias") ?? false
         configuration.skipKnownQueryTexts = try bool(object, "skip_known_query_texts") ?? true
+        switch object["http"] {
+        case nil, .null?: break
+        case .object(let http)?:
+            switch http["listen"] {
+            case nil, .null?: break
+            case .string(let text)? where HTTPAddress(text) != nil: configuration.httpListen = HTTPAddress(text)
+            case let value?:
+                throw ConfigurationError("\"http.listen\" must be host:port, like \"127.0.0.1:9188\", not \(value.summary)")
+            }
+        case let value?:
+            throw ConfigurationError("\"http\" must be an object like {\"listen\": \"127.0.0.1:9188\"}, not \(value.summary)")
+        }
         switch object["servers"] {
         case nil, .null?: break
         case let servers?: configuration.serverOptions = try ServerConnectionOptions.parse(servers)

@@ -16,6 +16,8 @@ struct ControlChannel {
     let logger: Logger
     /// How long the connection may stay silent before a liveness check.
     var idleCheck: Duration = .seconds(10)
+    /// Where requests and the repository's reachability are counted.
+    var metrics: CollectorMetrics? = nil
 
     /// Runs until the task is cancelled.
     func run() async {
@@ -36,6 +38,7 @@ struct ControlChannel {
             }
             backoff.reset()
             outage.ended(logger)
+            metrics?.setRepositoryUp(true)
             logger.debug("control channel: listening on \(Self.channel)")
             do {
                 try await serve(repository)
@@ -44,6 +47,7 @@ struct ControlChannel {
                     outage.began("control channel: connection to the repository lost: \(error)", logger)
                 }
             }
+            metrics?.setRepositoryUp(false)
             repository.close()
         }
     }
@@ -97,17 +101,20 @@ struct ControlChannel {
                 // the other requests from memory at once.
                 reloads.addTask {
                     let reply = await commands.answer(request)
+                    metrics?.controlRequest(command: request.command, status: reply.status)
                     // (Cancelled: shutting down, and the reload answered nothing worth sending.)
                     if request.wantsReply, !Task.isCancelled { await sendOnNewSession(reply, to: request.channel) }
                 }
                 return
             }
             reply = await commands.answer(request)
+            metrics?.controlRequest(command: request.command, status: reply.status)
         } else {
             logger.warning(
                 "control channel: request refused, the sender may not signal backends",
                 metadata: ["command": "\(request.command.prefix(64))", "sender": "\(notification.senderPID)"])
             reply = ControlReply(command: request.command, status: .error, data: "Permission denied")
+            metrics?.controlRequest(command: request.command, status: reply.status)
         }
         guard request.wantsReply else { return }
         try await send(reply, to: request.channel, on: connection)

@@ -33,6 +33,8 @@ struct RemoteSnapshot {
     /// The statements whose texts need not be sent again; nil sends every text
     /// (`skip_known_query_texts` off).
     let knownStatements: KnownStatements?
+    /// Where rows and bytes copied are counted.
+    let metrics: CollectorMetrics?
     let logger: Logger
 
     /// What a snapshot that landed reports.
@@ -132,7 +134,9 @@ struct RemoteSnapshot {
                 if knownStatements != nil {
                     try await repairStatementTexts(remote: remote, repository: repository, into: &outcome)
                 }
+                let taking = ContinuousClock.now
                 outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
+                metrics?.takeSnapshotDuration(.now - taking)
                 if !outcome.elidedStatements.isEmpty {
                     // The last word: a statement powa stored in this transaction with a text we
                     // left out (deleted from powa_statements after the repair) rolls it all back.
@@ -196,10 +200,15 @@ struct RemoteSnapshot {
         if source.isStatements, let layout = knownStatements?.layout, let keys = knownStatements?.keys {
             elider = StatementTextElider(layout: layout, known: keys)
         }
+        let progress = metrics.map { _ in CopyProgress() }
         do {
             let rows = try await pipe(
                 from: remote.connection, source.copyOutStatement(serverID: server.id, schema: remoteSchema),
-                to: repository.connection, source.copyInStatement(schema: repositorySchema), rewrite: elider?.rewrite)
+                to: repository.connection, source.copyInStatement(schema: repositorySchema), rewrite: elider?.rewrite,
+                progress: progress)
+            if let progress {
+                metrics?.sourceCopied(server, source: source.querySource, rows: rows, bytes: progress.bytes)
+            }
             if let elider {
                 outcome.seenStatements = elider.seen
                 outcome.elidedTexts = elider.elidedRows
@@ -249,18 +258,16 @@ struct RemoteSnapshot {
     }
 
     /// One COPY from a remote session into the repository (each row through `rewrite`, if
-    /// given), then `completion`, each side in a savepoint, so that a failure undoes this
-    /// source only.
+    /// given), each side in a savepoint, so that a failure undoes this source only.
     private func pipe(
         from remote: PostgresConnection, _ copyOut: String, to repository: PostgresConnection, _ copyIn: String,
-        rewrite: CopyRowRewrite? = nil, then completion: () async throws -> Void = {}
+        rewrite: CopyRowRewrite? = nil, progress: CopyProgress? = nil
     ) async throws -> Int {
         try await repository.inSavepoint("powa_source", deadline: deadline) {
             try await remote.inSavepoint("powa_source", deadline: deadline) {
-                let rows = try await PostgresConnection.pipeCopy(
-                    from: remote, copyOut, to: repository, copyIn, deadline: deadline, rewrite: rewrite)
-                try await completion()
-                return rows
+                try await PostgresConnection.pipeCopy(
+                    from: remote, copyOut, to: repository, copyIn, deadline: deadline, rewrite: rewrite,
+                    progress: progress)
             }
         }
     }

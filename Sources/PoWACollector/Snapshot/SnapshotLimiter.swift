@@ -31,11 +31,18 @@ final class SnapshotLimiter: Sendable {
     private let state: Mutex<State>
     /// The slots suspect servers may hold together.
     let suspectPermits: Int
+    let permits: Int
 
     init(permits: Int) {
         let permits = max(1, permits)
+        self.permits = permits
         state = Mutex(State(available: permits))
         suspectPermits = max(1, permits / 2)
+    }
+
+    /// The slots held now, and the snapshots waiting for one (metrics).
+    func usage() -> (inUse: Int, waiting: Int) {
+        state.withLock { (permits - $0.available, $0.waiters.count) }
     }
 
     /// Runs `body` holding a permit; `suspect`: the server's last snapshot timed out.

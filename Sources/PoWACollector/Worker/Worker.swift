@@ -9,6 +9,8 @@ struct WorkerContext: Sendable {
     let pool: RepositoryPool
     let board: WorkerBoard
     var logger: Logger
+    /// Where snapshots are counted (nil: no HTTP endpoint, nothing counted).
+    var metrics: CollectorMetrics? = nil
 
     var connectTimeout: Duration { .seconds(configuration.connectTimeout) }
     var snapshotTimeout: Duration { .seconds(configuration.snapshotTimeout) }
@@ -130,7 +132,18 @@ struct Worker {
                 continue
             }
 
+            let started = ContinuousClock.now
             let result = await takeSnapshot(remote: session, suspect: suspect, knownStatements: knownStatements)
+            if let metrics = context.metrics {
+                let outcome: CollectorMetrics.Outcome? =
+                    switch result {
+                    case .landed: .success
+                    case .timedOut: .timedOut
+                    case .failed, .remoteLost, .refused: .failed
+                    case .reopen: nil
+                    }
+                if let outcome { metrics.snapshotEnded(server, outcome: outcome, duration: .now - started) }
+            }
             switch result {
             case .landed: suspect = false
             case .timedOut: suspect = true
@@ -374,7 +387,8 @@ struct Worker {
         let snapshot = RemoteSnapshot(
             server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
             connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
-            connectionOptions: connectionOptions, knownStatements: knownStatements, logger: logger)
+            connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
+            logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             if outcome.statementTextsFailed {

@@ -5,6 +5,14 @@ import CLibPQ
 /// on the bytes libpq holds: the row is never copied, decoded or kept.
 public typealias CopyRowRewrite = (_ row: UnsafeBufferPointer<UInt8>, _ appendTo: inout [UInt8]) -> Void
 
+/// What a `pipeCopy` has sent so far (for metrics): bytes of COPY text written to the
+/// destination. Owned by the task running the pipe.
+public final class CopyProgress {
+    public private(set) var bytes = 0
+    public init() {}
+    func sent(_ count: Int) { bytes += count }
+}
+
 extension PostgresConnection {
     /// Starts a `COPY ... TO STDOUT` statement; read its data with `readCopyData`.
     public func startCopyOut(_ sql: String, deadline: ContinuousClock.Instant? = nil) async throws {
@@ -156,7 +164,8 @@ extension PostgresConnection {
         _ copyInSQL: String,
         batchSize: Int = 256 * 1024,
         deadline: ContinuousClock.Instant? = nil,
-        rewrite: CopyRowRewrite? = nil
+        rewrite: CopyRowRewrite? = nil,
+        progress: CopyProgress? = nil
     ) async throws -> Int {
         try await destination.startCopyIn(copyInSQL, deadline: deadline)
         do {
@@ -177,6 +186,7 @@ extension PostgresConnection {
                 throw error
             }
             guard more else { break }
+            progress?.sent(buffer.count)
             do {
                 try await destination.writeCopyData(buffer, deadline: deadline)
             } catch {

@@ -202,7 +202,7 @@ extension CollectorConfiguration {
             {"repository": {"dsn": "\(dsn)"}, "debug": \(debug), "use_server_alias": \(useServerAlias),
              "connect_timeout": \(connectTimeout), "snapshot_timeout": \(snapshotTimeout),
              "max_concurrent_snapshots": \(maxConcurrentSnapshots), "skip_known_query_texts": \(skipKnownQueryTexts),
-             "servers": \(serversJSON)}
+             "servers": \(serversJSON)\(httpListen.map { ", \"http\": {\"listen\": \"\($0)\"}" } ?? "")}
             """
     }
 }
