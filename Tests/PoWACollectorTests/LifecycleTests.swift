@@ -142,7 +142,7 @@ struct LifecycleTests {
         // The control channel's outage: one error line, one line when it ends.
         let control = running.logs.lines.filter { $0.contains("control channel") }
         #expect(control.filter { $0.hasPrefix("error") }.count == 1, "\(control)")
-        #expect(control.contains { $0.hasPrefix("info") && $0.contains("reachable again") }, "\(control)")
+        #expect(control.contains { $0.hasPrefix("info") && $0.contains("reachable again (after ") }, "\(control)")
         #expect(running.collector.board.statuses().keys.sorted() == [server])
         try await running.stop()
     }

@@ -2,22 +2,24 @@ import Logging
 import Synchronization
 
 /// How an outage is logged: once at error level when it begins, at debug level while it lasts,
-/// and once at info level when it ends, so that a long outage does not flood the log.
+/// and once at info level when it ends, with how long it lasted, so that a long outage does not
+/// flood the log.
 final class OutageLog: Sendable {
     /// What is out, e.g. "the remote server".
     let subject: String
-    private let ongoing = Mutex(false)
+    /// When the ongoing outage began, nil when there is none.
+    private let since = Mutex<ContinuousClock.Instant?>(nil)
 
     init(subject: String) { self.subject = subject }
 
-    var isOngoing: Bool { ongoing.withLock { $0 } }
+    var isOngoing: Bool { since.withLock { $0 != nil } }
 
     /// Logs a failure; returns true for the first of the outage (the one to report).
     @discardableResult
     func began(_ message: String, _ logger: Logger) -> Bool {
-        let first = ongoing.withLock { ongoing in
-            defer { ongoing = true }
-            return !ongoing
+        let first = since.withLock { since in
+            defer { since = since ?? .now }
+            return since == nil
         }
         logger.log(level: first ? .error : .debug, "\(message)")
         return first
@@ -25,10 +27,12 @@ final class OutageLog: Sendable {
 
     /// Logs the end of the outage, if there was one.
     func ended(_ logger: Logger) {
-        let was = ongoing.withLock { ongoing in
-            defer { ongoing = false }
-            return ongoing
+        let began = since.withLock { since in
+            defer { since = nil }
+            return since
         }
-        if was { logger.info("\(subject) is reachable again") }
+        guard let began else { return }
+        let seconds = Int((ContinuousClock.now - began).secondsValue.rounded())
+        logger.info("\(subject) is reachable again (after \(seconds) s)", metadata: ["outage_seconds": "\(seconds)"])
     }
 }
