@@ -89,7 +89,10 @@ struct CommandTests {
         #expect(output.contains(Collector.version))
         let (helpCode, help) = try await run(["--help"])
         #expect(helpCode == 0)
-        #expect(help.contains("--config"))
+        #expect(help.contains("powa-collector [--config PATH]"))
+        for command in ["check", "once", "status", "reload"] { #expect(help.contains(command)) }
+        let (runCode, runHelp) = try await run(["run", "--help"])
+        #expect(runCode == 0 && runHelp.contains("--config") && runHelp.contains("SIGHUP"))
     }
 
     @Test("configuration errors exit 1 with one actionable line")

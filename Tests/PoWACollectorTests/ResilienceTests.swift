@@ -126,8 +126,11 @@ struct ResilienceTests {
         _ = try await repository.waitForErrors(hung, containing: "snapshot timed out")
         try await collector.stop()
 
+        // snapts is stamped when a snapshot lands, so a gap also carries the difference of two
+        // snapshots' durations (up to a second on a loaded 2-core machine running the suite);
+        // a healthy server held up by the hung one would lose a whole period or more.
         for (earlier, later) in zip(times, times.dropFirst()) {
-            #expect(abs(later - earlier - 5) <= 0.3, "gap \(later - earlier)")
+            #expect(abs(later - earlier - 5) <= 1, "gap \(later - earlier)")
         }
         #expect(try await repository.errors(hung).contains("snapshot timed out while reading hung_src"))
         #expect(try await repository.snapts(hung) == nil)
