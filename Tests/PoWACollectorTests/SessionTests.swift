@@ -21,34 +21,22 @@ struct SessionTests {
     func pinnedSettings(major: PoWAMajor) async throws {
         let bed = try await TestBed.shared(major)
         let suffix = UInt32.random(in: 0...UInt32.max)
-        let role = "pinned_\(suffix)", database = "latin_\(suffix)"
+        let role = "pinned_\(suffix)"
         let port = bed.remotePorts[1]
         let alter = Self.hostileDefaults.map { "ALTER ROLE \(role) SET \($0);" }.joined(separator: " ")
         let admin = try await bed.connect(port: port, database: "postgres")
         try await admin.execute("CREATE ROLE \(role) LOGIN SUPERUSER; \(alter)")
-        try await admin.execute(
-            "CREATE DATABASE \(database) TEMPLATE template0 ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C'")
         admin.close()
         let repositoryAdmin = try await bed.connect(port: bed.repositoryPort, database: "postgres")
         try await repositoryAdmin.execute(
             "CREATE ROLE \(role) LOGIN SUPERUSER; \(alter.replacingOccurrences(of: "client_encoding = 'LATIN1'", with: "DateStyle = 'German'"))"
         )
         repositoryAdmin.close()
-
-        // Statements whose texts carry what COPY text must escape, and a 1 MB one.
-        let marker = "pinned_marker_\(suffix)"
-        let remote = try await Self.connectUTF8(bed, port: port, database: database)
-        try await remote.execute("SET client_min_messages = warning; CREATE EXTENSION powa CASCADE")
-        let texts = [
-            "SELECT current_user AS \"é\ttab\", current_user AS \"new\nline\", current_user AS \"back\\slash\" -- \(marker) à ÿ",
-            "/* \(marker) " + String(repeating: "0123456789abcdef", count: 65_536) + " */ SELECT 2",
-        ]
-        for text in texts { _ = try await remote.query(text) }
-        remote.close()
+        let odd = try await OddQueryTexts.create(on: bed, port: port, prefix: "latin")
 
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(
-            port: port, dbname: database, username: role, frequency: 5, extensions: "{}")
+            port: port, dbname: odd.database, username: role, frequency: 5, extensions: "{}")
         let collector = RunningCollector(repository: repository) {
             $0.repositoryDSN = bed.connectionString(port: bed.repositoryPort, database: repository.database, user: role)
         }
@@ -57,36 +45,11 @@ struct SessionTests {
         let errors = try await repository.errors(server)
         #expect(errors == "")
 
-        // Byte-identical: the remote's texts (read in UTF8) are the repository's.
-        let reader = try await Self.connectUTF8(bed, port: port, database: database)
-        defer { reader.close() }
-        let offered = try await reader.query(
-            "SELECT queryid::text, query FROM pg_stat_statements WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%' ORDER BY 1",
-            [marker]
-        ).rows
-        #expect(offered.count == 2)
-        let stored = try await repository.connect()
-        defer { stored.close() }
-        let landed = try await stored.query(
-            "SELECT queryid::text, query FROM powa_statements WHERE srvid = $1 AND query LIKE '%' || $2 || '%' ORDER BY 1",
-            ["\(server)", marker]
-        ).rows
-        #expect(landed == offered)
-        #expect(landed.contains { $0[1] == texts[0] })
-        #expect(landed.contains { ($0[1]?.utf8.count ?? 0) > 1_000_000 })
+        try await odd.expectLandedIntact(in: repository, server: server)
         // Dates, floats and intervals landed too (a DMY DateStyle would have failed them).
         #expect(
             try await repository.int("SELECT count(*) FROM powa_stat_bgwriter_history_current WHERE srvid = $1", ["\(server)"])
                 > 0)
-    }
-
-    /// A test session that says what it sends: UTF8 (a LATIN1 database would otherwise take
-    /// our UTF8 bytes for LATIN1 ones).
-    static func connectUTF8(_ bed: TestBed, port: Int, database: String) async throws -> PostgresConnection {
-        try await PostgresConnection.connect(
-            ConnectionConfiguration(
-                connectionString: bed.connectionString(port: port, database: database),
-                overrides: [.init("client_encoding", "UTF8")]))
     }
 
     @Test("a powa_servers.dbname that looks like a connection string is a database name, never parameters")

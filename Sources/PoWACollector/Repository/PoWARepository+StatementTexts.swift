@@ -1,3 +1,5 @@
+import PostgresClient
+
 /// The statements of a server as the repository knows them, for `StatementTextElider` and
 /// `StatementTextRepair`. Nothing here is specific to a PoWA version: PoWA 4.1 and 5 share
 /// `powa_statements` and the columns used of `powa_statements_src_tmp`.
@@ -17,18 +19,11 @@ extension PoWARepository {
 
     /// The statements of `powa_statements` for a server, folded.
     func knownStatementKeys(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Set<UInt64> {
-        let rows = try await connection.query(
-            "SELECT userid, dbid, queryid FROM \(powa("powa_statements")) WHERE srvid = $1", ["\(serverID)"],
-            deadline: deadline
-        ).rows
-        var keys = Set<UInt64>(minimumCapacity: rows.count)
-        for row in rows {
-            keys.insert(
-                StatementKey.folded(
-                    userid: try row.decode(0, as: Int64.self), dbid: try row.decode(1, as: Int64.self),
-                    queryid: try row.decode(2, as: Int64.self)))
-        }
-        return keys
+        try Self.foldedKeys(
+            try await connection.query(
+                "SELECT userid, dbid, queryid FROM \(powa("powa_statements")) WHERE srvid = $1", ["\(serverID)"],
+                deadline: deadline
+            ).rows)
     }
 
     /// The staged rows of a server whose text was left out although `powa_statements` does
@@ -86,7 +81,12 @@ extension PoWARepository {
               AND xmin::text::bigint = pg_catalog.txid_current() % 4294967296
             """, ["\(serverID)"], deadline: deadline
         ).rows
-        var keys = Set<UInt64>()
+        return try Self.foldedKeys(rows)
+    }
+
+    /// Rows of (userid, dbid, queryid), folded.
+    private static func foldedKeys(_ rows: [PostgresRow]) throws -> Set<UInt64> {
+        var keys = Set<UInt64>(minimumCapacity: rows.count)
         for row in rows {
             keys.insert(
                 StatementKey.folded(
