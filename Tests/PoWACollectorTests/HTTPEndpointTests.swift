@@ -42,7 +42,8 @@ struct HTTPEndpointTests {
                     .timeIntervalSince1970 - 60)
             #expect(Self.sample(metrics, "powa_collector_repository_up") == 1)
             #expect(Self.sample(metrics, "powa_collector_info{version=\"\(Collector.version)\"}") == 1)
-            #expect(Self.sample(metrics, "powa_collector_snapshot_duration_seconds_count{\(labels)}") ?? 0 >= 2)
+            #expect(Self.sample(metrics, "powa_collector_snapshot_duration_seconds_count") ?? 0 >= 2)
+            #expect(Self.sample(metrics, "powa_collector_last_snapshot_duration_seconds{\(labels)}") ?? 0 > 0)
             #expect(Self.sample(metrics, "powa_collector_repository_take_snapshot_duration_seconds_count") ?? 0 >= 2)
             // Bounded labels: no SQL, no error text.
             #expect(!metrics.contains("SELECT") && !metrics.contains("failed:"))
