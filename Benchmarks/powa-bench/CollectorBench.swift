@@ -420,10 +420,10 @@ struct CollectorBench: AsyncParsableCommand {
             """)
         let serverRows = ([small].compactMap { $0 } + results).map { result -> [String] in
             let usage = result.servers
-            let own = result.cpuSeconds + usage.repository + usage.remotes
+            let own = result.cpuSeconds + (usage.repository ?? 0) + (usage.remotes ?? 0)
             return [
-                result.label, optional(result.perSnapshot(usage.repository), decimals: 3),
-                optional(result.perSnapshot(usage.remotes), decimals: 3),
+                result.label, optional(usage.repository.flatMap(result.perSnapshot), decimals: 3),
+                optional(usage.remotes.flatMap(result.perSnapshot), decimals: 3),
                 formatted(
                     usage.machine / max(usage.seconds, 1) / Double(ProcessInfo.processInfo.activeProcessorCount) * 100,
                     decimals: 1),

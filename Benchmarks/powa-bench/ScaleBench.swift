@@ -201,12 +201,12 @@ struct ScaleBench: AsyncParsableCommand {
                 + "CPU user \(formatted(stats.cpu.user, decimals: 2)) s, system \(formatted(stats.cpu.system, decimals: 2)) s; "
                 + "\(stats.openDescriptors) descriptors; RSS at the end: anonymous \(formatted(megabytes(stats.memory.anonymousKB), decimals: 1)) MB, "
                 + "files \(formatted(megabytes(stats.memory.fileKB), decimals: 1)) MB; stopped: \(measurement.exit)",
-            "\(count) servers: servers' CPU per snapshot: repository \(optional(perSnapshot(usage.repository), decimals: 4)) s, "
-                + "remotes \(optional(perSnapshot(usage.remotes), decimals: 4)) s; machine busy "
+            "\(count) servers: servers' CPU per snapshot: repository \(optional(usage.repository.flatMap(perSnapshot), decimals: 4)) s, "
+                + "remotes \(optional(usage.remotes.flatMap(perSnapshot), decimals: 4)) s; machine busy "
                 + "\(formatted(usage.machine / max(usage.seconds, 1) / Double(ProcessInfo.processInfo.activeProcessorCount) * 100, decimals: 1)) % "
                 + "of \(ProcessInfo.processInfo.activeProcessorCount) CPUs (collector \(formatted(cpu, decimals: 1)) s, repository "
-                + "\(formatted(usage.repository, decimals: 1)) s, remotes \(formatted(usage.remotes, decimals: 1)) s, others "
-                + "\(formatted(max(0, usage.machine - cpu - usage.repository - usage.remotes), decimals: 1)) s of CPU)",
+                + "\(optional(usage.repository, decimals: 1)) s, remotes \(optional(usage.remotes, decimals: 1)) s, others "
+                + "\(formatted(max(0, usage.machine - cpu - (usage.repository ?? 0) - (usage.remotes ?? 0)), decimals: 1)) s of CPU)",
         ]
         if !measurement.problems.isEmpty {
             details.append(
