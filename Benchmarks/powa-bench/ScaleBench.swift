@@ -6,11 +6,13 @@ import TestBed
 /// remote clusters through loopback addresses (server j is cluster j mod C at 127.0.0.(1 + j / C);
 /// the clusters listen on 0.0.0.0 and trust 127.0.0.0/8), each snapshotted at frequency F, so
 /// that S persistent remote connections and S schedules run in one process. Reports whether the
-/// cadence held, and the collector's CPU and memory.
+/// cadence held, the collector's CPU and memory, and the repository cluster's CPU per snapshot
+/// (`ClusterCPU`), with `skip_known_query_texts` on (`ours`) then off (`ours-full`, every text
+/// at every snapshot), one after the other on the same clusters.
 struct ScaleBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "scale",
-        abstract: "This collector with S servers at frequency F: cadence, CPU and RSS."
+        abstract: "This collector with S servers at frequency F: cadence, CPU and RSS, its own and the repository's."
     )
 
     @OptionGroup var bedOptions: BedOptions
@@ -26,6 +28,9 @@ struct ScaleBench: AsyncParsableCommand {
 
     @Option(help: "Remote clusters the servers are spread over.")
     var clusters = 4
+
+    @Option(help: "The runs for each server count, comma-separated: ours (skip_known_query_texts on), ours-full (off).")
+    var methods = "ours,ours-full"
 
     @Option(
         name: .customLong("max-concurrent-snapshots"),
@@ -56,6 +61,8 @@ struct ScaleBench: AsyncParsableCommand {
 
     var serverCounts: [Int] { servers.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
+    var selectedMethods: [String] { methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
+
     func validate() throws {
         guard frequency >= 5 else { throw ValidationError("--frequency must be at least 5 (powa's minimum)") }
         guard duration >= Double(2 * frequency) else { throw ValidationError("--duration must cover two periods at least") }
@@ -66,6 +73,10 @@ struct ScaleBench: AsyncParsableCommand {
         }
         guard counts.allSatisfy({ $0 <= 254 * clusters }) else {
             throw ValidationError("--servers: at most \(254 * clusters) with \(clusters) cluster(s) (127.0.0.1-254 each)")
+        }
+        let unknown = selectedMethods.filter { !["ours", "ours-full"].contains($0) }
+        guard unknown.isEmpty, !selectedMethods.isEmpty else {
+            throw ValidationError("--methods: unknown \(unknown.joined(separator: ", ")); use ours, ours-full")
         }
     }
 
@@ -102,11 +113,27 @@ struct ScaleBench: AsyncParsableCommand {
         var rows: [[String]] = []
         var verdicts: [String] = []
         var details: [String] = []
+        var comparisons: [String] = []
         for count in serverCounts {
-            let result = try await runOnce(bed: bed, servers: count)
-            rows.append(result.row)
-            verdicts.append(contentsOf: result.verdicts)
-            details.append(contentsOf: result.details)
+            var repository: [String: (run: Double?, steady: Double?)] = [:]
+            for method in selectedMethods {
+                let result = try await runOnce(bed: bed, servers: count, method: method)
+                rows.append(result.row)
+                verdicts.append(contentsOf: result.verdicts)
+                details.append(contentsOf: result.details)
+                repository[method] = (result.repositoryPerSnapshot, result.steadyRepositoryPerSnapshot)
+            }
+            if let after = repository["ours"], let before = repository["ours-full"] {
+                func text(_ value: Double?) -> String { value.map { formatted($0 * 1000, decimals: 1) } ?? "-" }
+                func ratio(_ a: Double?, _ b: Double?) -> String {
+                    guard let a, let b, b > 0 else { return "-" }
+                    return formatted(a / b, decimals: 3)
+                }
+                comparisons.append(
+                    "\(count) servers: repository CPU per snapshot, ours-full (before) -> ours (after): over the run "
+                        + "\(text(before.run)) -> \(text(after.run)) ms (\(ratio(after.run, before.run))x), steady "
+                        + "\(text(before.steady)) -> \(text(after.steady)) ms (\(ratio(after.steady, before.steady))x)")
+            }
         }
         var settings = "max_concurrent_snapshots \(maxConcurrentSnapshots.map(String.init) ?? "default")"
         if !collectorEnvironment.isEmpty { settings += ", environment " + collectorEnvironment.joined(separator: " ") }
@@ -121,17 +148,22 @@ struct ScaleBench: AsyncParsableCommand {
         print(
             table(
                 [
-                    "servers", "snapshots/expected", "mean gap s", "gap error %", "max gap s", "gaps > F+1", "CPU s",
-                    "CPU %", "CPU ms/snap", "steady ms/snap", "peak RSS MB", "RSS end MB", "threads", "repo xact s",
+                    "servers", "method", "snapshots/expected", "mean gap s", "gap error %", "max gap s", "gaps > F+1",
+                    "CPU s", "CPU %", "CPU ms/snap", "steady ms/snap", "peak RSS MB", "RSS end MB", "threads",
+                    "repo xact s", "repo CPU ms/snap", "steady repo ms/snap",
                 ], rows))
         print(
             """
 
             expected: servers x duration / frequency. CPU: user+sys of the collector over the run (% of one CPU);
             steady: from one period in to the end, per snapshot landed in that time. repo xact: mean snapts-to-commit.
+            repo CPU: the repository cluster's (postmaster, backends alive or reaped: /proc) per snapshot landed.
+            ours: skip_known_query_texts on (texts sent at a server's first snapshot only); ours-full: off.
 
             """)
         for line in verdicts { print(line) }
+        if !comparisons.isEmpty { print("") }
+        for line in comparisons { print(line) }
         if !details.isEmpty {
             print("\ndetails:")
             for line in details { print("  " + line) }
@@ -142,25 +174,30 @@ struct ScaleBench: AsyncParsableCommand {
         let row: [String]
         let verdicts: [String]
         let details: [String]
+        let repositoryPerSnapshot: Double?
+        let steadyRepositoryPerSnapshot: Double?
     }
 
-    private func runOnce(bed: TestBed, servers count: Int) async throws -> RunResult {
+    private func runOnce(bed: TestBed, servers count: Int, method: String) async throws -> RunResult {
         let ports = bed.remotePorts
         let servers = (0..<count).map { index in
             RegisteredServer(
                 hostname: "127.0.0.\(1 + index / ports.count)", port: ports[index % ports.count], alias: "srv\(index + 1)")
         }
-        let database = "bench_scale_\(count)"
+        let full = method == "ours-full"
+        let database = "bench_scale_\(count)" + (full ? "_full" : "")
         note("\(database): registering \(count) servers at frequency \(frequency)")
         let repository = try await RunRepository.create(
             bed: bed, database: database, servers: servers, frequency: frequency)
         var extra: [String: String] = [:]
         if let maxConcurrentSnapshots { extra["max_concurrent_snapshots"] = String(maxConcurrentSnapshots) }
+        if full { extra.merge(CollectorBench.fullTextSettings) { $1 } }
         let before = ServerUsage.sample(bed)
         let measurement = try await CollectorDaemon.run(
             .ours(binary: collector), repository: repository, seconds: duration, label: database, debug: debug,
             extraSettings: extra, environment: environment, sampleAfter: Double(frequency))
-        let usage = await ServerUsage.since(before, bed)
+        let end = await ServerUsage.settledSample(bed)
+        let usage = ServerUsage(from: before, to: end)
         let log = try await repository.snapshotLog().committed(to: measurement.endClock)
         if !bedOptions.keep { try await repository.drop() }
 
@@ -168,17 +205,19 @@ struct ScaleBench: AsyncParsableCommand {
         let elapsed = measurement.endClock - measurement.startClock
         let cpu = stats.totalCPUSeconds
         var steady = "-"
+        var steadyRepository: Double?
         if let sample = measurement.sample {
             let landed = log.committed(from: sample.clock).count
             if landed > 0 {
                 steady = formatted((cpu - sample.stats.totalCPUSeconds) / Double(landed) * 1000, decimals: 2)
+                steadyRepository = ServerUsage(from: sample.servers, to: end).repository.map { $0 / Double(landed) }
             }
         }
         let expected = Double(count) * duration / Double(frequency)
         func perSnapshot(_ value: Double) -> Double? { log.count > 0 ? value / Double(log.count) : nil }
         func optional(_ value: Double?, decimals: Int) -> String { value.map { formatted($0, decimals: decimals) } ?? "-" }
         let row = [
-            formatted(Double(count)), "\(formatted(Double(log.count)))/\(formatted(expected))",
+            formatted(Double(count)), method, "\(formatted(Double(log.count)))/\(formatted(expected))",
             optional(log.meanGap, decimals: 3), optional(log.meanGapError.map { $0 * 100 }, decimals: 3),
             optional(log.maxGap, decimals: 3), "\(log.gapsOverLimit)", formatted(cpu, decimals: 2),
             formatted(cpu / elapsed * 100, decimals: 1),
@@ -186,38 +225,42 @@ struct ScaleBench: AsyncParsableCommand {
             formatted(megabytes(stats.memory.peakResidentKB), decimals: 1),
             formatted(megabytes(stats.memory.residentKB), decimals: 1), "\(stats.threads)",
             optional(log.meanTransactionSeconds, decimals: 3),
+            optional(usage.repository.flatMap(perSnapshot).map { $0 * 1000 }, decimals: 1),
+            optional(steadyRepository.map { $0 * 1000 }, decimals: 1),
         ]
         let peakMB = megabytes(stats.memory.peakResidentKB)
         let verdicts = [
-            "target  \(count) servers: cadence held (mean gap within 0.5 % of \(frequency) s, no gap above \(frequency + 1) s, "
+            "target  \(count) servers, \(method): cadence held (mean gap within 0.5 % of \(frequency) s, no gap above \(frequency + 1) s, "
                 + "\(log.gaps.count) gaps, \(log.serversSnapshotted)/\(count) servers snapshotted)   "
                 + verdict(log.cadenceHeld && log.serversSnapshotted == count),
-            "target  \(count) servers: peak RSS under \(formatted(Self.maximumRSSMB)) MB: \(formatted(peakMB, decimals: 1)) MB   "
+            "target  \(count) servers, \(method): peak RSS under \(formatted(Self.maximumRSSMB)) MB: \(formatted(peakMB, decimals: 1)) MB   "
                 + verdict(peakMB < Self.maximumRSSMB),
         ]
         var details = [
-            "\(count) servers: gap p50 \(optional(quantile(log.gaps, 0.5), decimals: 3)) s, p99 \(optional(quantile(log.gaps, 0.99), decimals: 3)) s; "
+            "\(count) servers, \(method): gap p50 \(optional(quantile(log.gaps, 0.5), decimals: 3)) s, p99 \(optional(quantile(log.gaps, 0.99), decimals: 3)) s; "
                 + "repo xact p99 \(optional(quantile(log.entries.map(\.transactionSeconds), 0.99), decimals: 3)) s; "
                 + "CPU user \(formatted(stats.cpu.user, decimals: 2)) s, system \(formatted(stats.cpu.system, decimals: 2)) s; "
                 + "\(stats.openDescriptors) descriptors; RSS at the end: anonymous \(formatted(megabytes(stats.memory.anonymousKB), decimals: 1)) MB, "
                 + "files \(formatted(megabytes(stats.memory.fileKB), decimals: 1)) MB; stopped: \(measurement.exit)",
-            "\(count) servers: servers' CPU per snapshot: repository \(optional(perSnapshot(usage.repository), decimals: 4)) s, "
-                + "remotes \(optional(perSnapshot(usage.remotes), decimals: 4)) s; machine busy "
+            "\(count) servers, \(method): servers' CPU per snapshot: repository \(optional(usage.repository.flatMap(perSnapshot), decimals: 4)) s, "
+                + "remotes \(optional(usage.remotes.flatMap(perSnapshot), decimals: 4)) s; machine busy "
                 + "\(formatted(usage.machine / max(usage.seconds, 1) / Double(ProcessInfo.processInfo.activeProcessorCount) * 100, decimals: 1)) % "
                 + "of \(ProcessInfo.processInfo.activeProcessorCount) CPUs (collector \(formatted(cpu, decimals: 1)) s, repository "
-                + "\(formatted(usage.repository, decimals: 1)) s, remotes \(formatted(usage.remotes, decimals: 1)) s, others "
-                + "\(formatted(max(0, usage.machine - cpu - usage.repository - usage.remotes), decimals: 1)) s of CPU)",
+                + "\(optional(usage.repository, decimals: 1)) s, remotes \(optional(usage.remotes, decimals: 1)) s, others "
+                + "\(formatted(max(0, usage.machine - cpu - (usage.repository ?? 0) - (usage.remotes ?? 0)), decimals: 1)) s of CPU)",
         ]
         if !measurement.problems.isEmpty {
             details.append(
-                "\(count) servers: \(measurement.problems.count) warning/error line(s) in \(measurement.logPath), first: "
+                "\(count) servers, \(method): \(measurement.problems.count) warning/error line(s) in \(measurement.logPath), first: "
                     + measurement.problems.prefix(3).joined(separator: " // "))
         }
         if !log.errors.isEmpty {
             details.append(
-                "\(count) servers: \(log.errors.count) server(s) with powa_snapshot_metas.errors, first: "
+                "\(count) servers, \(method): \(log.errors.count) server(s) with powa_snapshot_metas.errors, first: "
                     + log.errors.prefix(2).joined(separator: " // "))
         }
-        return RunResult(row: row, verdicts: verdicts, details: details)
+        return RunResult(
+            row: row, verdicts: verdicts, details: details,
+            repositoryPerSnapshot: usage.repository.flatMap(perSnapshot), steadyRepositoryPerSnapshot: steadyRepository)
     }
 }

@@ -28,9 +28,10 @@ struct DaemonMeasurement: Sendable {
     let atEnd: ProcessStats
     /// /proc/<pid>/smaps_rollup at the same moment.
     let smaps: [String: Int]
-    /// /proc and the repository's clock at `sampleAfter` seconds, when asked (steady state, or
-    /// just before a first snapshot is due).
-    let sample: (stats: ProcessStats, clock: Double)?
+    /// The collector's /proc, the repository's clock and the bed's clusters' CPU at a moment
+    /// of the run, when asked (`sampleAfter`, `sampleWhen`): the start of a steady state, or
+    /// just before a first snapshot is due.
+    let sample: DaemonSample?
     /// The repository's clock when the run started and just before the collector was stopped.
     let startClock: Double
     let endClock: Double
@@ -42,6 +43,14 @@ struct DaemonMeasurement: Sendable {
     let exit: String
     /// Where its log is.
     let logPath: String
+}
+
+/// A moment of a collector's run.
+struct DaemonSample: Sendable {
+    let stats: ProcessStats
+    /// The repository's clock (epoch seconds), to count the snapshots committed after it.
+    let clock: Double
+    let servers: ServerUsage.Sample
 }
 
 /// Runs one collector against a run's repository for a while (`seconds`, or until `stopWhen`,
@@ -56,6 +65,7 @@ enum CollectorDaemon {
         extraSettings: [String: String] = [:],
         environment: [String: String] = [:],
         sampleAfter: Double? = nil,
+        sampleWhen: (() async throws -> Bool)? = nil,
         stopWhen: (() async throws -> Bool)? = nil
     ) async throws -> DaemonMeasurement {
         let directory = "/tmp/powa-bench-run-\(label)"
@@ -97,7 +107,7 @@ enum CollectorDaemon {
         let clock = ContinuousClock()
         let start = clock.now
         let end = start + .seconds(seconds)
-        var sample: (stats: ProcessStats, clock: Double)?
+        var sample: DaemonSample?
         var lastProgress = start
         while clock.now < end {
             guard daemon.isRunning else {
@@ -106,8 +116,15 @@ enum CollectorDaemon {
                     "\(label): the collector exited early (\(ChildProcess.describe(status))): "
                         + String(daemon.standardError().suffix(2000)))
             }
-            if let after = sampleAfter, sample == nil, clock.now >= start + .seconds(after) {
-                sample = (try ProcessStats.read(pid: daemon.pid), try await repository.clock())
+            if sample == nil {
+                var due = false
+                if let after = sampleAfter, clock.now >= start + .seconds(after) { due = true }
+                if !due, let sampleWhen, try await sampleWhen() { due = true }
+                if due {
+                    sample = DaemonSample(
+                        stats: try ProcessStats.read(pid: daemon.pid), clock: try await repository.clock(),
+                        servers: ServerUsage.sample(repository.bed))
+                }
             }
             if let stopWhen, try await stopWhen() { break }
             if clock.now - lastProgress >= .seconds(30) {

@@ -159,6 +159,34 @@ struct RunRepository {
         return SnapshotLog(frequency: Double(frequency), servers: servers.count, entries: entries, errors: errors)
     }
 
+    /// Empties the repository cluster's pg_stat_statements (installed with powa), so that
+    /// `topStatements` tells what one run had the repository execute.
+    func resetStatementStatistics() async throws {
+        let connection = try await BenchBed.connect(connectionString)
+        defer { connection.close() }
+        _ = try await connection.query("SELECT pg_stat_statements_reset()")
+    }
+
+    /// The statements of this database that took the repository the most time since the last
+    /// reset (top-level ones: `powa_take_snapshot` counts as one), their text shortened.
+    func topStatements(limit: Int) async throws -> [(query: String, calls: Int, totalSeconds: Double, maxSeconds: Double)] {
+        let connection = try await BenchBed.connect(connectionString)
+        defer { connection.close() }
+        return try await connection.query(
+            """
+            SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 70), calls, total_exec_time / 1000, max_exec_time / 1000
+            FROM pg_stat_statements
+            WHERE dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+            ORDER BY total_exec_time DESC LIMIT $1::int
+            """, [String(limit)]
+        ).rows.map { row in
+            (
+                row[0] ?? "", try row.decode(1, as: Int.self), try row.decode(2, as: Double.self),
+                try row.decode(3, as: Double.self)
+            )
+        }
+    }
+
     /// Drops the database.
     func drop() async throws {
         let admin = try await BenchBed.connect(bed.connectionString(port: bed.repositoryPort, database: "postgres"))
