@@ -53,21 +53,25 @@ struct DaemonSample: Sendable {
     let servers: ServerUsage.Sample
 }
 
+/// A collector started by `CollectorDaemon.start`: the process, and where its log is.
+struct StartedCollector: Sendable {
+    let daemon: Daemon
+    let logPath: String
+}
+
 /// Runs one collector against a run's repository for a while (`seconds`, or until `stopWhen`,
 /// checked every half second, says so), and measures it.
 enum CollectorDaemon {
-    static func run(
+    /// Starts a collector on `repository` in `/tmp/powa-bench-run-<label>` (its configuration,
+    /// an empty HOME, its log), for a benchmark that measures it in a loop of its own.
+    static func start(
         _ kind: CollectorKind,
         repository: RunRepository,
-        seconds: Double,
         label: String,
         debug: Bool = true,
         extraSettings: [String: String] = [:],
-        environment: [String: String] = [:],
-        sampleAfter: Double? = nil,
-        sampleWhen: (() async throws -> Bool)? = nil,
-        stopWhen: (() async throws -> Bool)? = nil
-    ) async throws -> DaemonMeasurement {
+        environment: [String: String] = [:]
+    ) throws -> StartedCollector {
         let directory = "/tmp/powa-bench-run-\(label)"
         try? FileManager.default.removeItem(atPath: directory)
         let home = directory + "/home"
@@ -95,11 +99,31 @@ enum CollectorDaemon {
             command = [venv + "/bin/python3", venv + "/bin/powa-collector.py"]
         }
         let logPath = directory + "/collector.log"
-        let startClock = try await repository.clock()
         let daemon = try Daemon(
             command, directory: directory,
             environment: environment.merging(["HOME": home, "PYTHONUNBUFFERED": "1"]) { $1 },
             standardOutputPath: logPath, standardErrorPath: logPath)
+        return StartedCollector(daemon: daemon, logPath: logPath)
+    }
+
+    static func run(
+        _ kind: CollectorKind,
+        repository: RunRepository,
+        seconds: Double,
+        label: String,
+        debug: Bool = true,
+        extraSettings: [String: String] = [:],
+        environment: [String: String] = [:],
+        sampleAfter: Double? = nil,
+        sampleWhen: (() async throws -> Bool)? = nil,
+        stopWhen: (() async throws -> Bool)? = nil
+    ) async throws -> DaemonMeasurement {
+        let startClock = try await repository.clock()
+        let started = try start(
+            kind, repository: repository, label: label, debug: debug, extraSettings: extraSettings,
+            environment: environment)
+        let daemon = started.daemon
+        let logPath = started.logPath
         note(
             "\(label): \(kind.label) running as pid \(daemon.pid) for \(stopWhen == nil ? "" : "at most ")\(Int(seconds)) s "
                 + "(log: \(logPath))")
