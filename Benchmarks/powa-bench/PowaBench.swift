@@ -14,6 +14,7 @@ struct PowaBench: AsyncParsableCommand {
             CollectorBench.self,
             ScaleBench.self,
             MetricsBench.self,
+            SoakBench.self,
         ]
     )
 }
