@@ -48,6 +48,10 @@ struct SoakBench: AsyncParsableCommand {
         help: "After the main phase, restart the repository cluster this many times, then settle.")
     var repositoryRestarts = 0
 
+    @Option(
+        help: "Seconds the repository stays down at each restart (0: pg_ctl restart; else stop, wait, start).")
+    var outage = 0.0
+
     @Option(help: "Seconds of the settle period after the restarts.")
     var settle = 60.0
 
@@ -97,6 +101,7 @@ struct SoakBench: AsyncParsableCommand {
         guard sampleEvery >= 1 else { throw ValidationError("--sample-every must be at least 1") }
         guard warmUp >= 0, warmUp < duration else { throw ValidationError("--warm-up must be under --duration") }
         guard settle >= 0 else { throw ValidationError("--settle must not be negative") }
+        guard outage >= 0 else { throw ValidationError("--outage must not be negative") }
     }
 
     var bedSpec: BedSpec {
@@ -290,13 +295,21 @@ struct SoakBench: AsyncParsableCommand {
     }
 
     /// Restarts the repository cluster (`pg_ctl restart -m fast`: every session ended, as in a
-    /// real restart), then waits until the collector's control channel is back and every server
-    /// has a snapshot committed after the restart. Returns how long that took.
+    /// real restart; with `--outage`, stopped for that long first, so that snapshots fail and
+    /// the collector retries), then waits until the collector's control channel is back and
+    /// every server has a snapshot committed after the restart. Returns how long that took,
+    /// from the restart (the end of the outage).
     private func restartRepository(bed: TestBed, repository: RunRepository, daemon: Daemon) async throws -> Double {
         let clock = ContinuousClock()
-        let start = clock.now
         let before = try await repository.clock()
-        try await bed.pgCtl(bed.repositoryDataDirectory, ["restart", "-m", "fast"])
+        if outage > 0 {
+            try await bed.pgCtl(bed.repositoryDataDirectory, ["stop", "-m", "fast"])
+            try await sleep(until: .now + .seconds(outage), daemon: daemon)
+            try await bed.pgCtl(bed.repositoryDataDirectory, ["start"])
+        } else {
+            try await bed.pgCtl(bed.repositoryDataDirectory, ["restart", "-m", "fast"])
+        }
+        let start = clock.now
         let limit = start + .seconds(Self.restartTimeout)
         while true {
             try await sleep(until: .now + .milliseconds(500), daemon: daemon)
@@ -324,7 +337,9 @@ struct SoakBench: AsyncParsableCommand {
             ? ", FORCE_SNAPSHOT every \(formatted(forceEvery, decimals: 1)) s (servers in turn)" : ", no FORCE_SNAPSHOT"
         settings += "; \(formatted(duration)) s"
         if repositoryRestarts > 0 {
-            settings += ", then \(repositoryRestarts) repository restart(s) and \(formatted(settle)) s of settling"
+            settings += ", then \(repositoryRestarts) repository restart(s)"
+            if outage > 0 { settings += " (down \(formatted(outage)) s each)" }
+            settings += " and \(formatted(settle)) s of settling"
         }
         if !collectorEnvironment.isEmpty { settings += "; environment " + collectorEnvironment.joined(separator: " ") }
         if collector != CollectorKind.defaultBinary { settings += "; collector \(collector)" }
@@ -427,7 +442,8 @@ struct SoakBench: AsyncParsableCommand {
         if repositoryRestarts > 0 {
             let times = ending.restartSeconds
             print(
-                "info    repository restarts: \(times.count), collector back with a snapshot of every server after "
+                "info    repository restarts: \(times.count), collector back with a snapshot of every server "
+                    + "\(outage > 0 ? "after the outage " : "")after "
                     + "\(formatted(mean(times) ?? 0, decimals: 1)) s on average (max \(formatted(times.max() ?? 0, decimals: 1)) s); "
                     + "whole run: RELOAD \(counts.reloadsOK)/\(counts.reloadsSent) answered OK, FORCE_SNAPSHOT "
                     + "\(counts.forcesAnswered)/\(counts.forcesSent) answered, driver reconnects \(counts.reconnects)")
