@@ -14,8 +14,10 @@ import TestBed
 ///
 /// The baseline is the first sample after `--warm-up`: by then every worker has connected,
 /// the repository pool and the caches of the process have filled, and the allocator has its
-/// working set. Each later figure is judged against it: RSS within 10 %, descriptors and
-/// sessions the same. With `--heap-probe`, glibc's own count of the bytes in use is sampled
+/// working set. Each later figure is judged against it: RSS within 10 %; descriptors and
+/// sessions not more (a leak keeps them), the remotes' sessions the same, while the
+/// repository's pool of idle snapshot sessions, which refills on demand, may hold fewer for a
+/// while after a restart. With `--heap-probe`, glibc's own count of the bytes in use is sampled
 /// too (`HeapProbe`) and `malloc_trim(0)` is called at the end: what RSS then gives back was
 /// free memory malloc kept, not objects kept.
 struct SoakBench: AsyncParsableCommand {
@@ -121,6 +123,9 @@ struct SoakBench: AsyncParsableCommand {
         let phase: String
         let seconds: Double
         let stats: ProcessStats
+        /// Open descriptors: the least of a few readings, as sessions (a reload's short
+        /// session has a socket too).
+        let descriptors: Int
         /// The repository's first, then each remote's.
         let sessions: [Int]
         /// Snapshots logged so far, by server (in `servers` order).
@@ -184,7 +189,7 @@ struct SoakBench: AsyncParsableCommand {
                 samples.append(sample)
                 note(
                     "\(phase) \(Int(sample.seconds)) s: RSS \(formatted(megabytes(sample.stats.memory.residentKB), decimals: 1)) MB, "
-                        + "\(sample.stats.openDescriptors) fds, sessions \(sample.sessions.map(String.init).joined(separator: " ")), "
+                        + "\(sample.descriptors) fds, sessions \(sample.sessions.map(String.init).joined(separator: " ")), "
                         + "reloads \(sample.control.reloadsOK)/\(sample.control.reloadsSent)")
             }
 
@@ -274,11 +279,17 @@ struct SoakBench: AsyncParsableCommand {
     ) async throws -> Sample {
         let stats = try ProcessStats.read(pid: daemon.pid)
         let heap = probe?.read()
+        var descriptors = stats.openDescriptors
+        for _ in 0..<2 {
+            try await Task.sleep(for: .milliseconds(300))
+            descriptors = min(descriptors, try ProcessStats.read(pid: daemon.pid).openDescriptors)
+        }
         let sessions = try await CollectorSessions.count(bed: bed, ports: [bed.repositoryPort] + bed.remotePorts)
         let log = try await repository.snapshotLog()
         let snapshots = repository.servers.map { server in log.entries.filter { $0.srvid == server.srvid }.count }
         return Sample(
-            phase: phase, seconds: seconds, stats: stats, sessions: sessions, snapshots: snapshots,
+            phase: phase, seconds: seconds, stats: stats, descriptors: descriptors, sessions: sessions,
+            snapshots: snapshots,
             control: counts.withLock { $0 }, heap: heap)
     }
 
@@ -361,7 +372,7 @@ struct SoakBench: AsyncParsableCommand {
             ]
             if probed { row += [heapMB(sample.heap?.inUse), heapMB(sample.heap?.free)] }
             row += [
-                "\(sample.stats.openDescriptors)", "\(sample.stats.threads)",
+                "\(sample.descriptors)", "\(sample.stats.threads)",
                 sample.sessions.map(String.init).joined(separator: " "),
                 sample.snapshots.map(String.init).joined(separator: "/"),
                 "\(sample.control.reloadsOK)/\(sample.control.reloadsSent)",
@@ -374,11 +385,12 @@ struct SoakBench: AsyncParsableCommand {
         print(
             """
 
-            RSS, anon (RssAnon), HWM (VmHWM), fds (/proc/<pid>/fd), threads: the collector's /proc. sessions: its
-            pg_stat_activity rows (application_name 'PoWA collector - ...', less the RELOAD answer's short
-            session) on the repository and each remote, the least of 3 readings 0.3 s apart. snapshots: logged
-            by the run repository, per server. reloads ok: RELOAD answered OK; forced: FORCE_SNAPSHOT answered
-            (any status). t: seconds since every server's first snapshot.
+            RSS, anon (RssAnon), HWM (VmHWM), fds (/proc/<pid>/fd), threads: the collector's /proc. sessions:
+            its pg_stat_activity rows (application_name 'PoWA collector - ...', less the RELOAD answer's short
+            session) on the repository and each remote. fds and sessions: the least of 3 readings 0.3 s apart
+            (a reload's short sessions are left out). snapshots: logged by the run repository, per server.
+            reloads ok: RELOAD answered OK; forced: FORCE_SNAPSHOT answered (any status). t: seconds since
+            every server's first snapshot.
 
             """)
         if probed {
@@ -404,16 +416,26 @@ struct SoakBench: AsyncParsableCommand {
             print(
                 "target  \(label): RSS within +10 % of the \(baseLabel): \(mb(base)) -> \(mb(now)) MB "
                     + "(x\(formatted(ratio, decimals: 3)))   " + verdict(ratio <= Self.rssGrowthLimit))
+            // Each pooled repository session has its socket: fewer while the pool refills.
             print(
-                "target  \(label): open descriptors as at the baseline: \(baseline.stats.openDescriptors) -> "
-                    + "\(end.stats.openDescriptors)   " + verdict(end.stats.openDescriptors == baseline.stats.openDescriptors))
+                "target  \(label): open descriptors not more than at the baseline: \(baseline.descriptors) -> "
+                    + "\(end.descriptors)   " + verdict(end.descriptors <= baseline.descriptors))
             let names = ["repository"] + servers.map(\.alias)
             let differences = zip(names, zip(baseline.sessions, end.sessions)).map { name, pair in
                 "\(name) \(pair.0) -> \(pair.1)"
             }
+            // A leak keeps sessions: more than at the baseline. The repository's pool of idle
+            // snapshot sessions refills on demand (when snapshots overlap), so after a restart
+            // it may hold fewer for a while; each remote has its worker's one session.
+            let repositoryHeld = (end.sessions.first ?? 0) <= (baseline.sessions.first ?? 0)
+            let remotesHeld = end.sessions.dropFirst().elementsEqual(baseline.sessions.dropFirst())
+            var refilling = ""
+            if repositoryHeld, end.sessions.first != baseline.sessions.first {
+                refilling = " (the repository's pool refills on demand)"
+            }
             print(
-                "target  \(label): sessions on every server as at the baseline: \(differences.joined(separator: ", "))   "
-                    + verdict(end.sessions == baseline.sessions))
+                "target  \(label): sessions as at the baseline (repository: not more): "
+                    + "\(differences.joined(separator: ", "))\(refilling)   " + verdict(repositoryHeld && remotesHeld))
             if let baseHeap = baseline.heap, let endHeap = end.heap {
                 print(
                     "info    \(label): heap in use \(heapMB(baseHeap.inUse)) -> \(heapMB(endHeap.inUse)) MB, "
