@@ -90,7 +90,7 @@ struct MetricsBench: AsyncParsableCommand {
         print(
             table(
                 ["http", "snapshots", "CPU ms/snap", "peak RSS MB", "scrapes", "p50 ms", "p95 ms", "max ms", "body KB"], rows))
-        let p95 = quantile(on.scrapes, 0.95) ?? .infinity
+        guard let p95 = quantile(on.scrapes, 0.95) else { throw BenchError("no scrape of /metrics was made") }
         let cpuRatio = (on.cpuPerSnapshotMS ?? 0) / max(off.cpuPerSnapshotMS ?? 1, 1e-9)
         let rssRatio = on.peakRSSMB / max(off.peakRSSMB, 1e-9)
         print(
@@ -121,15 +121,15 @@ struct MetricsBench: AsyncParsableCommand {
         var nextScrape = firstScrape
         let measurement = try await CollectorDaemon.run(
             .ours(binary: collector), repository: repository, seconds: duration, label: label, debug: false,
-            extraSettings: http ? ["http": "{\"listen\": \"127.0.0.1:\(port)\"}"] : [:], sampleAfter: Double(frequency)
-        ) {
-            guard http, clock.now >= nextScrape else { return false }
-            nextScrape = clock.now + .seconds(2)
-            let (milliseconds, bytes) = try await Self.scrape("http://127.0.0.1:\(port)/metrics")
-            scrapes.append(milliseconds)
-            bodyBytes = bytes
-            return false
-        }
+            extraSettings: http ? ["http": "{\"listen\": \"127.0.0.1:\(port)\"}"] : [:], sampleAfter: Double(frequency),
+            stopWhen: {
+                guard http, clock.now >= nextScrape else { return false }
+                nextScrape = clock.now + .seconds(2)
+                let (milliseconds, bytes) = try await Self.scrape("http://127.0.0.1:\(port)/metrics")
+                scrapes.append(milliseconds)
+                bodyBytes = bytes
+                return false
+            })
         let log = try await repository.snapshotLog().committed(to: measurement.endClock)
         if !bedOptions.keep { try await repository.drop() }
         return Run(
