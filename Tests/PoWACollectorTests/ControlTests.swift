@@ -47,7 +47,14 @@ struct ControlTests {
             try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2") == "FORCE_SNAPSHOT OK Snapshot will begin shortly")
         let refused = try #require(try await client.ask("FORCE_SNAPSHOT r2 \(first)", channel: "r2"))
         #expect(refused.hasPrefix("FORCE_SNAPSHOT ERROR "))
-        _ = try await repository.waitForSnapshots(first, count: 1)
+        let landed = try await repository.waitForSnapshots(first, count: 1)
+        if landed.isEmpty {
+            // What became of it, for whoever reads the failure.
+            let errors = try await repository.errors(first)
+            let problems = running.logs.lines.filter { $0.hasPrefix("error") || $0.hasPrefix("warning") }
+            Issue.record(
+                "the forced snapshot did not land: errors \(errors); log: \(problems.suffix(5).joined(separator: " // "))")
+        }
         // (A snapshot slowed down past 10 s by a loaded machine may be forced again.)
         if ContinuousClock.now - forced < .seconds(9) {
             #expect(

@@ -54,6 +54,8 @@ struct OperationsTests {
 
         daemon.signal(SIGHUP)
         #expect(try await eventually { socket.messages.contains { $0.hasPrefix("RELOADING=1\nMONOTONIC_USEC=") } })
+        // The reload's end (a SIGTERM during it would rightly leave READY unsaid).
+        #expect(try await eventually { socket.messages.filter { $0.hasPrefix("READY=1") }.count == 2 })
         daemon.signal(SIGTERM)
         #expect(await daemon.wait() == 0)
         let events = socket.messages.filter { !$0.hasPrefix("WATCHDOG=1") && !$0.hasPrefix("STATUS=") }
