@@ -127,10 +127,11 @@ struct ResilienceTests {
         try await collector.stop()
 
         // snapts is stamped when a snapshot lands, so a gap also carries the difference of two
-        // snapshots' durations (up to a second on a loaded 2-core machine running the suite);
-        // a healthy server held up by the hung one would lose a whole period or more.
+        // snapshots' durations (over a second for PoWA 5 on a loaded 2-core machine running the
+        // suite); a healthy server held up by the hung one would wait for its timeout (3 or 10 s)
+        // or lose a whole period.
         for (earlier, later) in zip(times, times.dropFirst()) {
-            #expect(abs(later - earlier - 5) <= 1, "gap \(later - earlier)")
+            #expect(abs(later - earlier - 5) <= 2, "gap \(later - earlier)")
         }
         #expect(try await repository.errors(hung).contains("snapshot timed out while reading hung_src"))
         #expect(try await repository.snapts(hung) == nil)

@@ -23,8 +23,19 @@ struct PoWASession {
             do {
                 results = try await connection.results(of: PinnedSettings.sql, deadline: deadline)
             } catch let error as PostgresError where error.sqlState == "57014" && !connection.isClosed {
-                // A role's absurdly short statement_timeout cut the very first SET: once more,
-                // the session keeps whatever settings did pass.
+                // A role's absurdly short statement_timeout cut the round trip (one implicit
+                // transaction: none of its SETs stayed). statement_timeout alone first, a few
+                // times if need be (a busy server may take a millisecond even for that), then
+                // the rest can no longer be cut.
+                var attempts = 0
+                while true {
+                    do {
+                        try await connection.execute("SET statement_timeout = 0", deadline: deadline)
+                        break
+                    } catch let error as PostgresError where error.sqlState == "57014" && attempts < 4 {
+                        attempts += 1
+                    }
+                }
                 results = try await connection.results(of: PinnedSettings.sql, deadline: deadline)
             }
             return PoWASession(connection: connection, extensions: InstalledExtensions(rows: results.last?.rows ?? []))
