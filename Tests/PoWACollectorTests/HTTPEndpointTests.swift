@@ -16,7 +16,7 @@ struct HTTPEndpointTests {
 
     @Test("metrics while snapshots run and after the remote goes down; readiness follows; a removed server's series go")
     func metricsAndHealth() async throws {
-        try await TestBed.withPrivate(name: "http", port: 5480, remotes: 1) { bed in
+        try await TestBed.withPrivate(name: "http", port: 5485, remotes: 1) { bed in
             let repository = try await ScratchRepository.create(on: bed)
             let server = try await repository.register(port: bed.remotePorts[0], alias: "orders", frequency: 5)
             let port = try LoopbackListener.freePort()
