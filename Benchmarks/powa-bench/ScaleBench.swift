@@ -43,18 +43,10 @@ struct ScaleBench: AsyncParsableCommand {
     @Option(help: "This collector's binary.")
     var collector = CollectorKind.defaultBinary
 
-    @Option(
-        name: .customLong("collector-env"),
-        help: "KEY=VALUE for the collector's environment (repeatable), e.g. MALLOC_ARENA_MAX=2.")
-    var collectorEnvironment: [String] = []
+    @OptionGroup var collectorEnvironmentOptions: CollectorEnvironment
 
-    var environment: [String: String] {
-        Dictionary(
-            collectorEnvironment.compactMap { item -> (String, String)? in
-                let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-                return parts.count == 2 ? (parts[0], parts[1]) : nil
-            }, uniquingKeysWith: { $1 })
-    }
+    var environment: [String: String] { collectorEnvironmentOptions.variables }
+    var collectorEnvironment: [String] { collectorEnvironmentOptions.items }
 
     /// Targets of the issue.
     static let maximumRSSMB = 100.0

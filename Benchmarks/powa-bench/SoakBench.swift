@@ -74,10 +74,7 @@ struct SoakBench: AsyncParsableCommand {
     @Option(help: "This collector's binary.")
     var collector = CollectorKind.defaultBinary
 
-    @Option(
-        name: .customLong("collector-env"),
-        help: "KEY=VALUE for the collector's environment (repeatable), e.g. MALLOC_ARENA_MAX=2.")
-    var collectorEnvironment: [String] = []
+    @OptionGroup var collectorEnvironmentOptions: CollectorEnvironment
 
     /// Targets of the issue: RSS within 10 % of the warmed-up start.
     static let rssGrowthLimit = 1.1
@@ -86,13 +83,8 @@ struct SoakBench: AsyncParsableCommand {
     static let restartTimeout = 120.0
     static let database = "bench_soak"
 
-    var environment: [String: String] {
-        Dictionary(
-            collectorEnvironment.compactMap { item -> (String, String)? in
-                let parts = item.split(separator: "=", maxSplits: 1).map(String.init)
-                return parts.count == 2 ? (parts[0], parts[1]) : nil
-            }, uniquingKeysWith: { $1 })
-    }
+    var environment: [String: String] { collectorEnvironmentOptions.variables }
+    var collectorEnvironment: [String] { collectorEnvironmentOptions.items }
 
     func validate() throws {
         guard frequency >= 5 else { throw ValidationError("--frequency must be at least 5 (powa's minimum)") }
