@@ -21,6 +21,13 @@ enum CommandSession {
         }
     }
 
+    /// `--timeout`: seconds above 0, less than a day (`Duration` traps on NaN or infinity).
+    static func validate(timeout: Double) throws {
+        guard timeout > 0, timeout.isFinite, timeout < 86_400 else {
+            throw ValidationError("--timeout must be a number of seconds above 0")
+        }
+    }
+
     static func noAnswer(_ timeout: Double) -> ExitCode {
         FileHandle.standardError.write(
             Data(

@@ -33,9 +33,5 @@ struct ReloadCommand: AsyncParsableCommand {
         print("reloaded")
     }
 
-    func validate() throws {
-        guard timeout > 0, timeout.isFinite, timeout < 86_400 else {
-            throw ValidationError("--timeout must be a number of seconds above 0")
-        }
-    }
+    func validate() throws { try CommandSession.validate(timeout: timeout) }
 }

@@ -72,9 +72,5 @@ struct StatusCommand: AsyncParsableCommand {
         return try? JSONSerialization.jsonObject(with: Data(reply.data.utf8)) as? [String: String]
     }
 
-    func validate() throws {
-        guard timeout > 0, timeout.isFinite, timeout < 86_400 else {
-            throw ValidationError("--timeout must be a number of seconds above 0")
-        }
-    }
+    func validate() throws { try CommandSession.validate(timeout: timeout) }
 }

@@ -12,8 +12,6 @@ final class OutageLog: Sendable {
 
     init(subject: String) { self.subject = subject }
 
-    var isOngoing: Bool { since.withLock { $0 != nil } }
-
     /// Logs a failure; returns true for the first of the outage (the one to report).
     @discardableResult
     func began(_ message: String, _ logger: Logger) -> Bool {
