@@ -96,3 +96,31 @@ struct ReconcilePlanTests {
         #expect(none.stops == [.init(serverID: 1, restarts: false)] && none.starts.isEmpty && none.rechecks.isEmpty)
     }
 }
+
+/// The fleet's part in a reconcile: only the servers this collector owns.
+@Suite("Reconcile decisions in a fleet")
+struct FleetReconcilePlanTests {
+    typealias Base = ReconcilePlanTests
+
+    @Test("servers owned elsewhere are retired (not cancelled), owned ones start; unowned new ones do not")
+    func owned() {
+        let running = Base.running([Base.server(1), Base.server(2)])
+        let plan = ReconcilePlan(
+            running: running, servers: [Base.server(1), Base.server(2), Base.server(3), Base.server(4)],
+            ownership: .owned([1, 3]), configuration: Base.configuration, slots: 4)
+        #expect(plan.stops == [.init(serverID: 2, restarts: false, retires: true)])
+        #expect(plan.starts.map(\.id) == [3])
+        #expect(plan.rechecks == [1])
+    }
+
+    @Test("no membership now: what runs keeps running (a changed one restarts), nothing new starts")
+    func keepRunning() {
+        let running = Base.running([Base.server(1), Base.server(2)])
+        let plan = ReconcilePlan(
+            running: running, servers: [Base.server(1), Base.server(2, port: 6000), Base.server(3)],
+            ownership: .keepRunning, configuration: Base.configuration, slots: 4)
+        #expect(plan.stops == [.init(serverID: 2, restarts: true)])
+        #expect(plan.starts.map(\.id) == [2])
+        #expect(plan.rechecks == [1])
+    }
+}

@@ -24,6 +24,10 @@ public final class Collector: Service, Sendable {
     private let notifier: SystemdNotifier?
     /// The metrics, when the HTTP endpoint serves them (nil: nothing is counted).
     public let metrics: CollectorMetrics?
+    /// This collector's part in the fleet of collectors sharing the repository.
+    public let membership = FleetMembership()
+    /// The active servers of the last reload (the fleet's assignment picks among them).
+    private let activeServers = Mutex<[RemoteServer]>([])
 
     /// - Parameters:
     ///   - configuration: the configuration read at start-up.
@@ -45,7 +49,8 @@ public final class Collector: Service, Sendable {
         self.state = Mutex(configuration)
         self.logger = logger
         self.levelSwitch = levelSwitch
-        self.fleet = WorkerFleet(board: board, permits: configuration.maxConcurrentSnapshots, metrics: metrics)
+        self.fleet = WorkerFleet(
+            board: board, permits: configuration.maxConcurrentSnapshots, fleet: membership, metrics: metrics)
         reloads = ReloadQueue()
     }
 
@@ -68,10 +73,19 @@ public final class Collector: Service, Sendable {
             notifier?.stopping()
             return
         }
-        notifier?.ready(status: StatusSummary.line(board.statuses()))
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await self.reloadOnHangup() }
             group.addTask { await self.controlChannel.run() }
+            group.addTask {
+                // Ready once this collector has joined the fleet and started the workers of
+                // the servers it took.
+                await self.membership.joined()
+                guard !Task.isCancelled else { return }
+                await self.followAssignment()
+                self.notifier?.ready(status: StatusSummary.line(self.board.statuses()))
+                // (Stays in the group until the end: a task that ends would end the daemon.)
+                try? await gracefulShutdown()
+            }
             if let notifier = self.notifier {
                 group.addTask { await self.keepSystemdInformed(notifier) }
             }
@@ -125,8 +139,30 @@ public final class Collector: Service, Sendable {
         ControlChannel(
             repositoryDSN: { [self] in self.configuration.repositoryDSN },
             connectTimeout: .seconds(configuration.connectTimeout),
-            commands: ControlCommands(board: board, reload: { [self] in await self.reload(rereadFile: true) }),
-            logger: logger, metrics: metrics)
+            commands: ControlCommands(
+                board: board, reload: { [self] in await self.reload(rereadFile: true) },
+                statuses: { [self] in self.membership.fleetStatuses(local: self.board.statuses(), serverID: $0) }),
+            logger: logger, fleet: membership,
+            ownershipChanged: { [self] in Task { await self.followAssignment() } }, metrics: metrics)
+    }
+
+    /// Runs the workers of the servers this collector owns now (and retires the others'), one
+    /// reconcile at a time with the reloads (a reload does this too).
+    private func followAssignment() async {
+        _ = await reloads.request(replacesPending: false) { [self] in
+            await self.reconcileWorkers(configuration: self.configuration)
+            return true
+        }
+    }
+
+    /// Reconciles the workers with the active servers this collector owns; then the locks of
+    /// the servers given up, whose workers have stopped, may go.
+    private func reconcileWorkers(configuration: CollectorConfiguration) async {
+        let releasing = membership.releasing
+        let ownership: ReconcilePlan.Ownership = membership.ownedServers.map { .owned($0) } ?? .keepRunning
+        await fleet.reconcile(
+            servers: activeServers.withLock { $0 }, ownership: ownership, configuration: configuration, logger: logger)
+        membership.workersStopped(releasing)
     }
 
     private func connectRepository(_ configuration: CollectorConfiguration) async throws -> PoWARepository {
@@ -215,7 +251,9 @@ public final class Collector: Service, Sendable {
             logger.error("server ignored: \(rejected.reason)", metadata: ["srvid": "\(rejected.id)"])
         }
         logger.info("active remote servers: \(list.servers.count)")
-        await fleet.reconcile(servers: list.servers, configuration: configuration, logger: logger)
+        activeServers.withLock { $0 = list.servers }
+        membership.setServers(list.servers.filter(\.isActive).map(\.id))
+        await reconcileWorkers(configuration: configuration)
         return true
     }
 }

@@ -8,13 +8,36 @@ struct ReconcilePlan: Equatable {
         let settings: CollectorConfiguration
     }
 
+    /// Which of the active servers this collector may run (in a fleet, those it owns).
+    enum Ownership: Equatable {
+        /// Every active server (no fleet: the unit tests' default).
+        case all
+        /// These servers only; the workers of the others are retired.
+        case owned(Set<Int>)
+        /// This collector is no member now: what runs keeps running, nothing new starts.
+        case keepRunning
+
+        func allows(_ serverID: Int, running: Bool) -> Bool {
+            switch self {
+            case .all: true
+            case .owned(let servers): servers.contains(serverID)
+            case .keepRunning: running
+            }
+        }
+    }
+
     /// A worker to stop, and why.
     struct Stop: Equatable {
         let serverID: Int
         /// The server stays (restarted with new settings): its board entry is kept, so that
         /// WORKERS_STATUS never misses it.
         let restarts: Bool
-        var reason: String { restarts ? "settings changed" : "removed or deactivated" }
+        /// The server went to another member of the fleet: the worker finishes the snapshot it
+        /// may be taking before it stops (the new owner takes the next one).
+        var retires = false
+        var reason: String {
+            restarts ? "settings changed" : retires ? "now snapshotted by another collector" : "removed or deactivated"
+        }
     }
 
     /// Stopped first, by server id.
@@ -28,12 +51,20 @@ struct ReconcilePlan: Equatable {
 
     /// The plan that turns `running` into one worker per active server of `servers`, run with
     /// `configuration`. A server listed twice counts once (its first row).
-    init(running: [Int: Worker], servers: [RemoteServer], configuration: CollectorConfiguration, slots current: Int) {
+    init(
+        running: [Int: Worker], servers: [RemoteServer], ownership: Ownership = .all,
+        configuration: CollectorConfiguration, slots current: Int
+    ) {
         var wanted: [Int: RemoteServer] = [:]
         for server in servers where server.isActive && wanted[server.id] == nil { wanted[server.id] = server }
         for (id, worker) in running {
             guard let server = wanted[id] else {
                 stops.append(Stop(serverID: id, restarts: false))
+                continue
+            }
+            guard ownership.allows(id, running: true) else {
+                stops.append(Stop(serverID: id, restarts: false, retires: true))
+                wanted[id] = nil
                 continue
             }
             if server.connectionSettings != worker.server.connectionSettings
@@ -51,7 +82,9 @@ struct ReconcilePlan: Equatable {
         stops.sort { $0.serverID < $1.serverID }
         rechecks.sort()
         let kept = Set(rechecks)
-        starts = wanted.values.filter { !kept.contains($0.id) }.sorted { $0.id < $1.id }
+        starts = wanted.values.filter {
+            !kept.contains($0.id) && ownership.allows($0.id, running: running[$0.id] != nil)
+        }.sorted { $0.id < $1.id }
         if configuration.maxConcurrentSnapshots != current { slots = configuration.maxConcurrentSnapshots }
     }
 }

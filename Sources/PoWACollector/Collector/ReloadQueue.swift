@@ -28,7 +28,11 @@ final class ReloadQueue: Sendable {
 
     /// Waits for a run of `reload` (which does the work and says whether it succeeded) that
     /// starts after this call, and returns its outcome; `false` if the caller is cancelled first.
-    func request(_ reload: @escaping @Sendable () async -> Bool) async -> Bool {
+    ///
+    /// `replacesPending: false` is for work that a pending request's does too (the workers
+    /// following the fleet's assignment, which every reload ends with): it runs only when no
+    /// other request waits.
+    func request(replacesPending: Bool = true, _ reload: @escaping @Sendable () async -> Bool) async -> Bool {
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
@@ -37,7 +41,7 @@ final class ReloadQueue: Sendable {
             await withCheckedContinuation { (continuation: Waiter) in
                 let start = state.withLock { state -> Bool in
                     state.waiting[id] = continuation
-                    state.next = reload
+                    if replacesPending || state.next == nil { state.next = reload }
                     guard !state.running else { return false }
                     state.running = true
                     return true

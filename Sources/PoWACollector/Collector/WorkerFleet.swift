@@ -6,6 +6,7 @@ actor WorkerFleet {
     private struct Running {
         let server: RemoteServer
         let settings: CollectorConfiguration
+        let mailbox: WorkerMailbox
         let task: Task<Void, Never>
     }
 
@@ -17,12 +18,15 @@ actor WorkerFleet {
     /// Set by `stopAll`: a reload still on its way starts nothing after the shutdown.
     private var isStopped = false
     private let metrics: CollectorMetrics?
+    /// The fences of the workers' snapshots.
+    private let fleet: FleetMembership?
 
     /// The snapshot slots in force (metrics).
     var currentLimiter: SnapshotLimiter { limiter }
 
-    init(board: WorkerBoard, permits: Int, metrics: CollectorMetrics? = nil) {
+    init(board: WorkerBoard, permits: Int, fleet: FleetMembership? = nil, metrics: CollectorMetrics? = nil) {
         self.metrics = metrics
+        self.fleet = fleet
         self.board = board
         self.permits = permits
         self.limiter = SnapshotLimiter(permits: permits)
@@ -33,14 +37,21 @@ actor WorkerFleet {
     /// those whose connection settings (or the collector's own settings) changed, and asks the
     /// others to re-check their versions (`ReconcilePlan`). Unchanged workers keep their remote
     /// connection.
-    func reconcile(servers: [RemoteServer], configuration: CollectorConfiguration, logger: Logger) async {
+    func reconcile(
+        servers: [RemoteServer], ownership: ReconcilePlan.Ownership = .all, configuration: CollectorConfiguration,
+        logger: Logger
+    ) async {
         let plan = ReconcilePlan(
             running: running.mapValues { ReconcilePlan.Worker(server: $0.server, settings: $0.settings) },
-            servers: servers, configuration: configuration, slots: permits)
+            servers: servers, ownership: ownership, configuration: configuration, slots: permits)
         guard !isStopped else { return }
         for stop in plan.stops {
             logger.info("stopping worker", metadata: ["srvid": "\(stop.serverID)", "reason": "\(stop.reason)"])
-            await self.stop(stop.serverID, keepEntry: stop.restarts)
+            if stop.retires {
+                await retire(stop.serverID, within: .seconds(configuration.snapshotTimeout) + .seconds(5))
+            } else {
+                await self.stop(stop.serverID, keepEntry: stop.restarts)
+            }
         }
         guard !isStopped else { return }
         if let slots = plan.slots {
@@ -51,7 +62,8 @@ actor WorkerFleet {
             pool = RepositoryPool(capacity: permits)
         }
         let context = WorkerContext(
-            configuration: configuration, limiter: limiter, pool: pool, board: board, logger: logger, metrics: metrics)
+            configuration: configuration, limiter: limiter, pool: pool, board: board, logger: logger, metrics: metrics,
+            fleet: fleet)
         for server in plan.starts { start(server, context: context) }
         for id in plan.rechecks { board.recheckVersions(serverID: id) }
     }
@@ -62,7 +74,27 @@ actor WorkerFleet {
         metrics?.workerStarted(server)
         let worker = Worker(server: server, context: context, mailbox: mailbox)
         let task = Task { await worker.run() }
-        running[server.id] = Running(server: server, settings: context.configuration, task: task)
+        running[server.id] = Running(server: server, settings: context.configuration, mailbox: mailbox, task: task)
+    }
+
+    /// Stops a worker once the snapshot it may be taking has ended (one not ended `within` is
+    /// rolled back): its fence already keeps it from starting another.
+    private func retire(_ id: Int, within limit: Duration) async {
+        guard let worker = running[id] else { return }
+        worker.mailbox.post(.retire)
+        let task = worker.task
+        // Not in a snapshot (its fence is closed: none starts now): nothing to wait for.
+        if !board.isSnapshotRunning(serverID: id) { task.cancel() }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask { await task.value }
+            group.addTask {
+                try? await Task.sleep(for: limit)
+                if !Task.isCancelled { task.cancel() }
+            }
+            await group.next()
+            group.cancelAll()
+        }
+        await stop(id)
     }
 
     private func stop(_ id: Int, keepEntry: Bool = false) async {

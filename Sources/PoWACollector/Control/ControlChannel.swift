@@ -2,11 +2,17 @@ import Logging
 import PostgresClient
 
 /// The collector's persistent repository connection: `LISTEN powa_collector`, answers to
-/// powa-web's requests, and the session powa-web looks for in `pg_stat_activity`
-/// (`PoWA collector - main thread (...)`) to show that the collector runs.
+/// powa-web's requests, the session powa-web looks for in `pg_stat_activity`
+/// (`PoWA collector - main thread (...)`) to show that the collector runs, and this
+/// collector's membership of the fleet (`FleetMember`: its locks live on this session).
 ///
-/// It checks its own liveness when idle, and when the connection drops it reconnects with
-/// backoff and LISTENs again, without touching the workers.
+/// Every member of a fleet hears every request. The leader alone answers; RELOAD reloads every
+/// member; FORCE_SNAPSHOT and REFRESH_DB_CAT are carried out by the member that runs the
+/// server's worker, whose answer the leader relays.
+///
+/// The membership's tick is also the liveness check; when the connection drops it reconnects
+/// with backoff and joins again, without touching the workers (their fences hold their
+/// snapshots back until then).
 struct ControlChannel {
     static let channel = "powa_collector"
 
@@ -14,10 +20,34 @@ struct ControlChannel {
     let connectTimeout: Duration
     let commands: ControlCommands
     let logger: Logger
-    /// How long the connection may stay silent before a liveness check.
-    var idleCheck: Duration = .seconds(10)
+    /// This collector's part of the fleet.
+    let fleet: FleetMembership
+    /// Called when this member took or gave up servers.
+    let ownershipChanged: @Sendable () -> Void
+    /// Between two ticks of the membership (each one a statement: the heartbeat).
+    var tick: Duration = .seconds(2)
+    /// How long the repository lets the membership session stay silent (`idle_session_timeout`).
+    var lease: Duration = .seconds(10)
+    /// How long the leader waits for the owner of a server to answer for it.
+    var relayTimeout: Duration = .seconds(3)
     /// Where requests and the repository's reachability are counted.
     var metrics: CollectorMetrics? = nil
+
+    private let relay = ReplyRelay()
+
+    init(
+        repositoryDSN: @escaping @Sendable () -> String, connectTimeout: Duration, commands: ControlCommands,
+        logger: Logger, fleet: FleetMembership, ownershipChanged: @escaping @Sendable () -> Void,
+        metrics: CollectorMetrics? = nil
+    ) {
+        self.repositoryDSN = repositoryDSN
+        self.connectTimeout = connectTimeout
+        self.commands = commands
+        self.logger = logger
+        self.fleet = fleet
+        self.ownershipChanged = ownershipChanged
+        self.metrics = metrics
+    }
 
     /// Runs until the task is cancelled.
     func run() async {
@@ -26,8 +56,16 @@ struct ControlChannel {
         let outage = OutageLog(subject: "control channel: the repository")
         while !Task.isCancelled {
             let repository: PoWARepository
+            var member = FleetMember(
+                state: fleet, board: commands.board, lease: lease, logger: logger, ownershipChanged: ownershipChanged)
             do {
                 repository = try await connect()
+                do {
+                    try await member.join(repository.connection, deadline: .now + connectTimeout)
+                } catch {
+                    repository.close()
+                    throw error
+                }
             } catch {
                 if Task.isCancelled { return }
                 let delay = backoff.next()
@@ -41,12 +79,14 @@ struct ControlChannel {
             metrics?.setRepositoryUp(true)
             logger.debug("control channel: listening on \(Self.channel)")
             do {
-                try await serve(repository)
+                try await serve(repository, member: &member)
             } catch {
                 if !Task.isCancelled {
                     outage.began("control channel: connection to the repository lost: \(error)", logger)
                 }
             }
+            // Its locks went with the session: no snapshot lands until the fleet is joined again.
+            fleet.left()
             metrics?.setRepositoryUp(false)
             repository.close()
         }
@@ -65,24 +105,40 @@ struct ControlChannel {
         return repository
     }
 
-    /// Answers notifications until the connection fails or the task is cancelled.
-    private func serve(_ repository: PoWARepository) async throws {
+    /// Ticks and answers notifications until the connection fails or the task is cancelled.
+    private func serve(_ repository: PoWARepository, member: inout FleetMember) async throws {
         let connection = repository.connection
-        try await withThrowingDiscardingTaskGroup { reloads in
+        var nextTick = ContinuousClock.now
+        try await withThrowingDiscardingTaskGroup { pending in
             while !Task.isCancelled {
-                guard let notification = try await connection.nextNotification(deadline: .now + idleCheck) else {
-                    _ = try await connection.query("SELECT 1", deadline: .now + connectTimeout)
+                if ContinuousClock.now >= nextTick {
+                    try await member.tick(connection, deadline: .now + connectTimeout)
+                    nextTick = .now + tick
+                }
+                guard let notification = try await connection.nextNotification(deadline: nextTick) else { continue }
+                switch notification.channel {
+                case Self.channel:
+                    try await handle(notification, on: repository, pending: &pending)
+                case FleetMessage.channel:
+                    // Only the members' own sessions speak on the fleet's channel.
+                    guard fleet.view.members.values.contains(notification.senderPID),
+                        let message = FleetMessage(payload: notification.payload)
+                    else { continue }
+                    if case .answer(let channel, let payload) = message {
+                        if relay.take(channel) { try await notify(channel, payload, on: connection) }
+                    } else {
+                        member.receive(message)
+                    }
+                default:
                     continue
                 }
-                guard notification.channel == Self.channel else { continue }
-                try await handle(notification, on: repository, reloads: &reloads)
             }
         }
     }
 
     private func handle(
         _ notification: PostgresNotification, on repository: PoWARepository,
-        reloads: inout ThrowingDiscardingTaskGroup<any Error>
+        pending: inout ThrowingDiscardingTaskGroup<any Error>
     ) async throws {
         let connection = repository.connection
         let request = ControlRequest(payload: notification.payload)
@@ -93,31 +149,66 @@ struct ControlChannel {
         logger.debug(
             "control channel: request",
             metadata: ["command": "\(request.command.prefix(64))", "sender": "\(notification.senderPID)"])
-        let reply: ControlReply
-        if try await mayCommand(senderPID: notification.senderPID, on: repository) {
-            guard request.command != "RELOAD" else {
-                // A reload waits for the repository (and for a reload already running): it is
-                // answered when done, on a session of its own, while this one goes on answering
-                // the other requests from memory at once.
-                reloads.addTask {
-                    let reply = await commands.answer(request)
-                    metrics?.controlRequest(command: request.command, status: reply.status)
-                    // (Cancelled: shutting down, and the reload answered nothing worth sending.)
-                    if request.wantsReply, !Task.isCancelled { await sendOnNewSession(reply, to: request.channel) }
-                }
-                return
-            }
-            reply = await commands.answer(request)
-            metrics?.controlRequest(command: request.command, status: reply.status)
-        } else {
+        let leads = fleet.isLeader
+        guard try await mayCommand(senderPID: notification.senderPID, on: repository) else {
+            guard leads else { return }
             logger.warning(
                 "control channel: request refused, the sender may not signal backends",
                 metadata: ["command": "\(request.command.prefix(64))", "sender": "\(notification.senderPID)"])
-            reply = ControlReply(command: request.command, status: .error, data: "Permission denied")
+            let reply = ControlReply(command: request.command, status: .error, data: "Permission denied")
             metrics?.controlRequest(command: request.command, status: reply.status)
+            if request.wantsReply { try await notify(request.channel, reply.payload, on: connection) }
+            return
         }
+        switch request.command {
+        case "RELOAD":
+            // Every member reloads. A reload waits for the repository (and for a reload already
+            // running): it is answered when done, on a session of its own, while this one goes
+            // on answering the other requests from memory at once.
+            pending.addTask {
+                let reply = await commands.answer(request)
+                metrics?.controlRequest(command: request.command, status: reply.status)
+                // (Cancelled: shutting down, and the reload answered nothing worth sending.)
+                if leads, request.wantsReply, !Task.isCancelled { await sendOnNewSession(reply, to: request.channel) }
+            }
+            return
+        case "FORCE_SNAPSHOT", "REFRESH_DB_CAT":
+            let serverID = request.arguments.first.flatMap(ControlCommands.serverID)
+            if let serverID, !commands.board.statuses(serverID: serverID).isEmpty {
+                // This member runs the server's worker: it acts, the leader answers.
+                let reply = await commands.answer(request)
+                metrics?.controlRequest(command: request.command, status: reply.status)
+                guard request.wantsReply else { return }
+                if leads {
+                    try await notify(request.channel, reply.payload, on: connection)
+                } else {
+                    let relayed = FleetMessage.answerPayload(channel: request.channel, payload: reply.payload)
+                    try await notify(FleetMessage.channel, relayed, on: connection)
+                }
+                return
+            }
+            guard leads else { return }
+            if serverID != nil, fleet.view.members.count > 1 {
+                // Another member may run it: its answer is relayed; none in time, and the
+                // answer is this member's own (the server is unknown here).
+                guard request.wantsReply else { return }
+                relay.expect(request.channel)
+                pending.addTask {
+                    try? await Task.sleep(for: relayTimeout)
+                    guard relay.take(request.channel), !Task.isCancelled else { return }
+                    let reply = await commands.answer(request)
+                    metrics?.controlRequest(command: request.command, status: reply.status)
+                    await sendOnNewSession(reply, to: request.channel)
+                }
+                return
+            }
+        default:
+            guard leads else { return }
+        }
+        let reply = await commands.answer(request)
+        metrics?.controlRequest(command: request.command, status: reply.status)
         guard request.wantsReply else { return }
-        try await send(reply, to: request.channel, on: connection)
+        try await notify(request.channel, reply.payload, on: connection)
     }
 
     /// Only roles allowed to signal backends may command the collector: members of
@@ -154,7 +245,6 @@ struct ControlChannel {
         return result.rows.first?[0] == "t"
     }
 
-    /// Sends the answer with `pg_notify`: the channel and the payload travel as parameters.
     /// Sends an answer on a short session of its own.
     private func sendOnNewSession(_ reply: ControlReply, to channel: String) async {
         do {
@@ -162,19 +252,20 @@ struct ControlChannel {
                 dsn: repositoryDSN(), applicationName: ApplicationName.controlReply, connectTimeout: connectTimeout,
                 logger: logger)
             defer { repository.close() }
-            try await send(reply, to: channel, on: repository.connection)
+            try await notify(channel, reply.payload, on: repository.connection)
         } catch {
             logger.warning("control channel: could not answer \(reply.command.prefix(64)): \(error)")
         }
     }
 
-    private func send(_ reply: ControlReply, to channel: String, on connection: PostgresConnection) async throws {
+    /// Sends a payload with `pg_notify`: the channel and the payload travel as parameters.
+    private func notify(_ channel: String, _ payload: String, on connection: PostgresConnection) async throws {
         // A channel is an identifier: PostgreSQL keeps its first 63 bytes, as NOTIFY "..." would.
         var name = channel
         while name.utf8.count > 63 { name.removeLast() }
         do {
             _ = try await connection.query(
-                "SELECT pg_catalog.pg_notify($1, $2)", [name, reply.payload], deadline: .now + connectTimeout)
+                "SELECT pg_catalog.pg_notify($1, $2)", [name, payload], deadline: .now + connectTimeout)
         } catch let error as PostgresError where error.code == .server {
             logger.warning("control channel: could not answer on channel \(name.prefix(64)): \(error)")
         }

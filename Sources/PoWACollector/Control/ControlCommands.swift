@@ -11,10 +11,16 @@
 public struct ControlCommands: Sendable {
     let board: WorkerBoard
     let reload: @Sendable () async -> Bool
+    /// WORKERS_STATUS's statuses, of one server or all (in a fleet, every member's workers).
+    let statuses: @Sendable (Int?) -> [Int: WorkerStatus]
 
-    public init(board: WorkerBoard, reload: @escaping @Sendable () async -> Bool) {
+    public init(
+        board: WorkerBoard, reload: @escaping @Sendable () async -> Bool,
+        statuses: (@Sendable (Int?) -> [Int: WorkerStatus])? = nil
+    ) {
         self.board = board
         self.reload = reload
+        self.statuses = statuses ?? { board.statuses(serverID: $0) }
     }
 
     /// Carries out a request and returns its answer.
@@ -34,7 +40,7 @@ public struct ControlCommands: Sendable {
                 guard let id = Self.serverID(argument) else { return reply(.error, "invalid remote server id") }
                 serverID = id
             }
-            return reply(.ok, Self.json(board.statuses(serverID: serverID)))
+            return reply(.ok, Self.json(statuses(serverID)))
         case "FORCE_SNAPSHOT":
             guard request.arguments.count == 1 else { return reply(.error, "Command \"\(command)\" malformed") }
             guard let id = Self.serverID(request.arguments[0]) else { return reply(.error, "invalid remote server id") }

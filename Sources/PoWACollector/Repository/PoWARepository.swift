@@ -117,18 +117,61 @@ struct PoWARepository {
     }
 
     /// How long ago the server's last snapshot was taken; `.missing` when it has no
-    /// `powa_snapshot_metas` row, `.never` when `snapts` is still `-infinity`.
-    func lastSnapshot(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> LastSnapshot {
+    /// `powa_snapshot_metas` row, `.never` when `snapts` is still `-infinity`. Also `snapts`
+    /// itself as a mark (`SnapshotMark`), which tells whether another snapshot landed since.
+    func lastSnapshot(serverID: Int, deadline: ContinuousClock.Instant?) async throws
+        -> (last: LastSnapshot, mark: SnapshotMark?)
+    {
         let rows = try await connection.query(
             """
             SELECT CASE WHEN snapts = '-infinity' THEN NULL
-                        ELSE extract(epoch FROM clock_timestamp() - snapts)::float8 END
+                        ELSE extract(epoch FROM clock_timestamp() - snapts)::float8 END,
+                   \(SnapshotMark.expression)
             FROM \(powa("powa_snapshot_metas")) WHERE srvid = $1
             """, ["\(serverID)"], deadline: deadline
         ).rows
-        guard let row = rows.first else { return .missing }
-        guard let seconds = try row.decodeIfPresent(0, as: Double.self) else { return .never }
-        return .secondsAgo(seconds)
+        guard let row = rows.first else { return (.missing, nil) }
+        let mark = row[1].map(SnapshotMark.init)
+        guard let seconds = try row.decodeIfPresent(0, as: Double.self) else { return (.never, mark) }
+        return (.secondsAgo(seconds), mark)
+    }
+
+    /// Just before `powa_take_snapshot`: locks the server's `powa_snapshot_metas` row for this
+    /// transaction unless another transaction holds it (a snapshot of the server committing
+    /// elsewhere: nil, powa's own `NOWAIT` would fail), and returns how it stands, with this
+    /// transaction's `idle_in_transaction_session_timeout` set to `idleLimit` (a collector that
+    /// hangs holding the row frees it).
+    func lockSnapshotRow(serverID: Int, idleLimit: Duration, deadline: ContinuousClock.Instant?) async throws
+        -> (mark: SnapshotMark, secondsAgo: Double?)?
+    {
+        let rows = try await connection.query(
+            """
+            SELECT \(SnapshotMark.expression),
+                   CASE WHEN snapts = '-infinity' THEN NULL
+                        ELSE extract(epoch FROM clock_timestamp() - snapts)::float8 END,
+                   pg_catalog.set_config('idle_in_transaction_session_timeout', $2, true)
+            FROM \(powa("powa_snapshot_metas")) WHERE srvid = $1
+            FOR UPDATE SKIP LOCKED
+            """, ["\(serverID)", "\(Int(idleLimit.secondsValue * 1000))"], deadline: deadline
+        ).rows
+        guard let row = rows.first, let mark = row[0] else { return nil }
+        return (SnapshotMark(mark), try row.decodeIfPresent(1, as: Double.self))
+    }
+
+    /// The last statement of a snapshot's transaction: renames the session back (powa renamed
+    /// it), and returns whether the membership session `memberPID` still holds the server's
+    /// lock (nil: no fence, always true) and the server's `snapts` now.
+    func finishSnapshot(
+        serverID: Int, applicationName: String, memberPID: Int32?, deadline: ContinuousClock.Instant?
+    ) async throws -> (owned: Bool, mark: SnapshotMark?) {
+        let fence = memberPID == nil ? "true" : FleetLocks.ownsServer
+        let row = try await connection.query(
+            """
+            SELECT pg_catalog.set_config('application_name', $1, false) IS NOT NULL AND \(fence),
+                   (SELECT \(SnapshotMark.expression) FROM \(powa("powa_snapshot_metas")) WHERE srvid = $2)
+            """, [applicationName, "\(serverID)"] + (memberPID.map { ["\($0)"] } ?? []), deadline: deadline
+        ).rows[0]
+        return (row[0] == "t", row[1].map(SnapshotMark.init))
     }
 
     /// Turns the staged rows into history; returns the number of errors powa met.
@@ -159,6 +202,15 @@ struct PoWARepository {
 struct ServerList {
     var servers: [RemoteServer] = []
     var rejected: [(id: Int, reason: String)] = []
+}
+
+/// A server's `snapts` as the repository prints its epoch: equal marks, same last snapshot.
+struct SnapshotMark: Equatable, Sendable {
+    let text: String
+    init(_ text: String) { self.text = text }
+
+    /// The mark of `powa_snapshot_metas` in a query.
+    static let expression = "extract(epoch FROM snapts)::text"
 }
 
 /// What `powa_snapshot_metas` says of a server's last snapshot.

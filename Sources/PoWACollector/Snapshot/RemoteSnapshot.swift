@@ -10,8 +10,10 @@ import PostgresClient
 /// 2. PoWA 5: for each connectable database of the remote, over a session to that database,
 ///    stream the per-database modules and the catalogs due into their staging tables, with the
 ///    remote's snapshot instant; a database that cannot be reached is reported, the others go on;
-/// 3. `powa_take_snapshot(srvid)`; 4. append the errors met to `powa_snapshot_metas.errors`;
-///    commit;
+/// 3. lock the server's `powa_snapshot_metas` row (a snapshot committing elsewhere, or one that
+///    landed since this worker's last, and this one is rolled back silently: see `Superseded`),
+///    `powa_take_snapshot(srvid)`; 4. append the errors met to `powa_snapshot_metas.errors`;
+///    check the fence (this collector still owns the server) and commit;
 /// 5. only then (`runCleanups`) run each source's cleanup on the remote: a cleanup such as
 ///    `pg_qualstats_reset()` is not transactional, and must not lose data of a snapshot that
 ///    did not land.
@@ -35,7 +37,17 @@ struct RemoteSnapshot {
     let knownStatements: KnownStatements?
     /// Where rows and bytes copied are counted.
     let metrics: CollectorMetrics?
+    /// The membership session that must hold the server's lock when the snapshot commits (nil:
+    /// no fence, `powa-collector once`).
+    var fence: Int32? = nil
+    /// The server's `snapts` as this worker last saw it: another means another snapshot
+    /// landed since (nil: not checked).
+    var expectedMark: SnapshotMark? = nil
     let logger: Logger
+
+    /// How long the transaction may then sit idle: a collector that hangs while it holds the
+    /// server's row frees it for the new owner.
+    static let rowIdleLimit = Duration.seconds(15)
 
     /// What a snapshot that landed reports.
     struct Outcome {
@@ -61,6 +73,28 @@ struct RemoteSnapshot {
         /// The statements source or the repair of its texts failed: the worker's known
         /// statements may be wrong, and are forgotten.
         var statementTextsFailed = false
+        /// The server's `snapts` once this snapshot commits.
+        var mark: SnapshotMark?
+    }
+
+    /// Why a snapshot was rolled back as if it had never been tried: nothing is reported to
+    /// powa-web, the worker goes on (several collectors share the repository, or a snapshot
+    /// was taken by someone else).
+    enum Superseded: Equatable, CustomStringConvertible {
+        /// Another transaction is snapshotting the server right now.
+        case rowBusy
+        /// A snapshot landed since this worker's last one: the schedule follows it.
+        case landedElsewhere(SnapshotMark, secondsAgo: Double?)
+        /// This collector no longer owns the server.
+        case notOwned
+
+        var description: String {
+            switch self {
+            case .rowBusy: "another snapshot of the server is being committed"
+            case .landedElsewhere: "another snapshot of the server landed meanwhile"
+            case .notOwned: "this collector no longer owns the server"
+            }
+        }
     }
 
     /// Why a snapshot did not land.
@@ -73,6 +107,8 @@ struct RemoteSnapshot {
         case timedOut(source: String)
         /// The task was cancelled (shutdown, worker stopped).
         case cancelled
+        /// Rolled back on purpose (see `Superseded`).
+        case superseded(Superseded)
 
         /// Whether the snapshot ran out of time.
         var isTimeout: Bool {
@@ -86,6 +122,7 @@ struct RemoteSnapshot {
             case .repository(let error): "repository error: \(error)"
             case .timedOut(let source): "snapshot timed out while reading \(source)"
             case .cancelled: "snapshot interrupted"
+            case .superseded(let reason): "snapshot rolled back: \(reason)"
             }
         }
     }
@@ -134,12 +171,21 @@ struct RemoteSnapshot {
                 if knownStatements != nil {
                     try await repairStatementTexts(remote: remote, repository: repository, into: &outcome)
                 }
+                // The fleet's guard: no two snapshots of a server at once, nor two in a period
+                // when it changes hands (the row stays locked until this transaction ends).
+                guard
+                    let row = try await repository.lockSnapshotRow(
+                        serverID: server.id, idleLimit: Self.rowIdleLimit, deadline: deadline)
+                else { throw Failure.superseded(.rowBusy) }
+                if let expectedMark, row.mark != expectedMark {
+                    throw Failure.superseded(.landedElsewhere(row.mark, secondsAgo: row.secondsAgo))
+                }
                 let taking = ContinuousClock.now
                 outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
                 metrics?.takeSnapshotDuration(.now - taking)
                 if !outcome.elidedStatements.isEmpty {
-                    // The last word: a statement powa stored in this transaction with a text we
-                    // left out (deleted from powa_statements after the repair) rolls it all back.
+                    // A statement powa stored in this transaction with a text we left out
+                    // (deleted from powa_statements after the repair) rolls it all back.
                     let stored = try await repository.statementsStoredWithoutText(serverID: server.id, deadline: deadline)
                     if !stored.isDisjoint(with: outcome.elidedStatements) {
                         outcome.statementTextsFailed = true
@@ -148,12 +194,15 @@ struct RemoteSnapshot {
                                 "statements of powa_statements were deleted during the snapshot, whose texts it left out"))
                     }
                 }
-                // powa_take_snapshot renames the session 'PoWA - ...', which powa-web would take
-                // for the repository's own background worker.
-                _ = try await connection.query(
-                    "SELECT pg_catalog.set_config('application_name', $1, false)", [applicationName],
-                    deadline: deadline)
                 try await repository.appendErrors(serverID: server.id, outcome.errors, deadline: deadline)
+                // The last word, the fence: this collector still owns the server (its membership
+                // session holds the server's lock), else nothing lands. The session is renamed
+                // back too: powa_take_snapshot renamed it 'PoWA - ...', which powa-web would take
+                // for the repository's own background worker.
+                let finish = try await repository.finishSnapshot(
+                    serverID: server.id, applicationName: applicationName, memberPID: fence, deadline: deadline)
+                guard finish.owned else { throw Failure.superseded(.notOwned) }
+                outcome.mark = finish.mark
             }
         } catch let failure as Failure {
             throw failure

@@ -14,3 +14,10 @@ enum PostgresArray {
         return "{" + quoted.joined(separator: ",") + "}"
     }
 }
+
+extension PostgresArray {
+    /// `{1,2,3}`, in ascending order.
+    static func integers(_ elements: some Collection<Int>) -> String {
+        "{" + elements.sorted().map(String.init).joined(separator: ",") + "}"
+    }
+}

@@ -11,6 +11,9 @@ struct WorkerContext: Sendable {
     var logger: Logger
     /// Where snapshots are counted (nil: no HTTP endpoint, nothing counted).
     var metrics: CollectorMetrics? = nil
+    /// Which servers this collector may snapshot now, and the fence its snapshots check
+    /// (nil: no fleet, `powa-collector once`).
+    var fleet: FleetMembership? = nil
 
     var connectTimeout: Duration { .seconds(configuration.connectTimeout) }
     var snapshotTimeout: Duration { .seconds(configuration.snapshotTimeout) }
@@ -62,6 +65,9 @@ struct Worker {
         var retriedSlot: Int?
         /// The last snapshot ran out of time: the next one waits in the suspects' lane.
         var suspect = false
+        /// The server's `snapts` as this worker last saw it (another: a snapshot landed
+        /// elsewhere since, and the schedule follows it).
+        var mark: SnapshotMark?
         setStatus(.noRemoteConnection)
         defer {
             remote?.close()
@@ -102,9 +108,10 @@ struct Worker {
                     await prepare(remote: session.connection)
                 }
                 switch preparation ?? .retry(nil) {
-                case .ready(let start):
+                case .ready(let start, let lastMark):
                     preparationOutage.ended(logger)
                     needsBookkeeping = false
+                    if schedule == nil { mark = lastMark }
                     schedule = schedule ?? start
                     backoff.reset()
                     if refusal == nil { setStatus(.running) }
@@ -119,6 +126,8 @@ struct Worker {
             await mailbox.wait(until: current.nextDue)
             if Task.isCancelled { return }
             let requests = mailbox.take()
+            // Its server went to another collector: the snapshot it may have been taking is over.
+            if requests.contains(.retire) { return }
             if requests.contains(.recheckVersions) {
                 needsBookkeeping = true
                 knownStatements?.forget()
@@ -132,15 +141,30 @@ struct Worker {
                 continue
             }
 
+            // The fleet: only while this collector owns the server (its lock may be on its way
+            // to another member, or the membership session is being restored).
+            var fence: Int32?
+            if let fleet = context.fleet {
+                fence = fleet.fence(serverID: server.id)
+                if fence == nil {
+                    if !fleet.isMember { setStatus(.noRepositoryConnection) }
+                    if requests.contains(.forceSnapshot) { mailbox.post(.forceSnapshot) }
+                    logger.debug("snapshot held back: this collector does not own the server now")
+                    await mailbox.wait(until: .now + .seconds(1))
+                    continue
+                }
+            }
+
             let started = ContinuousClock.now
-            let result = await takeSnapshot(remote: session, suspect: suspect, knownStatements: knownStatements)
+            let result = await takeSnapshot(
+                remote: session, suspect: suspect, knownStatements: knownStatements, fence: fence, mark: mark)
             if let metrics = context.metrics {
                 let outcome: CollectorMetrics.Outcome? =
                     switch result {
                     case .landed: .success
                     case .timedOut: .timedOut
                     case .failed, .remoteLost, .refused: .failed
-                    case .reopen: nil
+                    case .reopen, .superseded: nil
                     }
                 if let outcome { metrics.snapshotEnded(server, outcome: outcome, duration: .now - started) }
             }
@@ -150,7 +174,8 @@ struct Worker {
             default: break
             }
             switch result {
-            case .landed:
+            case .landed(let landedMark):
+                mark = landedMark ?? mark
                 if let previous = refusal {
                     logger.info("the remote server can be snapshotted again", metadata: ["was": "\(previous.description)"])
                     refusal = nil
@@ -177,6 +202,21 @@ struct Worker {
                 // The remote's powa changed under the session: a fresh session, then the snapshot.
                 session.close()
                 remote = nil
+                continue
+            case .superseded(.landedElsewhere(let newMark, let secondsAgo)):
+                // Taken by another collector (the previous owner's last one, committed late):
+                // this one keeps its phase.
+                logger.info("snapshot left to the one that landed meanwhile")
+                mark = newMark
+                schedule = SnapshotSchedule.starting(
+                    frequency: current.frequency, lastSnapshot: secondsAgo.map { .secondsAgo($0) } ?? .never, now: .now)
+                continue
+            case .superseded(let reason):
+                // Another snapshot commits now, or the server is changing hands: the same slot
+                // in a moment, if this collector still owns the server then.
+                logger.info("snapshot rolled back: \(reason)")
+                if requests.contains(.forceSnapshot) { mailbox.post(.forceSnapshot) }
+                await mailbox.wait(until: .now + .seconds(1))
                 continue
             }
             if due {
@@ -207,11 +247,12 @@ struct Worker {
             return message
         }
         let knownStatements = context.configuration.skipKnownQueryTexts ? KnownStatements() : nil
-        switch await takeSnapshot(remote: session, suspect: false, knownStatements: knownStatements) {
+        switch await takeSnapshot(remote: session, suspect: false, knownStatements: knownStatements, fence: nil, mark: nil) {
         case .landed: return nil
         case .failed(let reason), .remoteLost(let reason), .timedOut(let reason): return reason
         case .refused(let refusal): return refusal.description
         case .reopen: return "the remote server's powa changed during the snapshot: run it again"
+        case .superseded(let reason): return "\(reason)"
         }
     }
 
@@ -274,7 +315,8 @@ struct Worker {
     // MARK: Start-up bookkeeping
 
     private enum Preparation {
-        case ready(SnapshotSchedule)
+        /// The first schedule, and the server's `snapts` it follows.
+        case ready(SnapshotSchedule, SnapshotMark?)
         /// Try again after a backoff; the problem, if any, is for the log (once per outage).
         case retry(String?)
     }
@@ -285,14 +327,14 @@ struct Worker {
         defer { checkinRepository(repository) }
         do {
             try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
-            let last = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
+            let (last, mark) = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
             if last == .missing {
                 setStatus(.stopped)
                 return .retry(
                     "server \(server.id) has no row in powa_snapshot_metas: register it with powa_register_server()")
             }
             let frequency = Duration.seconds(server.frequency)
-            return .ready(SnapshotSchedule.starting(frequency: frequency, lastSnapshot: last, now: .now))
+            return .ready(SnapshotSchedule.starting(frequency: frequency, lastSnapshot: last, now: .now), mark)
         } catch {
             if Task.isCancelled { return .retry(nil) }
             setStatus(remote.isHealthy ? .noRepositoryConnection : .noRemoteConnection)
@@ -304,7 +346,8 @@ struct Worker {
 
     /// How a snapshot ended; a failure says why, in the words the log uses.
     private enum SnapshotResult: Equatable {
-        case landed
+        /// With the server's `snapts` it set.
+        case landed(SnapshotMark?)
         case failed(String)
         case remoteLost(String)
         /// Ran out of time (`snapshot_timeout`), reported like a failure.
@@ -313,11 +356,13 @@ struct Worker {
         case refused(PoWACompatibility.Refusal)
         /// The remote session no longer matches the remote's powa: open a new one.
         case reopen
+        /// Rolled back on purpose, reported nowhere (see `RemoteSnapshot.Superseded`).
+        case superseded(RemoteSnapshot.Superseded)
     }
 
-    private func takeSnapshot(remote: PoWASession, suspect: Bool, knownStatements: KnownStatements?) async
-        -> SnapshotResult
-    {
+    private func takeSnapshot(
+        remote: PoWASession, suspect: Bool, knownStatements: KnownStatements?, fence: Int32?, mark: SnapshotMark?
+    ) async -> SnapshotResult {
         board.snapshotStarted(serverID: server.id, at: .now)
         defer { board.snapshotEnded(serverID: server.id) }
         do {
@@ -330,8 +375,8 @@ struct Worker {
                 }
                 defer { checkinRepository(repository) }
                 return await takeSnapshot(
-                    remote: remote, repository: repository, knownStatements: knownStatements, started: started,
-                    deadline: deadline)
+                    remote: remote, repository: repository, knownStatements: knownStatements, fence: fence, mark: mark,
+                    started: started, deadline: deadline)
             }
         } catch {
             return .failed("snapshot interrupted")  // cancelled while waiting for a permit
@@ -342,6 +387,8 @@ struct Worker {
         remote: PoWASession,
         repository: PoWARepository,
         knownStatements: KnownStatements?,
+        fence: Int32?,
+        mark: SnapshotMark?,
         started: ContinuousClock.Instant,
         deadline: ContinuousClock.Instant
     ) async -> SnapshotResult {
@@ -388,7 +435,7 @@ struct Worker {
             server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
             connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
             connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
-            logger: logger)
+            fence: fence, expectedMark: mark, logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             if outcome.statementTextsFailed {
@@ -415,7 +462,7 @@ struct Worker {
             if !failures.isEmpty {
                 try? await repository.appendErrors(serverID: server.id, failures, deadline: .now + context.connectTimeout)
             }
-            return .landed
+            return .landed(outcome.mark)
         } catch {
             // Whatever failed, the known statements may be what did (a reset on the repository
             // made them stale): the next snapshot loads them afresh.
@@ -427,6 +474,7 @@ struct Worker {
                 logger.info("snapshot interrupted by shutdown: rolled back")
                 return .failed("snapshot interrupted by shutdown: rolled back")
             }
+            if case .superseded(let reason) = error { return .superseded(reason) }
             let message = "snapshot failed and was rolled back: \(error)"
             logger.error("\(message)")
             switch error {
@@ -434,7 +482,7 @@ struct Worker {
                 setStatus(.noRemoteConnection)
             case .repository:
                 if !repository.connection.isHealthy { setStatus(.noRepositoryConnection) }
-            case .timedOut, .cancelled:
+            case .timedOut, .cancelled, .superseded:
                 break
             }
             if repository.connection.isHealthy {

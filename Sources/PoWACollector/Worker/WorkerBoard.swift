@@ -56,6 +56,11 @@ public final class WorkerBoard: Sendable {
         entries.withLock { $0[serverID]?.snapshotRunning = false }
     }
 
+    /// Whether the worker of a server is taking a snapshot now.
+    func isSnapshotRunning(serverID: Int) -> Bool {
+        entries.withLock { $0[serverID]?.snapshotRunning ?? false }
+    }
+
     /// The status of every worker, or of one (empty when unknown).
     public func statuses(serverID: Int? = nil) -> [Int: WorkerStatus] {
         entries.withLock { entries in

@@ -8,6 +8,9 @@ final class WorkerMailbox: Sendable {
     enum Request: Hashable, Sendable {
         case forceSnapshot
         case recheckVersions
+        /// Stop once the snapshot in progress, if any, has ended (its server went to another
+        /// member of the fleet).
+        case retire
     }
 
     private struct State {

@@ -1,0 +1,178 @@
+import Logging
+import PostgresClient
+
+/// This collector's membership of the fleet, carried out on its membership session (the
+/// control channel's connection, the only owner of that session): joining, the heartbeat that
+/// keeps the lease, and at each tick what the fleet looks like in `pg_locks`, which servers to
+/// take or give up (`FleetAssignment`), and the statuses told to the other members.
+///
+/// The lease: the session runs with `idle_session_timeout` (PostgreSQL 14+), and each tick is a
+/// statement, so a collector that stops running (SIGSTOP, a stalled VM, a network partition)
+/// has its session ended by the repository itself, and its locks with it, within `lease`.
+struct FleetMember {
+    let state: FleetMembership
+    let board: WorkerBoard
+    /// How long the repository lets the membership session stay silent before it ends it.
+    let lease: Duration
+    let logger: Logger
+    /// Called when servers were taken or given up: the workers must follow.
+    let ownershipChanged: @Sendable () -> Void
+
+    /// What the others were last told, per server (reset at each join).
+    private var told: [Int: WorkerStatus] = [:]
+    /// The members seen at the last tick: a new one is told every status.
+    private var members: Set<Int> = []
+    /// The leader seen at the last tick (nil: none), to log a change.
+    private var leader: Int32? = nil
+    /// Joined since the last tick: the workers follow the first assignment whatever it is
+    /// (those left from a previous membership may belong to others now).
+    private var justJoined = false
+
+    init(
+        state: FleetMembership, board: WorkerBoard, lease: Duration, logger: Logger,
+        ownershipChanged: @escaping @Sendable () -> Void
+    ) {
+        self.state = state
+        self.board = board
+        self.lease = lease
+        self.logger = logger
+        self.ownershipChanged = ownershipChanged
+    }
+
+    /// Takes a membership on `connection` (a fresh session): a member id not held by any live
+    /// session, the lease, and `LISTEN` on the fleet's own channel.
+    mutating func join(_ connection: PostgresConnection, deadline: ContinuousClock.Instant) async throws {
+        told = [:]
+        members = []
+        leader = nil
+        justJoined = true
+        var joined = false
+        for _ in 0..<8 {
+            let id = state.memberID
+            if try await connection.query(FleetLocks.tryMember, ["\(id)"], deadline: deadline).rows.first?[0] == "t" {
+                joined = true
+                break
+            }
+            // Held: by another collector, or by this one's previous session, not ended yet.
+            state.withState { $0.memberID = FleetMembership.randomMemberID() }
+        }
+        guard joined else { throw CollectorError("no free member id in the repository's advisory locks") }
+        do {
+            try await connection.execute(
+                "SET idle_session_timeout = '\(Int(lease.secondsValue * 1000))ms'", deadline: deadline)
+        } catch let error as PostgresError where error.sqlState == "42704" {
+            logger.warning(
+                "fleet: the repository (before PostgreSQL 14) has no idle_session_timeout: a hung collector keeps its servers until its connection breaks"
+            )
+        }
+        try await connection.execute("LISTEN \(FleetMessage.channel)", deadline: deadline)
+        let pid = connection.backendPID
+        state.withState { $0.memberPID = pid }
+        logger.info("fleet: joined", metadata: ["member": "\(state.memberID)"])
+    }
+
+    /// The heartbeat, and what the fleet's current shape asks of this member.
+    mutating func tick(_ connection: PostgresConnection, deadline: ContinuousClock.Instant) async throws {
+        let rows = try await connection.query(FleetLocks.viewQuery, deadline: deadline).rows
+        var view = FleetView(
+            rows: try rows.map {
+                (try $0.decode(0, as: Int64.self), try $0.decode(1, as: Int64.self), Int32(try $0.decode(2, as: Int.self)))
+            })
+        let me = state.memberID
+        let pid = connection.backendPID
+        if view.leaderPID == nil,
+            try await connection.query(FleetLocks.tryMember, ["\(FleetLocks.leaderKey)"], deadline: deadline).rows.first?[0]
+                == "t"
+        {
+            view.leaderPID = pid
+        }
+        // Locks of stopped workers go first: the assignment may hand those servers to another.
+        let released = state.withState { state in
+            defer { state.released = [] }
+            return state.released
+        }
+        if !released.isEmpty {
+            _ = try await connection.query(
+                FleetLocks.releaseServers, [PostgresArray.integers(released)], deadline: deadline)
+            for server in released where view.owners[server] == me { view.owners[server] = nil }
+            logger.info("fleet: servers handed over", metadata: ["member": "\(me)", "servers": "\(released.sorted())"])
+        }
+
+        let servers = state.withState { $0.servers }
+        let mine = FleetAssignment(servers: servers, members: Set(view.members.keys), currentOwners: view.owners)
+            .servers(of: me)
+        let (revoked, reclaimed, wanted) = state.withState { state -> (Set<Int>, Set<Int>, Set<Int>) in
+            let revoked = state.owned.subtracting(mine)
+            let reclaimed = state.releasing.intersection(mine)
+            state.owned.subtract(revoked)
+            state.releasing.subtract(reclaimed)
+            state.releasing.formUnion(revoked)
+            state.owned.formUnion(reclaimed)
+            return (revoked, reclaimed, mine.subtracting(state.owned).subtracting(state.releasing))
+        }
+        var taken: Set<Int> = []
+        if !wanted.isEmpty {
+            // A server another member still holds is taken at a later tick, once it let go.
+            let rows = try await connection.query(
+                FleetLocks.acquireServers, [PostgresArray.integers(wanted)], deadline: deadline
+            ).rows
+            taken = Set(try rows.map { try $0.decode(0, as: Int.self) })
+            for server in taken { view.owners[server] = me }
+        }
+        let isLeader = view.leaderPID == pid
+        state.withState { state in
+            state.owned.formUnion(taken)
+            state.view = view
+            state.isLeader = isLeader
+        }
+        if !revoked.isEmpty {
+            logger.info("fleet: giving servers up", metadata: ["member": "\(me)", "servers": "\(revoked.sorted())"])
+        }
+        if !taken.isEmpty || !reclaimed.isEmpty {
+            logger.info(
+                "fleet: servers taken", metadata: ["member": "\(me)", "servers": "\(taken.union(reclaimed).sorted())"])
+        }
+        if justJoined || !revoked.isEmpty || !taken.isEmpty || !reclaimed.isEmpty { ownershipChanged() }
+        justJoined = false
+        state.ticked()
+
+        let current = Set(view.members.keys)
+        if current != members || view.leaderPID != leader {
+            let leaderID = view.members.first { $0.value == view.leaderPID }?.key
+            logger.info(
+                "fleet: \(current.count) member(s)",
+                metadata: [
+                    "member": "\(me)", "members": "\(current.sorted())", "leader": "\(leaderID.map(String.init) ?? "none")",
+                ])
+        }
+        let someoneJoined = !current.subtracting(members).isEmpty
+        members = current
+        leader = view.leaderPID
+        if current.count > 1 {
+            try await tellStatuses(connection, everything: someoneJoined, deadline: deadline)
+        } else {
+            told = [:]
+        }
+    }
+
+    /// Tells the other members the statuses of this member's workers that changed since they
+    /// were last told (all of them when a member joined).
+    private mutating func tellStatuses(
+        _ connection: PostgresConnection, everything: Bool, deadline: ContinuousClock.Instant
+    ) async throws {
+        let owned = state.owned
+        let statuses = board.statuses().filter { owned.contains($0.key) }
+        let changed = everything ? statuses : statuses.filter { told[$0.key] != $0.value }
+        guard !changed.isEmpty else { return }
+        for payload in FleetMessage.statusPayloads(member: state.memberID, changed) {
+            _ = try await connection.query(
+                "SELECT pg_catalog.pg_notify($1, $2)", [FleetMessage.channel, payload], deadline: deadline)
+        }
+        told = statuses
+    }
+
+    /// A message from another member.
+    func receive(_ message: FleetMessage) {
+        if case .statuses(let member, let statuses) = message { state.peerStatuses(member: member, statuses) }
+    }
+}
