@@ -1,0 +1,258 @@
+import Foundation
+import PoWACollector
+import PostgresClient
+import TestBed
+import Testing
+
+/// Several collector processes on one repository: each server snapshotted by exactly one, at
+/// its cadence, through deaths, hangs and arrivals.
+@Suite("Several collectors on one repository", .timeLimit(.minutes(5)))
+struct FleetTests {
+    static let frequency = 5.0
+
+    @Test(
+        "3 collectors, 9 servers: 3 ± 1 each, on cadence; SIGKILL, SIGSTOP and a 4th collector move only what must move, never a doubled snapshot"
+    )
+    func fleet() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let log = try await SnapshotLog.install(on: repository)
+        let servers = try await Self.registerServers(9, on: repository, bed: bed)
+        let configuration = try Self.configuration(repository)
+        var collectors = try (0..<3).map { _ in try FleetCollector(configuration: configuration) }
+        defer { collectors.forEach { $0.process.signal(SIGKILL) } }
+
+        // Divided evenly, and every server snapshotted at its cadence for 60 s.
+        let divided = try await eventually(timeout: .seconds(40)) {
+            let owners = try await log.owners()
+            let loads = Dictionary(grouping: owners.values, by: { $0 }).mapValues(\.count)
+            return owners.count == 9 && loads.count == 3 && loads.values.allSatisfy { (2...4).contains($0) }
+        }
+        let firstOwners = try await log.owners()
+        #expect(divided, "\(firstOwners)")
+        for collector in collectors { try await collector.learnMemberID() }
+        let steadyStart = try await log.now()
+        #expect(
+            try await eventually(timeout: .seconds(80)) {
+                try await log.now() - steadyStart >= 60
+            })
+        let steady = try await log.snapshots(from: steadyStart)
+        for server in servers {
+            let times = steady[server] ?? []
+            #expect(times.count >= 11, "server \(server): \(times.count) snapshots in 60 s")
+            for gap in zip(times, times.dropFirst()).map({ $1 - $0 }) {
+                #expect(gap >= Self.frequency / 2 && gap <= Self.frequency * 1.7, "server \(server): a gap of \(gap) s")
+            }
+        }
+
+        // SIGKILL: the servers of the dead one resume on the others within frequency + 10 s.
+        var owners = try await log.owners()
+        let killed = collectors.removeFirst()
+        let orphans = owners.filter { $0.value == killed.memberID }.map(\.key)
+        killed.process.signal(SIGKILL)
+        let killedAt = try await log.now()
+        for server in orphans {
+            let resumed = try await log.waitForSnapshot(of: server, after: killedAt, timeout: .seconds(30))
+            #expect(resumed.map { $0 - killedAt <= Self.frequency + 10 } == true, "server \(server): \(resumed ?? -1)")
+        }
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        let allRunning = "{" + servers.sorted().map { "\"\($0)\": \"running\"" }.joined(separator: ", ") + "}"
+        #expect(
+            try await client.waitForStatus({ $0 == "WORKERS_STATUS OK \(allRunning)" }, timeout: .seconds(20))
+                == "WORKERS_STATUS OK \(allRunning)")
+
+        // SIGSTOP: the hung one's lease ends, the other takes its servers within
+        // frequency + 15 s; once resumed, it snapshots only what it owns again.
+        owners = try await log.owners()
+        let hung = collectors[0]
+        let hungServers = owners.filter { $0.value == hung.memberID }.map(\.key)
+        #expect(!hungServers.isEmpty)
+        hung.process.signal(SIGSTOP)
+        let stoppedAt = try await log.now()
+        for server in hungServers {
+            let resumed = try await log.waitForSnapshot(of: server, after: stoppedAt, timeout: .seconds(40))
+            #expect(resumed.map { $0 - stoppedAt <= Self.frequency + 15 } == true, "server \(server): \(resumed ?? -1)")
+        }
+        hung.process.signal(SIGCONT)
+        #expect(try await hung.process.waitForOutput("fleet: joined", count: 2, timeout: .seconds(30)))
+        try await hung.learnMemberID(occurrence: 2)
+        #expect(
+            try await eventually(timeout: .seconds(30)) {
+                let loads = Dictionary(grouping: try await log.owners().values, by: { $0 }).mapValues(\.count)
+                return loads.count == 2 && loads.values.sorted() == [4, 5]
+            })
+
+        // A fourth collector (the third alive): servers move only to it, 3 of them.
+        let before = try await log.owners()
+        let newcomer = try FleetCollector(configuration: configuration)
+        collectors.append(newcomer)
+        try await newcomer.learnMemberID()
+        #expect(
+            try await eventually(timeout: .seconds(30)) {
+                let loads = Dictionary(grouping: try await log.owners().values, by: { $0 }).mapValues(\.count)
+                return loads.count == 3 && loads.values.allSatisfy { $0 == 3 }
+            })
+        let after = try await log.owners()
+        let moved = servers.filter { before[$0] != after[$0] }
+        #expect(moved.count == 3 && moved.allSatisfy { after[$0] == newcomer.memberID }, "\(before) → \(after)")
+        let settled = try await log.now()
+        for server in moved { _ = try await log.waitForSnapshot(of: server, after: settled, timeout: .seconds(20)) }
+
+        // Over the whole run: never two snapshots of a server in one period, no error for
+        // powa-web, and powa's own concurrency guard never tripped.
+        let whole = try await log.snapshots(from: 0)
+        for server in servers {
+            let times = whole[server] ?? []
+            for gap in zip(times, times.dropFirst()).map({ $1 - $0 }) {
+                #expect(gap >= Self.frequency / 2, "server \(server): two snapshots \(gap) s apart")
+            }
+            #expect(try await repository.errors(server) == "", "server \(server)")
+        }
+        for collector in collectors {
+            #expect(!collector.process.output.contains("Could not lock the powa_snapshot_metas record"))
+            collector.process.signal(SIGTERM)
+            #expect(await collector.process.wait(orKillAfter: .seconds(20)) == 0)
+        }
+    }
+
+    @Test("two collectors started at the same moment on an empty fleet: no server snapshotted twice")
+    func simultaneousStart() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let log = try await SnapshotLog.install(on: repository)
+        let servers = try await Self.registerServers(6, on: repository, bed: bed)
+        let configuration = try Self.configuration(repository)
+        let collectors = try (0..<2).map { _ in try FleetCollector(configuration: configuration) }
+        defer { collectors.forEach { $0.process.signal(SIGKILL) } }
+        let start = try await log.now()
+        #expect(
+            try await eventually(timeout: .seconds(60)) {
+                let counts = try await log.snapshots(from: start).mapValues(\.count)
+                return servers.allSatisfy { counts[$0, default: 0] >= 3 }
+            })
+        let loads = Dictionary(grouping: try await log.owners().values, by: { $0 }).mapValues(\.count)
+        #expect(loads.values.sorted() == [3, 3])
+        for (server, times) in try await log.snapshots(from: 0) {
+            for gap in zip(times, times.dropFirst()).map({ $1 - $0 }) {
+                #expect(gap >= Self.frequency / 2, "server \(server): two snapshots \(gap) s apart")
+            }
+        }
+        for collector in collectors {
+            collector.process.signal(SIGTERM)
+            #expect(await collector.process.wait(orKillAfter: .seconds(20)) == 0)
+        }
+    }
+
+    /// `count` servers at frequency 5 on the bed's remotes, each under another name of the
+    /// same clusters (`powa_servers` wants one row per host and port).
+    static func registerServers(_ count: Int, on repository: ScratchRepository, bed: TestBed) async throws -> [Int] {
+        let hostnames = ["127.0.0.1", "localhost", "127.1", bed.socketDirectory, bed.socketDirectory + "/"]
+        var servers: [Int] = []
+        for index in 0..<count {
+            let port = bed.remotePorts[index % bed.remotePorts.count]
+            let hostname = hostnames[index / bed.remotePorts.count]
+            servers.append(
+                try await repository.register(port: port, hostname: hostname, alias: "fleet-\(index)", frequency: 5))
+        }
+        return servers
+    }
+
+    static func configuration(_ repository: ScratchRepository) throws -> String {
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.connectTimeout = 3
+        configuration.snapshotTimeout = 30
+        configuration.useServerAlias = true
+        return try writeConfiguration(configuration)
+    }
+}
+
+/// One collector process of a fleet test.
+final class FleetCollector: @unchecked Sendable {
+    let process: DaemonProcess
+    /// Its member id, from its log (set by `learnMemberID`; only the test's task touches it).
+    private(set) var memberID = 0
+
+    init(configuration path: String) throws {
+        process = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", path])
+    }
+
+    /// Reads the member id of its `occurrence`-th membership from its log.
+    func learnMemberID(occurrence: Int = 1) async throws {
+        #expect(try await process.waitForOutput("fleet: joined", count: occurrence, timeout: .seconds(30)))
+        let lines = process.output.split(separator: "\n").filter { $0.contains("fleet: joined") }
+        guard lines.count >= occurrence, let range = lines[occurrence - 1].range(of: #"member=\d+"#, options: .regularExpression)
+        else {
+            Issue.record("no member id in: \(lines)")
+            return
+        }
+        memberID = Int(lines[occurrence - 1][range].dropFirst("member=".count)) ?? 0
+    }
+}
+
+/// Every snapshot that lands in a scratch repository, recorded by a trigger on
+/// `powa_snapshot_metas` (rolled back with the snapshot when it is), and who owns what.
+struct SnapshotLog {
+    let repository: ScratchRepository
+
+    static func install(on repository: ScratchRepository) async throws -> SnapshotLog {
+        try await repository.execute(
+            """
+            CREATE TABLE public.fleet_snapshots (srvid int, snapts float8);
+            CREATE FUNCTION public.fleet_snapshot_logged() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN
+                INSERT INTO public.fleet_snapshots VALUES (NEW.srvid, extract(epoch FROM NEW.snapts));
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER fleet_snapshot_logged AFTER UPDATE OF snapts ON powa_snapshot_metas
+                FOR EACH ROW WHEN (OLD.snapts IS DISTINCT FROM NEW.snapts)
+                EXECUTE FUNCTION public.fleet_snapshot_logged();
+            """)
+        return SnapshotLog(repository: repository)
+    }
+
+    /// The repository's clock, in seconds since the epoch.
+    func now() async throws -> Double {
+        Double(try await repository.value("SELECT extract(epoch FROM clock_timestamp())") ?? "") ?? 0
+    }
+
+    /// The snapshots since `start`, by server, in order.
+    func snapshots(from start: Double) async throws -> [Int: [Double]] {
+        let connection = try await repository.connect()
+        defer { connection.close() }
+        let rows = try await connection.query(
+            "SELECT srvid, snapts FROM public.fleet_snapshots WHERE snapts >= $1 ORDER BY srvid, snapts", ["\(start)"]
+        ).rows
+        var result: [Int: [Double]] = [:]
+        for row in rows { result[try row.decode(0, as: Int.self), default: []].append(try row.decode(1, as: Double.self)) }
+        return result
+    }
+
+    /// The first snapshot of a server after `start`, waited for.
+    func waitForSnapshot(of server: Int, after start: Double, timeout: Duration) async throws -> Double? {
+        var found: Double?
+        _ = try await eventually(timeout: timeout) {
+            found = try await snapshots(from: start)[server]?.first { $0 > start }
+            return found != nil
+        }
+        return found
+    }
+
+    /// Who owns each server now: its lock's holder, as a member id.
+    func owners() async throws -> [Int: Int] {
+        let connection = try await repository.connect()
+        defer { connection.close() }
+        let rows = try await connection.query(
+            """
+            SELECT s.objid::int, m.objid::int FROM pg_locks s JOIN pg_locks m ON m.pid = s.pid
+            WHERE s.locktype = 'advisory' AND m.locktype = 'advisory' AND s.objsubid = 2 AND m.objsubid = 2
+              AND s.classid = 1886353250 AND m.classid = 1886353249 AND m.objid <> 0
+              AND s.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND m.database = s.database
+            """
+        ).rows
+        var owners: [Int: Int] = [:]
+        for row in rows { owners[try row.decode(0, as: Int.self)] = try row.decode(1, as: Int.self) }
+        return owners
+    }
+}
