@@ -144,6 +144,65 @@ struct FleetTests {
         }
     }
 
+    @Test(
+        "the leader alone answers for the fleet: WORKERS_STATUS lists every server (powa-web 4.1.4 shows them running), FORCE_SNAPSHOT reaches the owner, RELOAD reloads every member"
+    )
+    func leaderAnswers() async throws {
+        let venv = (ProcessInfo.processInfo.environment["POWA_WEB_VENV"] ?? "/tmp/powa-web-venv") + PoWAMajor.four.suffix
+        try await TestBed.run(
+            "scripts/powa-web-venv", [], environment: ["POWA_WEB_VENV": venv, "POWA_WEB_VERSION": "4.1.4"])
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let servers = try await Self.registerServers(4, on: repository, bed: bed)
+        let configuration = try Self.configuration(repository)
+        let collectors = try (0..<2).map { _ in try FleetCollector(configuration: configuration) }
+        defer { collectors.forEach { $0.process.signal(SIGKILL) } }
+        let log = SnapshotLog(repository: repository)
+        #expect(
+            try await eventually(timeout: .seconds(40)) {
+                Set(try await log.owners().values).count == 2
+            })
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        let allRunning = "{" + servers.sorted().map { "\"\($0)\": \"running\"" }.joined(separator: ", ") + "}"
+        _ = try await client.waitForStatus { $0 == "WORKERS_STATUS OK \(allRunning)" }
+
+        // One answer, whoever runs the workers (a second one would come within the leader's 3 s
+        // wait for an owner's answer).
+        let statuses = try await client.answers("WORKERS_STATUS r_all", channel: "r_all", window: .seconds(4))
+        #expect(statuses == ["WORKERS_STATUS OK \(allRunning)"])
+        for server in servers {
+            // (Snapshots every 5 s: the owner's answer is that the last one is too recent, or
+            // that one is running; a leader that does not run the server would say "not found".)
+            let forced = try await client.answers(
+                "FORCE_SNAPSHOT r_force \(server)", channel: "r_force", window: .seconds(4))
+            #expect(forced.count == 1, "\(forced)")
+            #expect(forced.allSatisfy { !$0.contains("not found") && $0.hasPrefix("FORCE_SNAPSHOT ") }, "\(forced)")
+        }
+        #expect(
+            try await client.answers("FORCE_SNAPSHOT r_none 999999", channel: "r_none", window: .seconds(5))
+                == ["FORCE_SNAPSHOT ERROR Server id 999999 not found"])
+        #expect(try await client.answers("RELOAD r_reload", channel: "r_reload", window: .seconds(5)) == ["RELOAD OK OK"])
+        for collector in collectors {
+            #expect(try await collector.process.waitForOutput("configuration reloaded", timeout: .seconds(10)))
+        }
+
+        let web = try await PowaWeb.start(venv: venv, bed: bed, database: repository.database, major: .four)
+        do {
+            try await web.login()
+            let shown = try await web.serverStatuses(until: { shown in servers.allSatisfy { shown[$0] == "running" } })
+            #expect(servers.allSatisfy { shown[$0] == "running" }, "\(shown)")
+        } catch {
+            await web.stop()
+            throw error
+        }
+        _ = await web.stop()
+        for collector in collectors {
+            collector.process.signal(SIGTERM)
+            #expect(await collector.process.wait(orKillAfter: .seconds(20)) == 0)
+        }
+    }
+
     /// `count` servers at frequency 5 on the bed's remotes, each under another name of the
     /// same clusters (`powa_servers` wants one row per host and port).
     static func registerServers(_ count: Int, on repository: ScratchRepository, bed: TestBed) async throws -> [Int] {

@@ -98,7 +98,7 @@ struct PowaWebTests {
 
 /// A powa-web process on a free loopback port, with its own configuration and cookie jar, and
 /// curl to talk to it.
-private final class PowaWeb: Sendable {
+final class PowaWeb: Sendable {
     let process: DaemonProcess
     let directory: String
     let base: String

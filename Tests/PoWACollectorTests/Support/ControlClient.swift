@@ -33,6 +33,21 @@ final class ControlClient {
         return nil
     }
 
+    /// Listens on `channel`, sends `payload`, and returns every answer on that channel until
+    /// `window` has passed (several collectors: exactly one must answer).
+    func answers(_ payload: String, channel: String, window: Duration) async throws -> [String] {
+        let quoted = "\"" + channel.replacingOccurrences(of: "\"", with: "\"\"") + "\""
+        try await connection.execute("LISTEN \(quoted)")
+        try await send(payload)
+        let deadline = ContinuousClock.now + window
+        var answers: [String] = []
+        while let notification = try await connection.nextNotification(deadline: deadline) {
+            if notification.channel == channel { answers.append(notification.payload) }
+        }
+        try await connection.execute("UNLISTEN \(quoted)")
+        return answers
+    }
+
     /// Sends a request without waiting for any answer.
     func send(_ payload: String) async throws {
         _ = try await connection.query("SELECT pg_notify('powa_collector', $1)", [payload])
