@@ -245,7 +245,11 @@ struct ReloadTests {
         configuration.maxConcurrentSnapshots = 2
         try configuration.json.write(toFile: running.configurationPath, atomically: true, encoding: .utf8)
         #expect(await running.collector.reload())
-        #expect(try await eventually { running.collector.board.statuses().values.allSatisfy { $0 == .running } })
+        #expect(
+            try await eventually {
+                let statuses = running.collector.board.statuses()
+                return statuses.count == servers.count && statuses.values.allSatisfy { $0 == .running }
+            })
 
         // Both at once: with two slots, both slow sources run at the same time.
         for server in servers { try running.collector.board.forceSnapshot(serverID: server) }

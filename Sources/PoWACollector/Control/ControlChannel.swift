@@ -112,7 +112,9 @@ struct ControlChannel {
         try await withThrowingDiscardingTaskGroup { pending in
             while !Task.isCancelled {
                 if ContinuousClock.now >= nextTick {
-                    try await member.tick(connection, deadline: .now + connectTimeout)
+                    // A slow tick (a loaded repository) is no lost session: it may take as long
+                    // as the lease the repository enforces, then the session counts as lost.
+                    try await member.tick(connection, deadline: .now + max(connectTimeout, lease))
                     nextTick = .now + tick
                 }
                 guard let notification = try await connection.nextNotification(deadline: nextTick) else { continue }
