@@ -85,6 +85,7 @@ struct FleetTests {
 
         // A fourth collector (the third alive): servers move only to it, 3 of them.
         let before = try await log.owners()
+        let joinedAt = try await log.now()
         let newcomer = try FleetCollector(configuration: configuration)
         collectors.append(newcomer)
         try await newcomer.learnMemberID()
@@ -98,6 +99,15 @@ struct FleetTests {
         #expect(moved.count == 3 && moved.allSatisfy { after[$0] == newcomer.memberID }, "\(before) → \(after)")
         let settled = try await log.now()
         for server in moved { _ = try await log.waitForSnapshot(of: server, after: settled, timeout: .seconds(20)) }
+        // Handed over without a lost period: the old owner finished its snapshot, the new one
+        // kept the phase.
+        let handover = try await log.snapshots(from: joinedAt - Self.frequency)
+        for server in moved {
+            let times = handover[server] ?? []
+            for gap in zip(times, times.dropFirst()).map({ $1 - $0 }) {
+                #expect(gap < Self.frequency * 2, "server \(server): no snapshot for \(gap) s while it moved")
+            }
+        }
 
         // Over the whole run: never two snapshots of a server in one period, no error for
         // powa-web, and powa's own concurrency guard never tripped.
