@@ -155,7 +155,7 @@ struct FleetTests {
     }
 
     @Test(
-        "the leader alone answers for the fleet: WORKERS_STATUS lists every server (powa-web 4.1.4 shows them running), FORCE_SNAPSHOT reaches the owner, RELOAD reloads every member"
+        "the leader alone answers for the fleet: WORKERS_STATUS lists every server, FORCE_SNAPSHOT reaches the owner, RELOAD reloads every member; the leader killed, powa-web 4.1.4 shows every server running"
     )
     func leaderAnswers() async throws {
         let venv = (ProcessInfo.processInfo.environment["POWA_WEB_VENV"] ?? "/tmp/powa-web-venv") + PoWAMajor.four.suffix
@@ -197,6 +197,19 @@ struct FleetTests {
             #expect(try await collector.process.waitForOutput("configuration reloaded", timeout: .seconds(10)))
         }
 
+        // The leader dies: the other one leads, takes every server, and powa-web 4.1.4's
+        // config page shows them all running.
+        for collector in collectors { try await collector.learnMemberID() }
+        let leaderID = try await log.leader()
+        let leader = try #require(collectors.first { $0.memberID == leaderID }, "leader \(String(describing: leaderID))")
+        leader.process.signal(SIGKILL)
+        let survivors = collectors.filter { $0 !== leader }
+        #expect(
+            try await eventually(timeout: .seconds(20)) {
+                let leads = try await log.leader() == survivors[0].memberID
+                let owners = Set(try await log.owners().values)
+                return leads && owners == [survivors[0].memberID]
+            })
         let web = try await PowaWeb.start(venv: venv, bed: bed, database: repository.database, major: .four)
         do {
             try await web.login()
@@ -207,7 +220,7 @@ struct FleetTests {
             throw error
         }
         _ = await web.stop()
-        for collector in collectors {
+        for collector in survivors {
             collector.process.signal(SIGTERM)
             #expect(await collector.process.wait(orKillAfter: .seconds(20)) == 0)
         }
@@ -305,6 +318,19 @@ struct SnapshotLog {
             return found != nil
         }
         return found
+    }
+
+    /// The member id of the leader now.
+    func leader() async throws -> Int? {
+        try await repository.value(
+            """
+            SELECT m.objid::int FROM pg_locks l JOIN pg_locks m ON m.pid = l.pid
+            WHERE l.locktype = 'advisory' AND m.locktype = 'advisory' AND l.objsubid = 2 AND m.objsubid = 2
+              AND l.classid = 1886353249 AND l.objid = 0 AND m.classid = 1886353249 AND m.objid <> 0
+              AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND m.database = l.database
+            """
+        ).flatMap { Int($0) }
     }
 
     /// Who owns each server now: its lock's holder, as a member id.
