@@ -124,6 +124,7 @@ struct FleetAssignmentTests {
         }
         #expect(read == statuses)
         #expect(FleetMessage.statusPayloads(member: 1, [:]).isEmpty)
+        #expect(FleetMessage(payload: "T") == .tickNow)
         let relayed = FleetMessage.answerPayload(channel: "r_1", payload: "FORCE_SNAPSHOT OK Snapshot will begin shortly")
         #expect(
             FleetMessage(payload: relayed)

@@ -226,6 +226,28 @@ struct FleetTests {
         }
     }
 
+    @Test("a server added and RELOADed gets its worker at once, not at the membership's next tick")
+    func reloadTakesNewServers() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let first = try await repository.register(port: bed.remotePorts[0], frequency: 5)
+        let running = RunningCollector(repository: repository)
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        _ = try await client.waitForStatus { $0 == "WORKERS_STATUS OK {\"\(first)\": \"running\"}" }
+        for round in 0..<3 {
+            let added = try await repository.register(port: bed.remotePorts[1], hostname: "host-\(round).invalid")
+            #expect(try await client.ask("RELOAD r_add", channel: "r_add", timeout: .seconds(10)) == "RELOAD OK OK")
+            let reloaded = ContinuousClock.now
+            let listed = try await eventually(timeout: .seconds(1), interval: .milliseconds(20)) {
+                try await client.ask("WORKERS_STATUS r_one \(added)", channel: "r_one", timeout: .seconds(1))?
+                    .contains("\"\(added)\"") == true
+            }
+            #expect(listed, "round \(round): not listed \(ContinuousClock.now - reloaded) after RELOAD")
+        }
+        try await running.stop()
+    }
+
     /// `count` servers at frequency 5 on the bed's remotes, each under another name of the
     /// same clusters (`powa_servers` wants one row per host and port).
     static func registerServers(_ count: Int, on repository: ScratchRepository, bed: TestBed) async throws -> [Int] {

@@ -243,6 +243,11 @@ public final class Collector: Service, Sendable {
             let repository = try await connectRepository(configuration)
             defer { repository.close() }
             list = try await repository.activeServers(deadline: .now + .seconds(configuration.connectTimeout))
+            activeServers.withLock { $0 = list.servers }
+            membership.setServers(list.servers.filter(\.isActive).map(\.id))
+            // The members (this one too) divide the list now, not at their next tick.
+            try? await repository.connection.execute(
+                "NOTIFY \(FleetMessage.channel), 'T'", deadline: .now + .seconds(configuration.connectTimeout))
         } catch {
             logger.error("could not read the list of servers from the repository: \(error)")
             return false
@@ -251,8 +256,6 @@ public final class Collector: Service, Sendable {
             logger.error("server ignored: \(rejected.reason)", metadata: ["srvid": "\(rejected.id)"])
         }
         logger.info("active remote servers: \(list.servers.count)")
-        activeServers.withLock { $0 = list.servers }
-        membership.setServers(list.servers.filter(\.isActive).map(\.id))
         await reconcileWorkers(configuration: configuration)
         return true
     }

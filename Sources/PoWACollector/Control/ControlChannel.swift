@@ -109,23 +109,29 @@ struct ControlChannel {
     private func serve(_ repository: PoWARepository, member: inout FleetMember) async throws {
         let connection = repository.connection
         var nextTick = ContinuousClock.now
+        var lastTick = ContinuousClock.now
         try await withThrowingDiscardingTaskGroup { pending in
             while !Task.isCancelled {
                 if ContinuousClock.now >= nextTick {
                     // A slow tick (a loaded repository) is no lost session: it may take as long
                     // as the lease the repository enforces, then the session counts as lost.
                     try await member.tick(connection, deadline: .now + max(connectTimeout, lease))
-                    nextTick = .now + tick
+                    lastTick = .now
+                    nextTick = lastTick + tick
                 }
                 guard let notification = try await connection.nextNotification(deadline: nextTick) else { continue }
                 switch notification.channel {
                 case Self.channel:
                     try await handle(notification, on: repository, pending: &pending)
                 case FleetMessage.channel:
+                    let message = FleetMessage(payload: notification.payload)
+                    if message == .tickNow {
+                        // (From a reload's session: no member's. At most 5 ticks a second.)
+                        nextTick = min(nextTick, lastTick + .milliseconds(200))
+                        continue
+                    }
                     // Only the members' own sessions speak on the fleet's channel.
-                    guard fleet.view.members.values.contains(notification.senderPID),
-                        let message = FleetMessage(payload: notification.payload)
-                    else { continue }
+                    guard let message, fleet.view.members.values.contains(notification.senderPID) else { continue }
                     if case .answer(let channel, let payload) = message {
                         if relay.take(channel) { try await notify(channel, payload, on: connection) }
                     } else {

@@ -5,12 +5,15 @@
 ///   `WorkerStatus` by its index), only those that changed, in as many messages as the
 ///   8000-byte NOTIFY limit needs;
 /// - `R <channel> <answer>`: a member's answer to a FORCE_SNAPSHOT or REFRESH_DB_CAT for a
-///   server it owns, for the leader to send on powa-web's channel.
+///   server it owns, for the leader to send on powa-web's channel;
+/// - `T`: the server list changed (a reload): every member looks at the fleet now rather than
+///   at its next tick.
 ///
 /// Anything else (an older or newer collector's message) is ignored.
 enum FleetMessage: Equatable, Sendable {
     case statuses(member: Int, [Int: WorkerStatus])
     case answer(channel: String, payload: String)
+    case tickNow
 
     static let channel = "powa_collector_fleet"
 
@@ -18,6 +21,10 @@ enum FleetMessage: Equatable, Sendable {
     static let maximumBytes = 7900
 
     init?(payload: String) {
+        if payload == "T" {
+            self = .tickNow
+            return
+        }
         let words = payload.split(separator: " ", maxSplits: 2, omittingEmptySubsequences: false)
         guard words.count == 3 else { return nil }
         switch words[0] {
