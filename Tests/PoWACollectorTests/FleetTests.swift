@@ -235,6 +235,68 @@ struct FleetTests {
         try await running.stop()
     }
 
+    @Test("servers taken over while every reload fails (powa_servers locked) still get their workers")
+    func takeoverDuringFailingReloads() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let log = try await SnapshotLog.install(on: repository)
+        _ = try await Self.registerServers(4, on: repository, bed: bed)
+        let configuration = try Self.configuration(repository)
+        let collectors = try (0..<2).map { _ in try FleetCollector(configuration: configuration) }
+        defer { collectors.forEach { $0.process.signal(SIGKILL) } }
+        #expect(try await eventually(timeout: .seconds(40)) { Set(try await log.owners().values).count == 2 })
+        for collector in collectors { try await collector.learnMemberID() }
+        let orphans = try await log.owners().filter { $0.value == collectors[0].memberID }.map(\.key)
+
+        // Every reload now fails on its lock_timeout, and a RELOAD arrives every 300 ms while
+        // the survivor takes the dead one's servers.
+        let locker = try await repository.connect()
+        defer { locker.close() }
+        try await locker.execute("BEGIN; LOCK powa_servers IN ACCESS EXCLUSIVE MODE")
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        collectors[0].process.signal(SIGKILL)
+        let killed = ContinuousClock.now
+        while ContinuousClock.now - killed < .seconds(6) {
+            try await client.send("RELOAD")
+            try await Task.sleep(for: .milliseconds(300))
+        }
+        #expect(
+            try await eventually(timeout: .seconds(20)) { Set(try await log.owners().values) == [collectors[1].memberID] })
+        // The reloads still queued fail too (one running, one waiting: runs follow each other
+        // while RELOADs keep coming); then the list is free again, and no reload comes.
+        let failures = collectors[1].process.output.components(separatedBy: "could not read the list of servers").count - 1
+        _ = try await collectors[1].process.waitForOutput(
+            "could not read the list of servers", count: failures + 2, timeout: .seconds(10))
+        let released = try await log.now()
+        try await locker.execute("ROLLBACK")
+        for server in orphans {
+            let resumed = try await log.waitForSnapshot(of: server, after: released, timeout: .seconds(45))
+            #expect(resumed != nil, "server \(server), taken over during failing reloads, is never snapshotted")
+        }
+        #expect(await collectors[1].stop() == 0)
+    }
+
+    @Test("a reload that moves repository.dsn: the membership follows, snapshots land in the new repository")
+    func repositoryMoved() async throws {
+        let bed = try await TestBed.shared()
+        let old = try await ScratchRepository.create(on: bed)
+        let new = try await ScratchRepository.create(on: bed)
+        _ = try await old.register(port: bed.remotePorts[0], frequency: 5)
+        let moved = try await new.register(port: bed.remotePorts[1], frequency: 5)
+        let running = RunningCollector(repository: old)
+        _ = try await old.waitForSnapshots(1, count: 1)
+        var configuration = running.collector.configuration
+        configuration.repositoryDSN = new.dsn
+        try configuration.json.write(toFile: running.configurationPath, atomically: true, encoding: .utf8)
+        #expect(await running.collector.reload())
+        let snapshots = try await new.waitForSnapshots(moved, count: 2, timeout: .seconds(30))
+        #expect(snapshots.count == 2)
+        let rolledBack = running.logs.lines.filter { $0.contains("no longer owns the server") }
+        #expect(rolledBack.count <= 3, "\(rolledBack.count) snapshots rolled back after the move")
+        try await running.stop()
+    }
+
     /// `count` servers at frequency 5 on the bed's remotes, each under another name of the
     /// same clusters (`powa_servers` wants one row per host and port).
     static func registerServers(_ count: Int, on repository: ScratchRepository, bed: TestBed) async throws -> [Int] {

@@ -155,14 +155,15 @@ public final class Collector: Service, Sendable {
         }
     }
 
-    /// Reconciles the workers with the active servers this collector owns; then the locks of
-    /// the servers given up, whose workers have stopped, may go.
+    /// Reconciles the workers with the active servers this collector owns; the lock of each
+    /// server given up may go once its worker has stopped (`WorkerFleet` says when).
     private func reconcileWorkers(configuration: CollectorConfiguration) async {
         let releasing = membership.releasing
         let ownership: ReconcilePlan.Ownership = membership.ownedServers.map { .owned($0) } ?? .keepRunning
         await fleet.reconcile(
             servers: activeServers.withLock { $0 }, ownership: ownership, configuration: configuration, logger: logger)
-        membership.workersStopped(releasing)
+        // Given up and running no worker here (never started, or stopped before): free now.
+        membership.workersStopped(releasing.subtracting(await fleet.runningServers))
     }
 
     private func connectRepository(_ configuration: CollectorConfiguration) async throws -> PoWARepository {
@@ -250,6 +251,9 @@ public final class Collector: Service, Sendable {
                 "NOTIFY \(FleetMessage.channel), 'T'", deadline: .now + .seconds(configuration.connectTimeout))
         } catch {
             logger.error("could not read the list of servers from the repository: \(error)")
+            // Still, the workers follow the servers this collector took or gave up meanwhile
+            // (a reload may have replaced the reconcile that a change of ownership asked for).
+            await reconcileWorkers(configuration: configuration)
             return false
         }
         for rejected in list.rejected {

@@ -45,13 +45,9 @@ actor WorkerFleet {
             running: running.mapValues { ReconcilePlan.Worker(server: $0.server, settings: $0.settings) },
             servers: servers, ownership: ownership, configuration: configuration, slots: permits)
         guard !isStopped else { return }
-        for stop in plan.stops {
+        for stop in plan.stops where !stop.retires {
             logger.info("stopping worker", metadata: ["srvid": "\(stop.serverID)", "reason": "\(stop.reason)"])
-            if stop.retires {
-                await retire(stop.serverID, within: .seconds(configuration.snapshotTimeout) + .seconds(5))
-            } else {
-                await self.stop(stop.serverID, keepEntry: stop.restarts)
-            }
+            await self.stop(stop.serverID, keepEntry: stop.restarts)
         }
         guard !isStopped else { return }
         if let slots = plan.slots {
@@ -66,7 +62,32 @@ actor WorkerFleet {
             fleet: fleet)
         for server in plan.starts { start(server, context: context) }
         for id in plan.rechecks { board.recheckVersions(serverID: id) }
+        // Last, and all at once: a worker given up finishes the snapshot it may be taking, and
+        // its server's lock goes as soon as it has stopped, whatever the others do.
+        let retiring = plan.stops.filter(\.retires).map(\.serverID)
+        if !retiring.isEmpty {
+            logger.info(
+                "stopping workers", metadata: ["srvids": "\(retiring)", "reason": "now snapshotted by another collector"])
+        }
+        let limit = Duration.seconds(configuration.snapshotTimeout) + .seconds(5)
+        await withTaskGroup(of: Int.self) { group in
+            for id in retiring {
+                guard let worker = running[id] else { continue }
+                let board = self.board
+                group.addTask {
+                    await Self.retire(worker, serverID: id, board: board, within: limit)
+                    return id
+                }
+            }
+            for await id in group {
+                await stop(id)
+                fleet?.workersStopped([id])
+            }
+        }
     }
+
+    /// The servers whose workers run here.
+    var runningServers: Set<Int> { Set(running.keys) }
 
     private func start(_ server: RemoteServer, context: WorkerContext) {
         let mailbox = WorkerMailbox()
@@ -77,14 +98,13 @@ actor WorkerFleet {
         running[server.id] = Running(server: server, settings: context.configuration, mailbox: mailbox, task: task)
     }
 
-    /// Stops a worker once the snapshot it may be taking has ended (one not ended `within` is
-    /// rolled back): its fence already keeps it from starting another.
-    private func retire(_ id: Int, within limit: Duration) async {
-        guard let worker = running[id] else { return }
+    /// Waits until a worker has stopped once the snapshot it may be taking has ended (one not
+    /// ended `within` is rolled back): its fence already keeps it from starting another.
+    private static func retire(_ worker: Running, serverID: Int, board: WorkerBoard, within limit: Duration) async {
         worker.mailbox.post(.retire)
         let task = worker.task
         // Not in a snapshot (its fence is closed: none starts now): nothing to wait for.
-        if !board.isSnapshotRunning(serverID: id) { task.cancel() }
+        if !board.isSnapshotRunning(serverID: serverID) { task.cancel() }
         await withTaskGroup(of: Void.self) { group in
             group.addTask { await task.value }
             group.addTask {
@@ -94,7 +114,6 @@ actor WorkerFleet {
             await group.next()
             group.cancelAll()
         }
-        await stop(id)
     }
 
     private func stop(_ id: Int, keepEntry: Bool = false) async {

@@ -56,10 +56,11 @@ struct ControlChannel {
         let outage = OutageLog(subject: "control channel: the repository")
         while !Task.isCancelled {
             let repository: PoWARepository
+            let dsn = repositoryDSN()
             var member = FleetMember(
                 state: fleet, board: commands.board, lease: lease, logger: logger, ownershipChanged: ownershipChanged)
             do {
-                repository = try await connect()
+                repository = try await connect(dsn)
                 do {
                     try await member.join(repository.connection, deadline: .now + connectTimeout)
                 } catch {
@@ -79,7 +80,9 @@ struct ControlChannel {
             metrics?.setRepositoryUp(true)
             logger.debug("control channel: listening on \(Self.channel)")
             do {
-                try await serve(repository, member: &member)
+                try await serve(repository, dsn: dsn, member: &member)
+            } catch is RepositoryMoved {
+                logger.info("control channel: repository.dsn changed: joining the fleet there")
             } catch {
                 if !Task.isCancelled {
                     outage.began("control channel: connection to the repository lost: \(error)", logger)
@@ -92,9 +95,13 @@ struct ControlChannel {
         }
     }
 
-    private func connect() async throws -> PoWARepository {
+    /// A reload changed `repository.dsn`: this session, and the locks it holds, are on the old
+    /// repository, where the workers no longer commit.
+    private struct RepositoryMoved: Error {}
+
+    private func connect(_ dsn: String) async throws -> PoWARepository {
         let repository = try await PoWARepository.connect(
-            dsn: repositoryDSN(), applicationName: ApplicationName.main(version: Collector.version),
+            dsn: dsn, applicationName: ApplicationName.main(version: Collector.version),
             connectTimeout: connectTimeout, logger: logger)
         do {
             try await repository.connection.execute("LISTEN \(Self.channel)", deadline: .now + connectTimeout)
@@ -106,13 +113,14 @@ struct ControlChannel {
     }
 
     /// Ticks and answers notifications until the connection fails or the task is cancelled.
-    private func serve(_ repository: PoWARepository, member: inout FleetMember) async throws {
+    private func serve(_ repository: PoWARepository, dsn: String, member: inout FleetMember) async throws {
         let connection = repository.connection
         var nextTick = ContinuousClock.now
         var lastTick = ContinuousClock.now
         try await withThrowingDiscardingTaskGroup { pending in
             while !Task.isCancelled {
                 if ContinuousClock.now >= nextTick {
+                    guard repositoryDSN() == dsn else { throw RepositoryMoved() }
                     // A slow tick (a loaded repository) is no lost session: it may take as long
                     // as the lease the repository enforces, then the session counts as lost.
                     try await member.tick(connection, deadline: .now + max(connectTimeout, lease))

@@ -20,8 +20,10 @@ struct FleetMember {
 
     /// What the others were last told, per server (reset at each join).
     private var told: [Int: WorkerStatus] = [:]
-    /// The members seen at the last tick: a new one is told every status.
+    /// The members seen at the last tick, and their sessions: a new session (a new member, or
+    /// one that rejoined and missed what was said meanwhile) is told every status.
     private var members: Set<Int> = []
+    private var memberSessions: Set<Int32> = []
     /// The leader seen at the last tick (nil: none), to log a change.
     private var leader: Int32? = nil
     /// Joined since the last tick: the workers follow the first assignment whatever it is
@@ -44,6 +46,7 @@ struct FleetMember {
     mutating func join(_ connection: PostgresConnection, deadline: ContinuousClock.Instant) async throws {
         told = [:]
         members = []
+        memberSessions = []
         leader = nil
         justJoined = true
         var joined = false
@@ -145,8 +148,10 @@ struct FleetMember {
                     "member": "\(me)", "members": "\(current.sorted())", "leader": "\(leaderID.map(String.init) ?? "none")",
                 ])
         }
-        let someoneJoined = !current.subtracting(members).isEmpty
+        let sessions = Set(view.members.values)
+        let someoneJoined = !sessions.subtracting(memberSessions).isEmpty
         members = current
+        memberSessions = sessions
         leader = view.leaderPID
         if current.count > 1 {
             try await tellStatuses(connection, everything: someoneJoined, deadline: deadline)
