@@ -297,6 +297,47 @@ struct FleetTests {
         try await running.stop()
     }
 
+    @Test("servers given up to a newcomer move at once, without waiting for the slow snapshot of another one")
+    func givingUpDoesNotWaitForSlowSnapshots() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let log = try await SnapshotLog.install(on: repository)
+        let servers = try await Self.registerServers(8, on: repository, bed: bed)
+        // The servers of the first remote take 25 s a snapshot, the others a moment.
+        let slow = Set(servers.enumerated().filter { $0.offset % 2 == 0 }.map(\.element))
+        for server in slow {
+            try await addSlowSource(
+                repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 25,
+                name: "fleet_slow_src")
+        }
+        let configuration = try Self.configuration(repository)
+        let first = try FleetCollector(configuration: configuration)
+        defer { first.process.signal(SIGKILL) }
+        try await first.learnMemberID()
+        #expect(try await eventually(timeout: .seconds(30)) { try await log.owners().count == 8 })
+        try await waitForActiveQuery(bed: bed, port: bed.remotePorts[0], like: "%fleet_slow_src%")
+
+        // A newcomer takes half: the fast servers among them move in a couple of ticks, while
+        // the slow ones' snapshots still have over 20 s to run.
+        let newcomer = try FleetCollector(configuration: configuration)
+        defer { newcomer.process.signal(SIGKILL) }
+        try await newcomer.learnMemberID()
+        let joined = try await log.now()
+        #expect(
+            try await eventually(timeout: .seconds(60)) {
+                try await log.owners().values.filter { $0 == newcomer.memberID }.count == 4
+            })
+        let moved = try await log.owners().filter { $0.value == newcomer.memberID }.map(\.key)
+        for server in moved where !slow.contains(server) {
+            let resumed = try await log.waitForSnapshot(of: server, after: joined, timeout: .seconds(30))
+            #expect(
+                resumed.map { $0 - joined < 12 } == true,
+                "server \(server): first snapshot by the newcomer \((resumed ?? 0) - joined) s after it joined")
+        }
+        #expect(await newcomer.stop() == 0)
+        #expect(await first.stop() == 0)
+    }
+
     /// `count` servers at frequency 5 on the bed's remotes, each under another name of the
     /// same clusters (`powa_servers` wants one row per host and port).
     static func registerServers(_ count: Int, on repository: ScratchRepository, bed: TestBed) async throws -> [Int] {
