@@ -3,15 +3,17 @@ import Foundation
 import TestBed
 
 /// `powa-bench metrics`: the cost of the HTTP endpoint. The same S servers (spread over a few
-/// remote clusters as in `powa-bench scale`) are snapshotted twice in one invocation, first
-/// with no `http.listen` (nothing is counted: the collector as it was before the endpoint),
-/// then with it, scraping `/metrics` every 2 s once every server has run a period; reports the
-/// collector's CPU per snapshot and peak RSS of both runs, and the scrapes' latency (curl's
-/// `time_total`, connection included) and size.
+/// remote clusters as in `powa-bench scale`) are snapshotted in one invocation, each run on a
+/// repository database of its own: with `--baseline-collector`, first by that binary (the
+/// collector before the endpoint existed), then by this one with no `http.listen` (nothing is
+/// counted), then with it, scraping `/metrics` every 2 s once every server has run a period.
+/// Reports each run's CPU per snapshot and peak RSS, the scrapes' latency (curl's
+/// `time_total`, connection included) and size, and the CPU that other processes used meanwhile
+/// (the machine is shared).
 struct MetricsBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "metrics",
-        abstract: "The HTTP endpoint: /metrics latency with S servers; CPU and RSS with it off and on."
+        abstract: "The HTTP endpoint: /metrics latency with S servers; CPU and RSS with it off and on, and of a baseline."
     )
 
     @OptionGroup var bedOptions: BedOptions
@@ -28,6 +30,14 @@ struct MetricsBench: AsyncParsableCommand {
     @Option(help: "This collector's binary.")
     var collector = CollectorKind.defaultBinary
 
+    @Option(
+        help: """
+            A collector binary to run first, without the endpoint, on the same servers: the baseline the endpoint-off \
+            run is held to (the collector before the endpoint: git worktree add ../powa-baseline de8ede5, then \
+            swift build -c release --scratch-path .build-bench --product powa-collector there).
+            """)
+    var baselineCollector: String?
+
     /// Targets of the issue.
     static let maximumScrapeMilliseconds = 50.0
     static let maximumOverhead = 1.1
@@ -38,6 +48,9 @@ struct MetricsBench: AsyncParsableCommand {
         guard duration >= Double(2 * frequency) else { throw ValidationError("--duration must cover two periods at least") }
         guard (1...(254 * Self.clusters)).contains(servers) else {
             throw ValidationError("--servers: from 1 to \(254 * Self.clusters)")
+        }
+        if let baselineCollector, !FileManager.default.isExecutableFile(atPath: baselineCollector) {
+            throw ValidationError("--baseline-collector: no executable at \(baselineCollector)")
         }
     }
 
@@ -57,11 +70,16 @@ struct MetricsBench: AsyncParsableCommand {
         try await BenchBed.with(bedOptions, bedSpec) { bed in try await command.benchmark(on: bed) }
     }
 
+    /// What one run measured.
     private struct Run {
         let label: String
         let snapshots: Int
         let cpuSeconds: Double
+        /// From one period in to the end, per snapshot landed in that time.
+        let steadyCPUPerSnapshotMS: Double?
         let peakRSSMB: Double
+        /// CPU seconds of the processes other than the collector and the bed's clusters.
+        let othersCPUSeconds: Double
         /// Milliseconds, and bytes of the last body.
         var scrapes: [Double] = []
         var bodyBytes = 0
@@ -69,72 +87,136 @@ struct MetricsBench: AsyncParsableCommand {
         var cpuPerSnapshotMS: Double? { snapshots > 0 ? cpuSeconds / Double(snapshots) * 1000 : nil }
     }
 
+    /// The three runs, by label.
+    private enum Mode {
+        case baseline(String), off, on
+
+        var label: String {
+            switch self {
+            case .baseline: "baseline"
+            case .off: "off"
+            case .on: "on"
+            }
+        }
+    }
+
     private func benchmark(on bed: TestBed) async throws {
-        let off = try await measure(bed: bed, http: false)
-        let on = try await measure(bed: bed, http: true)
+        var baseline: Run?
+        if let baselineCollector { baseline = try await measure(bed: bed, mode: .baseline(baselineCollector)) }
+        let off = try await measure(bed: bed, mode: .off)
+        let on = try await measure(bed: bed, mode: .on)
         print(
             """
             powa-bench metrics: \(servers) servers at frequency \(frequency) s over \(Self.clusters) clusters, \
             \(formatted(duration)) s per run; \(ProcessInfo.processInfo.activeProcessorCount) CPU(s)
-
             """)
+        if let baselineCollector { print("baseline: \(baselineCollector)") }
+        print("")
         func optional(_ value: Double?, decimals: Int) -> String { value.map { formatted($0, decimals: decimals) } ?? "-" }
-        let rows = [off, on].map { run in
+        let rows = ([baseline, off, on].compactMap { $0 }).map { run in
             [
-                run.label, "\(run.snapshots)", optional(run.cpuPerSnapshotMS, decimals: 2), formatted(run.peakRSSMB, decimals: 1),
-                run.scrapes.isEmpty ? "-" : "\(run.scrapes.count)", optional(quantile(run.scrapes, 0.5), decimals: 1),
-                optional(quantile(run.scrapes, 0.95), decimals: 1), optional(run.scrapes.max(), decimals: 1),
+                run.label, "\(run.snapshots)", optional(run.cpuPerSnapshotMS, decimals: 2),
+                optional(run.steadyCPUPerSnapshotMS, decimals: 2), formatted(run.peakRSSMB, decimals: 1),
+                formatted(run.othersCPUSeconds, decimals: 1), run.scrapes.isEmpty ? "-" : "\(run.scrapes.count)",
+                optional(quantile(run.scrapes, 0.5), decimals: 1), optional(quantile(run.scrapes, 0.95), decimals: 1),
+                optional(run.scrapes.max(), decimals: 1),
                 run.bodyBytes > 0 ? formatted(Double(run.bodyBytes) / 1024, decimals: 0) : "-",
             ]
         }
         print(
             table(
-                ["http", "snapshots", "CPU ms/snap", "peak RSS MB", "scrapes", "p50 ms", "p95 ms", "max ms", "body KB"], rows))
-        guard let p95 = quantile(on.scrapes, 0.95) else { throw BenchError("no scrape of /metrics was made") }
-        let cpuRatio = (on.cpuPerSnapshotMS ?? 0) / max(off.cpuPerSnapshotMS ?? 1, 1e-9)
-        let rssRatio = on.peakRSSMB / max(off.peakRSSMB, 1e-9)
+                [
+                    "run", "snapshots", "CPU ms/snap", "steady ms/snap", "peak RSS MB", "others CPU s", "scrapes", "p50 ms",
+                    "p95 ms", "max ms", "body KB",
+                ], rows))
         print(
             """
 
-            target  /metrics with \(servers) servers answers within \(formatted(Self.maximumScrapeMilliseconds)) ms \
-            (p95 \(formatted(p95, decimals: 1)) ms)   \(verdict(p95 < Self.maximumScrapeMilliseconds))
-            endpoint on / off: CPU per snapshot \(formatted(cpuRatio, decimals: 2))x, peak RSS \(formatted(rssRatio, decimals: 2))x \
-            (off is the collector without the endpoint: nothing is counted)
+            CPU: user+sys of the collector over the run, per snapshot landed; steady: from one period in to the end.
+            others: CPU of every other process of the machine during the run (not the collector, not the bed's clusters).
+            baseline: --baseline-collector, without the endpoint; off: this collector without it (nothing is counted).
+
             """)
+        guard let p95 = quantile(on.scrapes, 0.95) else { throw BenchError("no scrape of /metrics was made") }
+        func ratio(_ a: Double?, _ b: Double?) -> Double? {
+            guard let a, let b, b > 0 else { return nil }
+            return a / b
+        }
+        print(
+            "target  /metrics with \(servers) servers answers within \(formatted(Self.maximumScrapeMilliseconds)) ms "
+                + "(p95 \(formatted(p95, decimals: 1)) ms)   \(verdict(p95 < Self.maximumScrapeMilliseconds))")
+        if let baseline {
+            for (what, value) in [
+                ("CPU per snapshot", ratio(off.cpuPerSnapshotMS, baseline.cpuPerSnapshotMS)),
+                ("peak RSS", ratio(off.peakRSSMB, baseline.peakRSSMB)),
+            ] {
+                print(
+                    "target  endpoint off / baseline: \(what) within \(formatted(Self.maximumOverhead, decimals: 1))x "
+                        + "(\(optional(value, decimals: 3))x)   \(verdict((value ?? .infinity) <= Self.maximumOverhead))")
+            }
+            print(
+                "endpoint off / baseline: steady CPU per snapshot "
+                    + "\(optional(ratio(off.steadyCPUPerSnapshotMS, baseline.steadyCPUPerSnapshotMS), decimals: 3))x")
+        }
+        print(
+            "endpoint on / off: CPU per snapshot \(optional(ratio(on.cpuPerSnapshotMS, off.cpuPerSnapshotMS), decimals: 2))x, "
+                + "steady \(optional(ratio(on.steadyCPUPerSnapshotMS, off.steadyCPUPerSnapshotMS), decimals: 2))x, "
+                + "peak RSS \(optional(ratio(on.peakRSSMB, off.peakRSSMB), decimals: 2))x")
     }
 
-    private func measure(bed: TestBed, http: Bool) async throws -> Run {
+    private func measure(bed: TestBed, mode: Mode) async throws -> Run {
         let ports = bed.remotePorts
         let registered = (0..<servers).map { index in
             RegisteredServer(
                 hostname: "127.0.0.\(1 + index / ports.count)", port: ports[index % ports.count], alias: "srv\(index + 1)")
         }
-        let label = "bench_metrics_\(http ? "on" : "off")"
+        let label = "bench_metrics_\(mode.label)"
         note("\(label): registering \(servers) servers at frequency \(frequency)")
         let repository = try await RunRepository.create(
             bed: bed, database: label, servers: registered, frequency: frequency)
-        let port = try LoopbackListener.freePort()
+        let binary: String
+        var port: Int?
+        switch mode {
+        case .baseline(let path): binary = path
+        case .off: binary = collector
+        case .on:
+            binary = collector
+            port = try LoopbackListener.freePort()
+        }
+        let settings = port.map { ["http": "{\"listen\": \"127.0.0.1:\($0)\"}"] } ?? [:]
+        let url = port.map { "http://127.0.0.1:\($0)/metrics" }
         var scrapes: [Double] = []
         var bodyBytes = 0
         let clock = ContinuousClock()
-        let firstScrape = clock.now + .seconds(frequency + 5)
-        var nextScrape = firstScrape
+        var nextScrape = clock.now + .seconds(frequency + 5)
+        let before = ServerUsage.sample(bed)
         let measurement = try await CollectorDaemon.run(
-            .ours(binary: collector), repository: repository, seconds: duration, label: label, debug: false,
-            extraSettings: http ? ["http": "{\"listen\": \"127.0.0.1:\(port)\"}"] : [:], sampleAfter: Double(frequency),
+            .ours(binary: binary), repository: repository, seconds: duration, label: label, debug: false,
+            extraSettings: settings, sampleAfter: Double(frequency),
             stopWhen: {
-                guard http, clock.now >= nextScrape else { return false }
+                guard let url, clock.now >= nextScrape else { return false }
                 nextScrape = clock.now + .seconds(2)
-                let (milliseconds, bytes) = try await Self.scrape("http://127.0.0.1:\(port)/metrics")
+                let (milliseconds, bytes) = try await Self.scrape(url)
                 scrapes.append(milliseconds)
                 bodyBytes = bytes
                 return false
             })
+        let usage = await ServerUsage.since(before, bed)
         let log = try await repository.snapshotLog().committed(to: measurement.endClock)
+        var steady: Double?
+        if let sample = measurement.sample {
+            let landed = log.committed(from: sample.clock).count
+            if landed > 0 {
+                steady = (measurement.atEnd.totalCPUSeconds - sample.stats.totalCPUSeconds) / Double(landed) * 1000
+            }
+        }
         if !bedOptions.keep { try await repository.drop() }
+        let cpu = measurement.atEnd.totalCPUSeconds
         return Run(
-            label: http ? "on" : "off", snapshots: log.count, cpuSeconds: measurement.atEnd.totalCPUSeconds,
-            peakRSSMB: megabytes(measurement.atEnd.memory.peakResidentKB), scrapes: scrapes, bodyBytes: bodyBytes)
+            label: mode.label, snapshots: log.count, cpuSeconds: cpu, steadyCPUPerSnapshotMS: steady,
+            peakRSSMB: megabytes(measurement.atEnd.memory.peakResidentKB),
+            othersCPUSeconds: max(0, usage.machine - cpu - (usage.repository ?? 0) - (usage.remotes ?? 0)),
+            scrapes: scrapes, bodyBytes: bodyBytes)
     }
 
     /// One GET by curl: its total time in milliseconds (connection included) and the body's size.

@@ -3,7 +3,7 @@ import Foundation
 import Prometheus
 import Synchronization
 
-/// The collector's metrics, through swift-metrics into a Prometheus registry of its own
+/// The collector's metrics, through swift-metrics into Prometheus registries of their own
 /// (`scrape()` gives the text format the HTTP endpoint serves).
 ///
 /// Events are counted as they happen (snapshots, rows, requests, reloads); states (worker
@@ -14,93 +14,32 @@ import Synchronization
 /// series of a server that left `powa_servers` go away at the first scrape after the reload
 /// that removes it.
 ///
-/// A server's metric objects are made once, when its worker starts, and kept: making one
-/// looks it up in the registry, which at a thousand servers would cost more than a snapshot.
-/// Durations are one histogram for all servers (a histogram per server would be a dozen
-/// series each), with each server's last duration as a gauge.
+/// Each server's series live in a registry of their own (`ServerMetrics`), made when its
+/// worker starts and kept, whose text is emitted again when a snapshot ends or the worker's
+/// status changes: a scrape emits the daemon-wide registry and merges the servers' texts
+/// (emitting again only those whose status it finds changed). Durations are one
+/// histogram for all servers (a histogram per server would be a dozen series each), with each
+/// server's last duration as a gauge.
 public final class CollectorMetrics: Sendable {
     /// How a snapshot ended.
     public enum Outcome: String, Sendable, CaseIterable {
         case success, failed, timedOut = "timed_out"
     }
 
+    /// The daemon-wide series.
     let registry = PrometheusCollectorRegistry()
     private let factory: PrometheusMetricsFactory
-    private let servers = Mutex<[Int: ServerSeries]>([:])
+    private let servers = Mutex<[Int: ServerMetrics]>([:])
     /// Whether the control channel holds its repository session.
     private let repositoryUp = Atomic<Bool>(false)
+    /// The size of the last scrape's text, to reserve as much for the next one.
+    private let lastScrapeBytes = Atomic<Int>(0)
 
     private let snapshotDuration: CoreMetrics.Timer
     private let takeSnapshotDuration: CoreMetrics.Timer
     private let repositoryUpGauge: CoreMetrics.Gauge
     private let slotsInUse: CoreMetrics.Gauge
     private let slotsWaiting: CoreMetrics.Gauge
-
-    /// The metric objects of one server.
-    private final class ServerSeries: Sendable {
-        let values: [String]
-        let snapshots: [Outcome: CoreMetrics.Counter]
-        let lastDuration: CoreMetrics.Gauge
-        let lastSuccess: CoreMetrics.Gauge
-        let statuses: [WorkerStatus: CoreMetrics.Gauge]
-        /// By source: rows and bytes.
-        let sources = Mutex<[String: (rows: CoreMetrics.Counter, bytes: CoreMetrics.Counter)]>([:])
-        private let labels: [(String, String)]
-        private let factory: PrometheusMetricsFactory
-
-        init(_ server: RemoteServer, factory: PrometheusMetricsFactory) {
-            let labels = [("server", server.name(useAlias: true)), ("srvid", "\(server.id)")]
-            self.labels = labels
-            self.factory = factory
-            values = labels.map(\.1)
-            snapshots = Dictionary(
-                uniqueKeysWithValues: Outcome.allCases.map { outcome in
-                    (
-                        outcome,
-                        CoreMetrics.Counter(
-                            label: "powa_collector_snapshots_total", dimensions: labels + [("outcome", outcome.rawValue)],
-                            factory: factory)
-                    )
-                })
-            lastDuration = CoreMetrics.Gauge(
-                label: "powa_collector_last_snapshot_duration_seconds", dimensions: labels, factory: factory)
-            lastSuccess = CoreMetrics.Gauge(
-                label: "powa_collector_last_success_timestamp_seconds", dimensions: labels, factory: factory)
-            statuses = Dictionary(
-                uniqueKeysWithValues: WorkerStatus.allCases.map { status in
-                    (
-                        status,
-                        CoreMetrics.Gauge(
-                            label: "powa_collector_worker_status", dimensions: labels + [("status", status.rawValue)],
-                            factory: factory)
-                    )
-                })
-        }
-
-        func source(_ name: String) -> (rows: CoreMetrics.Counter, bytes: CoreMetrics.Counter) {
-            sources.withLock { sources in
-                if let counters = sources[name] { return counters }
-                let dimensions = labels + [("source", name)]
-                let counters = (
-                    CoreMetrics.Counter(label: "powa_collector_rows_copied_total", dimensions: dimensions, factory: factory),
-                    CoreMetrics.Counter(label: "powa_collector_bytes_copied_total", dimensions: dimensions, factory: factory)
-                )
-                sources[name] = counters
-                return counters
-            }
-        }
-
-        func destroy() {
-            snapshots.values.forEach { $0.destroy() }
-            lastDuration.destroy()
-            lastSuccess.destroy()
-            statuses.values.forEach { $0.destroy() }
-            for counters in sources.withLock({ Array($0.values) }) {
-                counters.rows.destroy()
-                counters.bytes.destroy()
-            }
-        }
-    }
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -129,30 +68,31 @@ public final class CollectorMetrics: Sendable {
     }
 
     /// The metric objects of `server`, made on first use.
-    private func series(_ server: RemoteServer) -> ServerSeries {
-        let (series, stale) = servers.withLock { servers -> (ServerSeries, ServerSeries?) in
+    private func series(_ server: RemoteServer) -> ServerMetrics {
+        servers.withLock { servers in
             let values = [server.name(useAlias: true), "\(server.id)"]
-            if let current = servers[server.id], current.values == values { return (current, nil) }
-            let fresh = ServerSeries(server, factory: factory)
-            let stale = servers.updateValue(fresh, forKey: server.id)
-            return (fresh, stale)
+            if let current = servers[server.id], current.values == values { return current }
+            let fresh = ServerMetrics(server)
+            servers[server.id] = fresh
+            return fresh
         }
-        stale?.destroy()
-        return series
     }
 
     func snapshotEnded(_ server: RemoteServer, outcome: Outcome, duration: Duration) {
-        let series = series(server)
-        series.snapshots[outcome]?.increment()
-        series.lastDuration.record(duration.secondsValue)
+        series(server).snapshotEnded(
+            outcome: outcome, seconds: duration.secondsValue, at: Date().timeIntervalSince1970)
         snapshotDuration.recordNanoseconds(Int64(duration.secondsValue * 1e9))
-        if outcome == .success { series.lastSuccess.record(Date().timeIntervalSince1970) }
     }
 
     func sourceCopied(_ server: RemoteServer, source: String, rows: Int, bytes: Int) {
-        let counters = series(server).source(source)
-        counters.rows.increment(by: rows)
-        counters.bytes.increment(by: bytes)
+        series(server).sourceCopied(source, rows: rows, bytes: bytes)
+    }
+
+    /// A worker's status changed (the scrape reads every status from the board as well: this
+    /// only spares it emitting the server's text again).
+    func workerStatusChanged(_ server: RemoteServer, to status: WorkerStatus) {
+        let series = servers.withLock { $0[server.id] }
+        series?.show(status, emit: true)
     }
 
     func takeSnapshotDuration(_ duration: Duration) {
@@ -183,22 +123,27 @@ public final class CollectorMetrics: Sendable {
     // MARK: Scrape
 
     /// The Prometheus text format of every metric, with the states read now from `board` and
-    /// `limiter`.
+    /// `limiter`: the daemon-wide series, then each server family, server after server by id.
     func scrape(board: WorkerBoard, limiter: SnapshotLimiter?) -> [UInt8] {
         let statuses = board.statuses()
-        let (current, gone) = servers.withLock { servers -> ([Int: ServerSeries], [ServerSeries]) in
-            let ids = servers.keys.filter { statuses[$0] == nil }
-            return (servers, ids.compactMap { servers.removeValue(forKey: $0) })
+        let current = servers.withLock { servers -> [(id: Int, series: ServerMetrics)] in
+            for id in servers.keys.filter({ statuses[$0] == nil }) { servers.removeValue(forKey: id) }
+            return servers.sorted { $0.key < $1.key }.map { ($0.key, $0.value) }
         }
-        for series in gone { series.destroy() }
-        for (id, status) in statuses {
-            guard let series = current[id] else { continue }
-            for (candidate, gauge) in series.statuses { gauge.record(candidate == status ? 1 : 0) }
+        for (id, series) in current {
+            if let status = statuses[id] { series.show(status, emit: false) }
         }
         let slots = limiter?.usage() ?? (inUse: 0, waiting: 0)
         repositoryUpGauge.record(isRepositoryUp ? 1 : 0)
         slotsInUse.record(slots.inUse)
         slotsWaiting.record(slots.waiting)
-        return registry.emitToBuffer()
+
+        let texts = current.map { $0.series.currentText() }
+        var output: [UInt8] = []
+        output.reserveCapacity(lastScrapeBytes.load(ordering: .relaxed) + 4096)
+        registry.emit(into: &output)
+        RegistryText.merge(texts, families: ServerMetrics.Family.allCases.count, into: &output)
+        lastScrapeBytes.store(output.count, ordering: .relaxed)
+        return output
     }
 }

@@ -49,6 +49,7 @@ struct Worker {
 
     private func setStatus(_ status: WorkerStatus) {
         board.setStatus(status, serverID: server.id)
+        context.metrics?.workerStatusChanged(server, to: status)
     }
 
     /// Runs until the task is cancelled.
