@@ -42,6 +42,11 @@ struct HTTPEndpointTests {
                     .timeIntervalSince1970 - 60)
             #expect(Self.sample(metrics, "powa_collector_repository_up") == 1)
             #expect(Self.sample(metrics, "powa_collector_info{version=\"\(Collector.version)\"}") == 1)
+            // Alone on its repository: a fleet of one, which it leads, owning the one server.
+            #expect(Self.sample(metrics, "powa_collector_fleet_members") == 1)
+            #expect(Self.sample(metrics, "powa_collector_fleet_leader") == 1)
+            #expect(Self.sample(metrics, "powa_collector_fleet_owned_servers") == 1)
+            #expect(Self.sample(metrics, "powa_collector_fleet_member_id") ?? 0 > 0)
             #expect(Self.sample(metrics, "powa_collector_snapshot_duration_seconds_count") ?? 0 >= 2)
             #expect(Self.sample(metrics, "powa_collector_last_snapshot_duration_seconds{\(labels)}") ?? 0 > 0)
             #expect(Self.sample(metrics, "powa_collector_repository_take_snapshot_duration_seconds_count") ?? 0 >= 2)

@@ -214,7 +214,7 @@ public final class Collector: Service, Sendable {
     /// The Prometheus text of the metrics, with the states read now.
     public func scrapeMetrics() async -> [UInt8] {
         guard let metrics else { return [] }
-        return metrics.scrape(board: board, limiter: await fleet.currentLimiter)
+        return metrics.scrape(board: board, limiter: await fleet.currentLimiter, membership: membership)
     }
 
     /// What keeps the daemon from being ready: the repository unreachable, workers not

@@ -40,6 +40,11 @@ public final class CollectorMetrics: Sendable {
     private let repositoryUpGauge: CoreMetrics.Gauge
     private let slotsInUse: CoreMetrics.Gauge
     private let slotsWaiting: CoreMetrics.Gauge
+    /// The fleet of collectors sharing the repository, as this one sees it.
+    private let fleetMembers: CoreMetrics.Gauge
+    private let fleetLeader: CoreMetrics.Gauge
+    private let fleetMemberID: CoreMetrics.Gauge
+    private let fleetOwnedServers: CoreMetrics.Gauge
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -55,6 +60,10 @@ public final class CollectorMetrics: Sendable {
         repositoryUpGauge = CoreMetrics.Gauge(label: "powa_collector_repository_up", factory: factory)
         slotsInUse = CoreMetrics.Gauge(label: "powa_collector_snapshot_slots_in_use", factory: factory)
         slotsWaiting = CoreMetrics.Gauge(label: "powa_collector_snapshot_slots_waiting", factory: factory)
+        fleetMembers = CoreMetrics.Gauge(label: "powa_collector_fleet_members", factory: factory)
+        fleetLeader = CoreMetrics.Gauge(label: "powa_collector_fleet_leader", factory: factory)
+        fleetMemberID = CoreMetrics.Gauge(label: "powa_collector_fleet_member_id", factory: factory)
+        fleetOwnedServers = CoreMetrics.Gauge(label: "powa_collector_fleet_owned_servers", factory: factory)
         CoreMetrics.Gauge(label: "powa_collector_info", dimensions: [("version", Collector.version)], factory: factory).record(1)
         CoreMetrics.Gauge(label: "powa_collector_start_time_seconds", factory: factory).record(Date().timeIntervalSince1970)
     }
@@ -124,7 +133,7 @@ public final class CollectorMetrics: Sendable {
 
     /// The Prometheus text format of every metric, with the states read now from `board` and
     /// `limiter`: the daemon-wide series, then each server family, server after server by id.
-    func scrape(board: WorkerBoard, limiter: SnapshotLimiter?) -> [UInt8] {
+    func scrape(board: WorkerBoard, limiter: SnapshotLimiter?, membership: FleetMembership? = nil) -> [UInt8] {
         let statuses = board.statuses()
         let current = servers.withLock { servers -> [(id: Int, series: ServerMetrics)] in
             for id in servers.keys.filter({ statuses[$0] == nil }) { servers.removeValue(forKey: id) }
@@ -137,6 +146,15 @@ public final class CollectorMetrics: Sendable {
         repositoryUpGauge.record(isRepositoryUp ? 1 : 0)
         slotsInUse.record(slots.inUse)
         slotsWaiting.record(slots.waiting)
+        if let membership {
+            // (The per-server series are this collector's servers: which instance snapshots
+            // which server is the scrape target's own label.)
+            let view = membership.view
+            fleetMembers.record(view.members.count)
+            fleetLeader.record(membership.isLeader ? 1 : 0)
+            fleetMemberID.record(membership.isMember ? membership.memberID : 0)
+            fleetOwnedServers.record(membership.owned.count)
+        }
 
         let texts = current.map { $0.series.currentText() }
         var output: [UInt8] = []
