@@ -104,7 +104,12 @@ struct FleetMember {
         let servers = state.withState { $0.servers }
         let mine = FleetAssignment(servers: servers, members: Set(view.members.keys), currentOwners: view.owners)
             .servers(of: me)
+        // Locks this session holds, whatever this member believes: one taken by a statement
+        // that failed half-way is adopted, never taken twice (a session lock counts each
+        // acquisition, and one unlock would leave it held).
+        let held = Set(view.owners.compactMap { $0.value == me ? $0.key : nil })
         let (revoked, reclaimed, wanted) = state.withState { state -> (Set<Int>, Set<Int>, Set<Int>) in
+            state.owned.formUnion(held.subtracting(state.releasing))
             let revoked = state.owned.subtracting(mine)
             let reclaimed = state.releasing.intersection(mine)
             state.owned.subtract(revoked)
@@ -116,10 +121,18 @@ struct FleetMember {
         var taken: Set<Int> = []
         if !wanted.isEmpty {
             // A server another member still holds is taken at a later tick, once it let go.
-            let rows = try await connection.query(
-                FleetLocks.acquireServers, [PostgresArray.integers(wanted)], deadline: deadline
-            ).rows
-            taken = Set(try rows.map { try $0.decode(0, as: Int.self) })
+            do {
+                let rows = try await connection.query(
+                    FleetLocks.acquireServers, [PostgresArray.integers(wanted)], deadline: deadline
+                ).rows
+                taken = Set(try rows.map { try $0.decode(0, as: Int.self) })
+            } catch let error as PostgresError where error.sqlState == "53200" {
+                // The repository's lock table is full: the servers locked so far are adopted at
+                // the next tick, the others wait; the membership itself goes on.
+                logger.error(
+                    "fleet: the repository's lock table is full (raise max_locks_per_transaction): \(error)",
+                    metadata: ["member": "\(me)"])
+            }
             for server in taken { view.owners[server] = me }
         }
         let isLeader = view.leaderPID == pid
