@@ -100,12 +100,13 @@ struct FleetTests {
         let settled = try await log.now()
         for server in moved { _ = try await log.waitForSnapshot(of: server, after: settled, timeout: .seconds(20)) }
         // Handed over without a lost period: the old owner finished its snapshot, the new one
-        // kept the phase.
+        // kept the phase. (A hand-over takes two ticks, 2 s each, and a worker's start: at
+        // frequency 5 on a loaded machine, that much on top of the period.)
         let handover = try await log.snapshots(from: joinedAt - Self.frequency)
         for server in moved {
             let times = handover[server] ?? []
             for gap in zip(times, times.dropFirst()).map({ $1 - $0 }) {
-                #expect(gap < Self.frequency * 2, "server \(server): no snapshot for \(gap) s while it moved")
+                #expect(gap < Self.frequency * 2 + 4, "server \(server): no snapshot for \(gap) s while it moved")
             }
         }
 
