@@ -328,6 +328,7 @@ struct FleetBench: AsyncParsableCommand {
             (F+1, F+\(formatted(Self.takeoverMargin))], \(gaps.filter { $0 > Double(frequency) + Self.takeoverMargin }.count) \
             above F+\(formatted(Self.takeoverMargin)) (a new phase: a period without a snapshot), \
             \(gaps.filter { $0 < Double(frequency) / 2 }.count) under F/2
+            \(takeover.rephasedLine(limit: Double(frequency) + Self.takeoverMargin))
             whole run and takeover: \(takeover.wholeLog.doubled) gap(s) under F/2 (a server snapshotted twice in a \
             period), \(takeover.wholeLog.errors.count) server(s) with powa_snapshot_metas.errors, \
             \(takeover.concurrentSnapshotErrors) "Could not lock the powa_snapshot_metas record" in the logs
@@ -399,11 +400,27 @@ struct Takeover {
     var resumeSeconds: [Double] = []
     /// Per orphan that resumed: its gap across the kill, last snapshot before to first after.
     var gaps: [Double] = []
+    /// Per orphan with a gap: when its next snapshot was due, in seconds from the kill (its last
+    /// snapshot's `snapts` + F; negative: already overdue), in `gaps` order.
+    var dueAfterKill: [Double] = []
     /// The snapshot log of the whole run, takeover included.
     var wholeLog: SnapshotLog
     var concurrentSnapshotErrors = 0
     var survivorCPUSeconds = 0.0
     var survivorPeakRSSKB = 0
+
+    /// When the orphans with a gap above `limit` were due, against the others.
+    func rephasedLine(limit: Double) -> String {
+        let pairs = zip(gaps, dueAfterKill)
+        let rephased = pairs.filter { $0.0 > limit }.map(\.1)
+        let others = pairs.filter { $0.0 <= limit }.map(\.1)
+        func range(_ values: [Double]) -> String {
+            guard let low = values.min(), let high = values.max() else { return "none" }
+            return "\(formatted(low, decimals: 1)) to \(formatted(high, decimals: 1)) s"
+        }
+        return "due (last snapshot + F) from the kill: those with a gap above \(formatted(limit)) s \(range(rephased)), "
+            + "the others \(range(others))"
+    }
 
     static func run(
         repository: RunRepository, collectors: [StartedCollector], shape: FleetShape, frequency: Int, timeout: Double
@@ -455,6 +472,7 @@ struct Takeover {
             takeover.resumeSeconds.append(after.committed - killedAt)
             if let before = entries.last(where: { $0.committed <= killedAt }) {
                 takeover.gaps.append(after.started - before.started)
+                takeover.dueAfterKill.append(before.started + Double(frequency) - killedAt)
             }
         }
         takeover.concurrentSnapshotErrors = collectors.map {
