@@ -165,11 +165,7 @@ struct MetricsBench: AsyncParsableCommand {
     }
 
     private func measure(bed: TestBed, mode: Mode) async throws -> Run {
-        let ports = bed.remotePorts
-        let registered = (0..<servers).map { index in
-            RegisteredServer(
-                hostname: "127.0.0.\(1 + index / ports.count)", port: ports[index % ports.count], alias: "srv\(index + 1)")
-        }
+        let registered = ScaleBed.servers(servers, ports: bed.remotePorts)
         let label = "bench_metrics_\(mode.label)"
         note("\(label): registering \(servers) servers at frequency \(frequency)")
         let repository = try await RunRepository.create(

@@ -13,6 +13,7 @@ struct PowaBench: AsyncParsableCommand {
             CopyPipeOnce.self,
             CollectorBench.self,
             ScaleBench.self,
+            FleetBench.self,
             MetricsBench.self,
             SoakBench.self,
         ]

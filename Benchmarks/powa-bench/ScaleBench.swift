@@ -58,33 +58,14 @@ struct ScaleBench: AsyncParsableCommand {
     func validate() throws {
         guard frequency >= 5 else { throw ValidationError("--frequency must be at least 5 (powa's minimum)") }
         guard duration >= Double(2 * frequency) else { throw ValidationError("--duration must cover two periods at least") }
-        guard (1...9).contains(clusters) else { throw ValidationError("--clusters must be from 1 to 9") }
-        let counts = serverCounts
-        guard !counts.isEmpty, counts.allSatisfy({ $0 >= 1 }) else {
-            throw ValidationError("--servers: one or more positive counts, comma-separated")
-        }
-        guard counts.allSatisfy({ $0 <= 254 * clusters }) else {
-            throw ValidationError("--servers: at most \(254 * clusters) with \(clusters) cluster(s) (127.0.0.1-254 each)")
-        }
+        try ScaleBed.validate(servers: serverCounts, clusters: clusters)
         let unknown = selectedMethods.filter { !["ours", "ours-full"].contains($0) }
         guard unknown.isEmpty, !selectedMethods.isEmpty else {
             throw ValidationError("--methods: unknown \(unknown.joined(separator: ", ")); use ours, ours-full")
         }
     }
 
-    var bedSpec: BedSpec {
-        let perCluster = ((serverCounts.max() ?? 1) + clusters - 1) / clusters
-        return BedSpec(
-            name: "bench-scale", port: 5510, remotes: clusters,
-            remoteConfiguration: [
-                "max_connections = \(max(300, perCluster + 50))",
-                // Each server's COPY statements carry its srvid: one entry per server and source
-                // otherwise, and pg_stat_statements would evict all the time.
-                "pg_stat_statements.track_utility = off",
-            ],
-            repositoryConfiguration: ["track_commit_timestamp = on"],
-            listenAddresses: "0.0.0.0")
-    }
+    var bedSpec: BedSpec { ScaleBed.spec(servers: serverCounts.max() ?? 1, clusters: clusters) }
 
     mutating func run() async throws {
         let command = self
@@ -96,12 +77,7 @@ struct ScaleBench: AsyncParsableCommand {
             throw BenchError(
                 "no collector at \(collector): swift build -c release --scratch-path .build-bench --product powa-collector")
         }
-        var limits = rlimit()
-        getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limits)
-        let needed = (serverCounts.max() ?? 0) + 100
-        if limits.rlim_cur < needed {
-            note("warning: the descriptor limit (\(limits.rlim_cur)) is under \(needed): the collector will run out")
-        }
+        ScaleBed.checkDescriptorLimit(servers: serverCounts.max() ?? 0)
         var rows: [[String]] = []
         var verdicts: [String] = []
         var details: [String] = []
@@ -171,40 +147,22 @@ struct ScaleBench: AsyncParsableCommand {
     }
 
     private func runOnce(bed: TestBed, servers count: Int, method: String) async throws -> RunResult {
-        let ports = bed.remotePorts
-        let servers = (0..<count).map { index in
-            RegisteredServer(
-                hostname: "127.0.0.\(1 + index / ports.count)", port: ports[index % ports.count], alias: "srv\(index + 1)")
-        }
         let full = method == "ours-full"
-        let database = "bench_scale_\(count)" + (full ? "_full" : "")
-        note("\(database): registering \(count) servers at frequency \(frequency)")
-        let repository = try await RunRepository.create(
-            bed: bed, database: database, servers: servers, frequency: frequency)
         var extra: [String: String] = [:]
         if let maxConcurrentSnapshots { extra["max_concurrent_snapshots"] = String(maxConcurrentSnapshots) }
         if full { extra.merge(CollectorBench.fullTextSettings) { $1 } }
-        let before = ServerUsage.sample(bed)
-        let measurement = try await CollectorDaemon.run(
-            .ours(binary: collector), repository: repository, seconds: duration, label: database, debug: debug,
-            extraSettings: extra, environment: environment, sampleAfter: Double(frequency))
-        let end = await ServerUsage.settledSample(bed)
-        let usage = ServerUsage(from: before, to: end)
-        let log = try await repository.snapshotLog().committed(to: measurement.endClock)
-        if !bedOptions.keep { try await repository.drop() }
-
+        let run = try await ScaleRun.measure(
+            bed: bed, database: "bench_scale_\(count)" + (full ? "_full" : ""), servers: count, frequency: frequency,
+            duration: duration, collectors: [.ours(binary: collector)], extraSettings: extra, environment: environment,
+            debug: debug, keep: bedOptions.keep)
+        let measurement = run.measurements[0]
+        let log = run.log
+        let usage = run.usage
         let stats = measurement.atEnd
-        let elapsed = measurement.endClock - measurement.startClock
+        let elapsed = run.elapsed
         let cpu = stats.totalCPUSeconds
-        var steady = "-"
-        var steadyRepository: Double?
-        if let sample = measurement.sample {
-            let landed = log.committed(from: sample.clock).count
-            if landed > 0 {
-                steady = formatted((cpu - sample.stats.totalCPUSeconds) / Double(landed) * 1000, decimals: 2)
-                steadyRepository = ServerUsage(from: sample.servers, to: end).repository.map { $0 / Double(landed) }
-            }
-        }
+        let steady = run.steadyCPUPerSnapshot.map { formatted($0 * 1000, decimals: 2) } ?? "-"
+        let steadyRepository = run.steadyRepositoryPerSnapshot
         let expected = Double(count) * duration / Double(frequency)
         func perSnapshot(_ value: Double) -> Double? { log.count > 0 ? value / Double(log.count) : nil }
         func optional(_ value: Double?, decimals: Int) -> String { value.map { formatted($0, decimals: decimals) } ?? "-" }
@@ -236,15 +194,20 @@ struct ScaleBench: AsyncParsableCommand {
                 + "files \(formatted(megabytes(stats.memory.fileKB), decimals: 1)) MB; stopped: \(measurement.exit)",
             "\(count) servers, \(method): servers' CPU per snapshot: repository \(optional(usage.repository.flatMap(perSnapshot), decimals: 4)) s, "
                 + "remotes \(optional(usage.remotes.flatMap(perSnapshot), decimals: 4)) s; machine busy "
-                + "\(formatted(usage.machine / max(usage.seconds, 1) / Double(ProcessInfo.processInfo.activeProcessorCount) * 100, decimals: 1)) % "
+                + "\(formatted(run.machineBusyPercent, decimals: 1)) % "
                 + "of \(ProcessInfo.processInfo.activeProcessorCount) CPUs (collector \(formatted(cpu, decimals: 1)) s, repository "
                 + "\(optional(usage.repository, decimals: 1)) s, remotes \(optional(usage.remotes, decimals: 1)) s, others "
-                + "\(formatted(max(0, usage.machine - cpu - (usage.repository ?? 0) - (usage.remotes ?? 0)), decimals: 1)) s of CPU)",
+                + "\(formatted(run.othersCPUSeconds, decimals: 1)) s of CPU)",
         ]
         if !measurement.problems.isEmpty {
             details.append(
                 "\(count) servers, \(method): \(measurement.problems.count) warning/error line(s) in \(measurement.logPath), first: "
                     + measurement.problems.prefix(3).joined(separator: " // "))
+        }
+        if !run.otherBenchmarks.isEmpty {
+            details.append(
+                "\(count) servers, \(method): WARNING: another powa-bench ran at the same time (pid "
+                    + run.otherBenchmarks.sorted().map(String.init).joined(separator: ", ") + "): figures distorted")
         }
         if !log.errors.isEmpty {
             details.append(

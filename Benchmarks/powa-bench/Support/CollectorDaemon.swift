@@ -118,66 +118,117 @@ enum CollectorDaemon {
         sampleWhen: (() async throws -> Bool)? = nil,
         stopWhen: (() async throws -> Bool)? = nil
     ) async throws -> DaemonMeasurement {
+        try await runSeveral(
+            [kind], repository: repository, seconds: seconds, label: label, debug: debug, extraSettings: extraSettings,
+            environment: environment, sampleAfter: sampleAfter, sampleWhen: sampleWhen, stopWhen: stopWhen)[0]
+    }
+
+    /// Runs several collectors at once on the same repository (a fleet: they share its
+    /// servers), measured over the same span, each in `/tmp/powa-bench-run-<label>-<n>` (one
+    /// alone: `<label>`). Their samples are taken at the same moment. `afterMeasurement`, when
+    /// given, runs once every figure is read and before they are stopped, with the daemons in
+    /// start order: a benchmark of its own on the running fleet (kill one, time the takeover).
+    static func runSeveral(
+        _ kinds: [CollectorKind],
+        repository: RunRepository,
+        seconds: Double,
+        label: String,
+        debug: Bool = true,
+        extraSettings: [String: String] = [:],
+        environment: [String: String] = [:],
+        sampleAfter: Double? = nil,
+        sampleWhen: (() async throws -> Bool)? = nil,
+        stopWhen: (() async throws -> Bool)? = nil,
+        afterMeasurement: (([StartedCollector]) async throws -> Void)? = nil
+    ) async throws -> [DaemonMeasurement] {
         let startClock = try await repository.clock()
-        let started = try start(
-            kind, repository: repository, label: label, debug: debug, extraSettings: extraSettings,
-            environment: environment)
-        let daemon = started.daemon
-        let logPath = started.logPath
-        note(
-            "\(label): \(kind.label) running as pid \(daemon.pid) for \(stopWhen == nil ? "" : "at most ")\(Int(seconds)) s "
-                + "(log: \(logPath))")
+        var collectors: [StartedCollector] = []
+        do {
+            for (index, kind) in kinds.enumerated() {
+                let name = kinds.count == 1 ? label : "\(label)-\(index + 1)"
+                let started = try start(
+                    kind, repository: repository, label: name, debug: debug, extraSettings: extraSettings,
+                    environment: environment)
+                collectors.append(started)
+                note(
+                    "\(name): \(kind.label) running as pid \(started.daemon.pid) for \(stopWhen == nil ? "" : "at most ")"
+                        + "\(Int(seconds)) s (log: \(started.logPath))")
+            }
+        } catch {
+            for collector in collectors { _ = await collector.daemon.stop() }
+            throw error
+        }
+        let daemons = collectors.map(\.daemon)
+        func stopAll() async { for daemon in daemons { _ = await daemon.stop() } }
 
         let clock = ContinuousClock()
         let start = clock.now
         let end = start + .seconds(seconds)
-        var sample: DaemonSample?
+        var samples: [DaemonSample]?
         var lastProgress = start
         while clock.now < end {
-            guard daemon.isRunning else {
-                let (status, _) = await daemon.stop()
+            if let exited = daemons.firstIndex(where: { !$0.isRunning }) {
+                let (status, _) = await daemons[exited].stop()
+                await stopAll()
                 throw BenchError(
-                    "\(label): the collector exited early (\(ChildProcess.describe(status))): "
-                        + String(daemon.standardError().suffix(2000)))
+                    "\(label): a collector exited early (\(ChildProcess.describe(status))): "
+                        + String(daemons[exited].standardError().suffix(2000)))
             }
-            if sample == nil {
+            if samples == nil {
                 var due = false
                 if let after = sampleAfter, clock.now >= start + .seconds(after) { due = true }
                 if !due, let sampleWhen, try await sampleWhen() { due = true }
                 if due {
-                    sample = DaemonSample(
-                        stats: try ProcessStats.read(pid: daemon.pid), clock: try await repository.clock(),
-                        servers: ServerUsage.sample(repository.bed))
+                    let stats = try daemons.map { try ProcessStats.read(pid: $0.pid) }
+                    let moment = try await repository.clock()
+                    let servers = ServerUsage.sample(repository.bed)
+                    samples = stats.map { DaemonSample(stats: $0, clock: moment, servers: servers) }
                 }
             }
             if let stopWhen, try await stopWhen() { break }
             if clock.now - lastProgress >= .seconds(30) {
                 lastProgress = clock.now
-                let stats = try ProcessStats.read(pid: daemon.pid)
-                note(
-                    "\(label): \(Int((clock.now - start).seconds)) s, CPU \(formatted(stats.totalCPUSeconds, decimals: 2)) s, "
-                        + "RSS \(formatted(megabytes(stats.memory.residentKB), decimals: 1)) MB")
+                let figures = try daemons.map { daemon in
+                    let stats = try ProcessStats.read(pid: daemon.pid)
+                    return "CPU \(formatted(stats.totalCPUSeconds, decimals: 2)) s, "
+                        + "RSS \(formatted(megabytes(stats.memory.residentKB), decimals: 1)) MB"
+                }
+                note("\(label): \(Int((clock.now - start).seconds)) s, " + figures.joined(separator: "; "))
             }
             try await Task.sleep(for: min(.milliseconds(500), end - clock.now))
         }
-        let atEnd = try ProcessStats.read(pid: daemon.pid)
-        let smaps = ProcessStats.smapsRollup(pid: daemon.pid)
+        let atEnd = try daemons.map { try ProcessStats.read(pid: $0.pid) }
+        let smaps = daemons.map { ProcessStats.smapsRollup(pid: $0.pid) }
         let endClock = try await repository.clock()
-        let (status, _) = await daemon.stop()
-        let log = daemon.standardError()
-        let wallTimes: [Double]
-        let problems: [String]
-        switch kind {
-        case .ours:
-            wallTimes = LogParsing.oursSnapshotSeconds(log)
-            problems = LogParsing.problems(log, levelField: 1, levels: ["warning", "error", "critical"])
-        case .python:
-            wallTimes = LogParsing.pythonSnapshotSeconds(log)
-            problems = LogParsing.problems(log, levelField: 3, levels: ["WARNING", "ERROR", "CRITICAL"])
+        if let afterMeasurement {
+            do {
+                try await afterMeasurement(collectors)
+            } catch {
+                await stopAll()
+                throw error
+            }
         }
-        return DaemonMeasurement(
-            atEnd: atEnd, smaps: smaps, sample: sample, startClock: startClock, endClock: endClock,
-            wallTimes: wallTimes, problems: problems, exit: ChildProcess.describe(status), logPath: logPath)
+        var measurements: [DaemonMeasurement] = []
+        for (index, collector) in collectors.enumerated() {
+            let (status, _) = await collector.daemon.stop()
+            let log = collector.daemon.standardError()
+            let wallTimes: [Double]
+            let problems: [String]
+            switch kinds[index] {
+            case .ours:
+                wallTimes = LogParsing.oursSnapshotSeconds(log)
+                problems = LogParsing.problems(log, levelField: 1, levels: ["warning", "error", "critical"])
+            case .python:
+                wallTimes = LogParsing.pythonSnapshotSeconds(log)
+                problems = LogParsing.problems(log, levelField: 3, levels: ["WARNING", "ERROR", "CRITICAL"])
+            }
+            measurements.append(
+                DaemonMeasurement(
+                    atEnd: atEnd[index], smaps: smaps[index], sample: samples?[index], startClock: startClock,
+                    endClock: endClock, wallTimes: wallTimes, problems: problems, exit: ChildProcess.describe(status),
+                    logPath: collector.logPath))
+        }
+        return measurements
     }
 }
 

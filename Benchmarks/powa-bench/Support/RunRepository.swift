@@ -243,6 +243,8 @@ struct SnapshotLog: Sendable {
     /// |mean gap - frequency| / frequency.
     var meanGapError: Double? { meanGap.map { abs($0 - frequency) / frequency } }
     var gapsOverLimit: Int { gaps.filter { $0 > frequency + 1 }.count }
+    /// Gaps under half a period: a server snapshotted twice in one period.
+    var doubled: Int { gaps.filter { $0 < frequency / 2 }.count }
     var meanTransactionSeconds: Double? { mean(entries.map(\.transactionSeconds)) }
 
     /// The cadence target of the issue: mean gap within 0.5 % of the frequency, no gap above
