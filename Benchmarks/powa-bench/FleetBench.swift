@@ -15,6 +15,9 @@ import TestBed
 /// 3. then the leader of the two is SIGKILLed: the time until the survivor holds every server
 ///    lock (and the leader lock), and until each of the dead one's servers has a new snapshot,
 ///    with the gap across the kill of each.
+///
+/// `--runs` orders them, and repeats them: this machine is shared, and alternating runs of the
+/// baseline and of this build (`baseline,one,one,baseline`) tells a cost from noise.
 struct FleetBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "fleet",
@@ -48,6 +51,14 @@ struct FleetBench: AsyncParsableCommand {
         help: "The collectors' max_concurrent_snapshots (default: the collector's own).")
     var maxConcurrentSnapshots: Int?
 
+    @Option(
+        help: """
+            The runs in order, comma-separated, any of them more than once: baseline (one instance of \
+            --baseline-collector), one (one instance of this build), two (two of this build, then the takeover). \
+            Default: baseline,one,two (one,two without --baseline-collector).
+            """)
+    var runs: String?
+
     @OptionGroup var collectorEnvironmentOptions: CollectorEnvironment
 
     /// Targets of the issue: the same cost alone (within this ratio, the machine's noise),
@@ -62,6 +73,31 @@ struct FleetBench: AsyncParsableCommand {
         guard duration >= Double(2 * frequency) else { throw ValidationError("--duration must cover two periods at least") }
         try ScaleBed.validate(servers: [servers], clusters: clusters)
         guard servers >= 2 else { throw ValidationError("--servers: at least 2, to split") }
+        let unknown = selectedRuns.filter { !["baseline", "one", "two"].contains($0) }
+        guard unknown.isEmpty, !selectedRuns.isEmpty else {
+            throw ValidationError("--runs: unknown \(unknown.joined(separator: ", ")); use baseline, one, two")
+        }
+        guard baselineCollector != nil || !selectedRuns.contains("baseline") else {
+            throw ValidationError("--runs: a baseline run needs --baseline-collector")
+        }
+    }
+
+    var selectedRuns: [String] {
+        (runs ?? (baselineCollector == nil ? "one,two" : "baseline,one,two")).split(separator: ",")
+            .map { $0.trimmingCharacters(in: .whitespaces) }
+    }
+
+    /// One run of the invocation: its kind (baseline, one, two), its name, what it measured.
+    struct FleetRun {
+        let kind: String
+        /// ` #2` for the second of a kind that runs more than once, else empty.
+        let rank: String
+        let run: ScaleRun
+        /// Two instances: the fleet at the end of the measurement, and the takeover after it.
+        var shape: FleetShape?
+        var takeover: Takeover?
+
+        var label: String { kind + rank }
     }
 
     mutating func run() async throws {
@@ -93,20 +129,33 @@ struct FleetBench: AsyncParsableCommand {
             }
         }
         ScaleBed.checkDescriptorLimit(servers: servers)
-        let baseline = try await baselineCollector.asyncMap { try await measure(bed, "baseline", [.ours(binary: $0)]) }
-        let one = try await measure(bed, "one", [.ours(binary: collector)])
-        var fleet: FleetShape?
-        var takeover: Takeover?
-        let two = try await measure(bed, "two", [.ours(binary: collector), .ours(binary: collector)]) {
-            repository, started in
-            let shape = try await FleetShape.read(repository, started)
-            fleet = shape
-            takeover = try await Takeover.run(
-                repository: repository, collectors: started, shape: shape, frequency: frequency,
-                timeout: Double(2 * frequency) + 30)
+        var results: [FleetRun] = []
+        for kind in selectedRuns {
+            let rank = results.filter { $0.kind == kind }.count + 1
+            let repeated = selectedRuns.filter { $0 == kind }.count > 1
+            let name = rank == 1 ? kind : "\(kind)_\(rank)"
+            let suffix = repeated ? " #\(rank)" : ""
+            switch kind {
+            case "baseline", "one":
+                let binary = kind == "one" ? collector : baselineCollector ?? collector
+                let run = try await measure(bed, name, [.ours(binary: binary)])
+                results.append(FleetRun(kind: kind, rank: suffix, run: run))
+            default:
+                var shape: FleetShape?
+                var takeover: Takeover?
+                let run = try await measure(bed, name, [.ours(binary: collector), .ours(binary: collector)]) {
+                    repository, started in
+                    let fleet = try await FleetShape.read(repository, started)
+                    shape = fleet
+                    takeover = try await Takeover.run(
+                        repository: repository, collectors: started, shape: fleet, frequency: frequency,
+                        timeout: Double(2 * frequency) + 30)
+                }
+                guard shape != nil, takeover != nil else { throw BenchError("\(kind)\(suffix): no takeover after the run") }
+                results.append(FleetRun(kind: kind, rank: suffix, run: run, shape: shape, takeover: takeover))
+            }
         }
-        guard let fleet, let takeover else { throw BenchError("the two instances' run ended without its takeover") }
-        report(baseline: baseline, one: one, two: two, fleet: fleet, takeover: takeover)
+        report(results)
     }
 
     // MARK: The report
@@ -120,7 +169,7 @@ struct FleetBench: AsyncParsableCommand {
         return a / b
     }
 
-    private func report(baseline: ScaleRun?, one: ScaleRun, two: ScaleRun, fleet: FleetShape, takeover: Takeover) {
+    private func report(_ results: [FleetRun]) {
         let cpus = ProcessInfo.processInfo.activeProcessorCount
         var settings = "max_concurrent_snapshots \(maxConcurrentSnapshots.map(String.init) ?? "default")"
         if !collectorEnvironmentOptions.items.isEmpty {
@@ -129,19 +178,21 @@ struct FleetBench: AsyncParsableCommand {
         print(
             """
             powa-bench fleet: \(servers) servers at frequency \(frequency) s over \(clusters) cluster(s) at 127.0.0.x, \
-            \(formatted(duration)) s per run; \(settings); \(cpus) CPU(s)
+            \(formatted(duration)) s per run; runs \(selectedRuns.joined(separator: ",")); \(settings); \(cpus) CPU(s)
             collector \(collector)\(baselineCollector.map { "\nbaseline  \($0)" } ?? "")
 
             """)
-        reportAlone(baseline: baseline, one: one, two: two)
-        reportSplit(one: one, two: two, fleet: fleet)
-        reportTakeover(takeover)
+        let alone = results.filter { $0.kind == "one" }.map(\.run)
+        reportAlone(results)
+        for result in results where result.kind == "two" {
+            if let shape = result.shape { reportSplit(result.label, two: result.run, fleet: shape, alone: alone) }
+            if let takeover = result.takeover { reportTakeover(result.label, takeover) }
+        }
         var details: [String] = []
-        let runs: [(String, ScaleRun?)] = [("baseline", baseline), ("one", one), ("two", two)]
-        for (name, run) in runs {
-            guard let run else { continue }
+        for result in results {
+            let run = result.run
             for (index, measurement) in run.measurements.enumerated() {
-                let label = run.measurements.count == 1 ? name : "\(name) #\(index + 1)"
+                let label = run.measurements.count == 1 ? result.label : "\(result.label) #\(index + 1)"
                 details.append("\(label): stopped: \(measurement.exit); log \(measurement.logPath)")
                 if !measurement.problems.isEmpty {
                     details.append(
@@ -150,18 +201,18 @@ struct FleetBench: AsyncParsableCommand {
                 }
             }
             details.append(
-                "\(name): machine busy \(formatted(run.machineBusyPercent, decimals: 1)) % of \(cpus) CPUs over "
+                "\(result.label): machine busy \(formatted(run.machineBusyPercent, decimals: 1)) % of \(cpus) CPUs over "
                     + "\(formatted(run.usage.seconds)) s: collector(s) \(formatted(run.cpuSeconds, decimals: 1)) s, repository "
                     + "\(optional(run.usage.repository, 1)) s, remotes \(optional(run.usage.remotes, 1)) s, others "
                     + "\(formatted(run.othersCPUSeconds, decimals: 1)) s of CPU (others: another benchmark, a build...)")
             if !run.otherBenchmarks.isEmpty {
                 details.append(
-                    "\(name): WARNING: another powa-bench ran at the same time (pid "
+                    "\(result.label): WARNING: another powa-bench ran at the same time (pid "
                         + run.otherBenchmarks.sorted().map(String.init).joined(separator: ", ") + "): figures distorted")
             }
             if !run.log.errors.isEmpty {
                 details.append(
-                    "\(name): \(run.log.errors.count) server(s) with powa_snapshot_metas.errors, first: "
+                    "\(result.label): \(run.log.errors.count) server(s) with powa_snapshot_metas.errors, first: "
                         + run.log.errors.prefix(2).joined(separator: " // "))
             }
         }
@@ -169,18 +220,33 @@ struct FleetBench: AsyncParsableCommand {
         for line in details { print("  " + line) }
     }
 
+    /// The mean of a figure over runs (nil when a run lacks it, or there is none).
+    private func mean(_ runs: [ScaleRun], _ figure: (ScaleRun) -> Double?) -> Double? {
+        let values = runs.compactMap(figure)
+        return values.count == runs.count ? powa_bench.mean(values) : nil
+    }
+
+    private func peakKB(_ run: ScaleRun) -> Double? { Double(run.measurements[0].atEnd.memory.peakResidentKB) }
+
     /// 1. One instance against the baseline binary (and the two instances' sum, for scale).
-    private func reportAlone(baseline: ScaleRun?, one: ScaleRun, two: ScaleRun) {
-        var runs: [(String, ScaleRun)] = [("this build, 1 instance", one), ("this build, 2 instances (sum)", two)]
-        if let baseline { runs.insert(("baseline, 1 instance", baseline), at: 0) }
-        let rows = runs.map { name, run in
-            [
-                name, "\(formatted(Double(run.log.count)))/\(formatted(run.expected(duration: duration)))",
+    private func reportAlone(_ results: [FleetRun]) {
+        let rows = results.map { result in
+            let run = result.run
+            let name =
+                switch result.kind {
+                case "baseline": "baseline, 1 instance"
+                case "one": "this build, 1 instance"
+                default: "this build, 2 instances (sum)"
+                }
+            return [
+                name + result.rank,
+                "\(formatted(Double(run.log.count)))/\(formatted(run.expected(duration: duration)))",
                 optional(run.log.meanGap, 3), optional(run.log.maxGap, 3), "\(run.log.gapsOverLimit)", "\(run.log.doubled)",
                 optional(run.cpuPerSnapshot, 2, scale: 1000), optional(run.steadyCPUPerSnapshot, 2, scale: 1000),
                 run.measurements.map { formatted(megabytes($0.atEnd.memory.peakResidentKB), decimals: 1) }
                     .joined(separator: " + "),
                 optional(run.repositoryPerSnapshot, 1, scale: 1000), optional(run.steadyRepositoryPerSnapshot, 1, scale: 1000),
+                formatted(run.othersCPUSeconds, decimals: 1),
             ]
         }
         print("1. One instance of this build against the baseline binary")
@@ -188,65 +254,70 @@ struct FleetBench: AsyncParsableCommand {
             table(
                 [
                     "run", "snapshots/expected", "mean gap s", "max gap s", "gaps > F+1", "gaps < F/2", "CPU ms/snap",
-                    "steady ms/snap", "peak RSS MB", "repo CPU ms/snap", "steady repo ms/snap",
+                    "steady ms/snap", "peak RSS MB", "repo CPU ms/snap", "steady repo ms/snap", "others' CPU s",
                 ], rows))
         print(
             """
 
             CPU: user+sys of the collector(s) per snapshot landed; steady: from one period in. repo CPU: the repository
             cluster's (postmaster, backends alive or reaped: /proc) per snapshot landed. gaps < F/2: a server snapshotted
-            twice in one period.
+            twice in one period. others' CPU: the machine's other processes during the run (noise: compare runs with little).
             """)
-        guard let baseline else {
-            print("(no --baseline-collector: no baseline run)\n")
+        let baselines = results.filter { $0.kind == "baseline" }.map(\.run)
+        let ones = results.filter { $0.kind == "one" }.map(\.run)
+        guard !baselines.isEmpty, !ones.isEmpty else {
+            print("(no baseline run, or no run of one instance of this build: nothing to compare)\n")
             return
         }
         let figures: [(String, Double?)] = [
-            ("CPU per snapshot", ratio(one.cpuPerSnapshot, baseline.cpuPerSnapshot)),
-            ("steady", ratio(one.steadyCPUPerSnapshot, baseline.steadyCPUPerSnapshot)),
+            ("CPU per snapshot", ratio(mean(ones, \.cpuPerSnapshot), mean(baselines, \.cpuPerSnapshot))),
+            ("steady", ratio(mean(ones, \.steadyCPUPerSnapshot), mean(baselines, \.steadyCPUPerSnapshot))),
+            ("peak RSS", ratio(mean(ones, peakKB), mean(baselines, peakKB))),
             (
-                "peak RSS",
-                ratio(
-                    Double(one.measurements[0].atEnd.memory.peakResidentKB),
-                    Double(baseline.measurements[0].atEnd.memory.peakResidentKB))
+                "repository CPU per snapshot",
+                ratio(mean(ones, \.repositoryPerSnapshot), mean(baselines, \.repositoryPerSnapshot))
             ),
-            ("repository CPU per snapshot", ratio(one.repositoryPerSnapshot, baseline.repositoryPerSnapshot)),
-            ("steady", ratio(one.steadyRepositoryPerSnapshot, baseline.steadyRepositoryPerSnapshot)),
+            ("steady", ratio(mean(ones, \.steadyRepositoryPerSnapshot), mean(baselines, \.steadyRepositoryPerSnapshot))),
         ]
+        let over = ones.count == 1 && baselines.count == 1 ? "" : " (means of \(ones.count) and \(baselines.count) runs)"
         print(
-            "this build / baseline, 1 instance: "
+            "this build / baseline, 1 instance\(over): "
                 + figures.map { "\($0.0) \(optional($0.1, 3))x" }.joined(separator: ", "))
         let same = figures.allSatisfy { ($0.1 ?? .infinity) <= Self.sameCostRatio }
         print(
             "target  1 instance costs what the baseline does (each ratio at most \(formatted(Self.sameCostRatio, decimals: 1))x)   "
                 + verdict(same))
+        func held(_ run: ScaleRun) -> Bool {
+            run.log.cadenceHeld && run.log.doubled == 0 && run.log.serversSnapshotted == servers
+        }
         print(
             "target  1 instance, cadence held (mean gap within 0.5 %, no gap above F+1, none under F/2; baseline: "
-                + "\(baseline.log.cadenceHeld && baseline.log.doubled == 0 ? "held" : "not held"))   "
-                + verdict(one.log.cadenceHeld && one.log.doubled == 0 && one.log.serversSnapshotted == servers))
+                + "\(baselines.allSatisfy(held) ? "held" : "not held"))   " + verdict(ones.allSatisfy(held)))
         print("")
     }
 
-    /// 2. Two instances against one.
-    private func reportSplit(one: ScaleRun, two: ScaleRun, fleet: FleetShape) {
-        let alone = one.measurements[0]
-        let aloneSteady = one.steadyCPUSeconds(0)
+    /// 2. Two instances against one (the mean of the runs of one instance).
+    private func reportSplit(_ label: String, two: ScaleRun, fleet: FleetShape, alone: [ScaleRun]) {
+        let aloneSteady = mean(alone) { $0.steadyCPUSeconds(0) }
+        let alonePeak = mean(alone, peakKB)
         func memoryColumns(_ measurement: DaemonMeasurement) -> [String] {
             let memory = measurement.atEnd.memory
             return [
                 formatted(megabytes(memory.peakResidentKB), decimals: 1),
-                optional(ratio(Double(memory.peakResidentKB), Double(alone.atEnd.memory.peakResidentKB)), 2),
+                optional(ratio(Double(memory.peakResidentKB), alonePeak), 2),
                 formatted(megabytes(memory.residentKB), decimals: 1), formatted(megabytes(memory.anonymousKB), decimals: 1),
                 formatted(megabytes(memory.fileKB), decimals: 1),
             ]
         }
-        var rows = [
-            [
-                "1 instance", "-", "\(servers)", formatted(alone.atEnd.totalCPUSeconds, decimals: 2),
-                formatted(alone.atEnd.totalCPUSeconds / one.elapsed * 100, decimals: 1), optional(aloneSteady, 2), "1.00",
+        var rows = alone.map { one in
+            let measurement = one.measurements[0]
+            return [
+                "1 instance", "-", "\(servers)", formatted(measurement.atEnd.totalCPUSeconds, decimals: 2),
+                formatted(measurement.atEnd.totalCPUSeconds / one.elapsed * 100, decimals: 1),
+                optional(one.steadyCPUSeconds(0), 2), optional(ratio(one.steadyCPUSeconds(0), aloneSteady), 2),
                 optional(one.steadyCPUPerSnapshot, 2, scale: 1000),
-            ] + memoryColumns(alone) + ["-"]
-        ]
+            ] + memoryColumns(measurement) + ["-"]
+        }
         let steadyLog = two.steadyLog
         var steadyRatios: [Double?] = []
         var peakRatios: [Double?] = []
@@ -256,8 +327,7 @@ struct FleetBench: AsyncParsableCommand {
             let steady = two.steadyCPUSeconds(index)
             let landed = steadyLog.map { log in log.entries.filter { owned.contains($0.srvid) }.count }
             steadyRatios.append(ratio(steady, aloneSteady))
-            peakRatios.append(
-                ratio(Double(measurement.atEnd.memory.peakResidentKB), Double(alone.atEnd.memory.peakResidentKB)))
+            peakRatios.append(ratio(Double(measurement.atEnd.memory.peakResidentKB), alonePeak))
             rows.append(
                 [
                     "2 instances, #\(index + 1)\(member == fleet.leader ? " (leader)" : "")", "\(member)", "\(owned.count)",
@@ -266,13 +336,13 @@ struct FleetBench: AsyncParsableCommand {
                     optional(ratio(steady, aloneSteady), 2), optional(ratio(steady, landed.map(Double.init)), 2, scale: 1000),
                 ] + memoryColumns(measurement) + ["\(fleet.givenUp[index])"])
         }
-        print("2. Two instances of this build against one (started together; the split as pg_locks shows it at the end)")
+        print(
+            "2. Two instances of this build against one (\(label): started together; the split as pg_locks shows it at the end)")
         print(
             table(
                 [
                     "run", "member", "servers", "CPU s", "CPU %", "steady CPU s", "x 1", "steady ms/snap", "peak RSS MB",
-                    "x 1", "RSS end MB",
-                    "anon MB", "file MB", "servers given up",
+                    "x 1", "RSS end MB", "anon MB", "file MB", "servers given up",
                 ], rows))
         let steadyExpected = Double(servers) * (duration - Double(frequency)) / Double(frequency)
         let perServer = Dictionary(grouping: steadyLog?.entries ?? [], by: \.srvid).mapValues(\.count)
@@ -280,8 +350,8 @@ struct FleetBench: AsyncParsableCommand {
         print(
             """
 
-            CPU %: of one core over the run; steady CPU s: from one period in to the end (x 1: against the 1 instance's),
-            per snapshot of the servers it owns at the end;
+            CPU %: of one core over the run; steady CPU s: from one period in to the end (x 1: against the mean of the
+            1 instance runs), per snapshot of the servers it owns at the end;
             servers given up: handed to the other instance while they divided the servers at start.
             cadence, 2 instances: \(formatted(Double(two.log.count)))/\(formatted(two.expected(duration: duration))) snapshots, \
             mean gap \(optional(two.log.meanGap, 3)) s, max gap \(optional(two.log.maxGap, 3)) s, \
@@ -309,11 +379,12 @@ struct FleetBench: AsyncParsableCommand {
     }
 
     /// 3. The takeover of a SIGKILLed instance's servers.
-    private func reportTakeover(_ takeover: Takeover) {
+    private func reportTakeover(_ label: String, _ takeover: Takeover) {
         let limit = Double(frequency) + Self.takeoverMargin
         let gaps = takeover.gaps
         let resumed = takeover.resumeSeconds
-        print("3. SIGKILL of instance #\(takeover.victim + 1)\(takeover.victimWasLeader ? " (the leader)" : "")")
+        print(
+            "3. SIGKILL of instance #\(takeover.victim + 1)\(takeover.victimWasLeader ? " (the leader)" : "") of \(label)")
         print(
             """
             it owned \(takeover.orphans.count) server(s); the survivor (#\(takeover.survivor + 1)) held all \(servers) \
@@ -479,13 +550,5 @@ struct Takeover {
             $0.daemon.standardError().components(separatedBy: "Could not lock the powa_snapshot_metas record").count - 1
         }.reduce(0, +)
         return takeover
-    }
-}
-
-extension Optional {
-    /// `map` with an async transform.
-    func asyncMap<T>(_ transform: (Wrapped) async throws -> T) async rethrows -> T? {
-        guard let value = self else { return nil }
-        return try await transform(value)
     }
 }
