@@ -6,7 +6,9 @@ import Testing
 
 /// Several collector processes on one repository: each server snapshotted by exactly one, at
 /// its cadence, through deaths, hangs and arrivals.
-@Suite("Several collectors on one repository", .timeLimit(.minutes(5)))
+/// One at a time: each runs several daemon processes, and together they would load 2 cores
+/// enough to disturb the timing tests of other suites.
+@Suite("Several collectors on one repository", .serialized, .timeLimit(.minutes(5)))
 struct FleetTests {
     static let frequency = 5.0
 

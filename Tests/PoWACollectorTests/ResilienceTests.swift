@@ -130,8 +130,11 @@ struct ResilienceTests {
         // snapshots' durations (over a second for PoWA 5 on a loaded 2-core machine running the
         // suite); a healthy server held up by the hung one would wait for its timeout (3 or 10 s)
         // or lose a whole period.
+        // (PoWA 5: ±3 s, its snapshots' durations vary more under load; still well short of
+        // its 10 s timeout.)
+        let tolerance = major == .five ? 3.0 : 2.0
         for (earlier, later) in zip(times, times.dropFirst()) {
-            #expect(abs(later - earlier - 5) <= 2, "gap \(later - earlier)")
+            #expect(abs(later - earlier - 5) <= tolerance, "gap \(later - earlier)")
         }
         #expect(try await repository.errors(hung).contains("snapshot timed out while reading hung_src"))
         #expect(try await repository.snapts(hung) == nil)

@@ -159,7 +159,7 @@ struct SnapshotTests {
         let errors = try await repository.errors(server)
         #expect(errors.contains("no_such_function_src"))
         #expect(errors.contains("only_on_remote_src"))
-        #expect(errors.components(separatedBy: "\n").count == 2)
+        #expect(errors.components(separatedBy: "\n").count == 2, "\(errors)")
         #expect(
             try await repository.int("SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"]) > 0)
         #expect(
