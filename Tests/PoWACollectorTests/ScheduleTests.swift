@@ -23,7 +23,7 @@ struct ScheduleTests {
         #expect(schedule.nextDue == now + .seconds(15))
     }
 
-    @Test("a recent snapshot keeps its phase; an old or unknown one gets a random offset")
+    @Test("a recent snapshot keeps its phase; one older than two periods, or none, gets a random offset")
     func startingPhase() {
         let now = ContinuousClock.now
         let recent = SnapshotSchedule.starting(frequency: .seconds(60), lastSnapshot: .secondsAgo(20), now: now)
@@ -38,6 +38,32 @@ struct ScheduleTests {
         }
         #expect(offsets.allSatisfy { $0 >= .zero && $0 < .seconds(60) })
         #expect(Set(offsets).count > 1)
+    }
+
+    @Test("a snapshot that fell due before the worker started runs within 5 s, before a period is lost")
+    func startingLate() {
+        let now = ContinuousClock.now
+        // 70 s old at frequency 60: due 10 s ago, so within 5 s, spread.
+        let late = (0..<50).map { _ in
+            SnapshotSchedule.starting(frequency: .seconds(60), lastSnapshot: .secondsAgo(70), now: now).nextDue - now
+        }
+        #expect(late.allSatisfy { $0 >= .zero && $0 < .seconds(5) }, "\(late)")
+        #expect(Set(late).count > 1)
+        let latest = SnapshotSchedule.starting(
+            frequency: .seconds(60), lastSnapshot: .secondsAgo(70), now: now, randomFraction: 0.999)
+        #expect(latest.nextDue - now < .seconds(5))
+        // 118 s old: only 2 s are left before a period is lost.
+        let nearlyLost = SnapshotSchedule.starting(
+            frequency: .seconds(60), lastSnapshot: .secondsAgo(118), now: now, randomFraction: 0.999)
+        #expect(nearlyLost.nextDue - now < .seconds(2))
+        // Exactly one period old: due now, within the window.
+        let due = SnapshotSchedule.starting(
+            frequency: .seconds(60), lastSnapshot: .secondsAgo(60), now: now, randomFraction: 0.5)
+        #expect(due.nextDue == now + .milliseconds(2500))
+        // Two periods or more: the random phase again.
+        let lost = SnapshotSchedule.starting(
+            frequency: .seconds(60), lastSnapshot: .secondsAgo(120), now: now, randomFraction: 0.5)
+        #expect(lost.nextDue == now + .seconds(30))
     }
 
     @Test("at frequency 5 for 40 s, consecutive snapts are 5 s apart within 0.3 s")
@@ -70,5 +96,30 @@ struct ScheduleTests {
         let next = try #require(try await repository.waitForSnapshots(server, count: 1, after: last).first)
         try await after.stop()
         #expect(abs(next - last - 5) <= 0.3, "the restarted collector snapshotted \(next - last) s after the last one")
+    }
+
+    @Test("a collector started when a snapshot is overdue, but less than two periods, takes it within 5 s")
+    func lateSnapshotRunsAtOnce() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        var servers: [Int] = []
+        for hostname in ["127.0.0.1", "localhost"] {
+            for port in bed.remotePorts {
+                servers.append(try await repository.register(port: port, hostname: hostname, frequency: 20))
+            }
+        }
+        // As a hand-over or a short restart leaves them: last snapshot 25 s ago, due 5 s ago.
+        try await repository.execute("UPDATE powa_snapshot_metas SET snapts = now() - interval '25 s'")
+        let staged = try #require(try await repository.snapts(servers[0]))
+        let collector = RunningCollector(repository: repository)
+        var delays: [Double] = []
+        for server in servers {
+            let next = try await repository.waitForSnapshots(server, count: 1, after: staged, timeout: .seconds(30))
+            delays.append((next.first ?? .infinity) - staged - 25)
+        }
+        try await collector.stop()
+        // The window is 5 s from the worker's start, which takes a little on a loaded machine;
+        // a random phase would put each anywhere in the next 20 s.
+        #expect(delays.allSatisfy { $0 <= 5 + 3 }, "seconds after the collector started: \(delays)")
     }
 }

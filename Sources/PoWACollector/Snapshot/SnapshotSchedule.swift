@@ -10,20 +10,36 @@ struct SnapshotSchedule: Sendable, Equatable {
         self.origin = origin
     }
 
-    /// The first schedule of a worker: in phase with the last snapshot when it is recent (so a
-    /// restarted collector keeps the cadence), else at a random offset in [0, frequency), so
-    /// that many servers do not snapshot at once.
+    /// The first schedule of a worker, from the age of the server's last snapshot:
+    /// - less than a period: in phase with it, so a restarted collector or a server's new owner
+    ///   keeps the cadence;
+    /// - one to two periods: the snapshot that fell due meanwhile (during a hand-over, or a
+    ///   short restart) runs within `catchUpWindow`, early enough that no period is lost,
+    ///   spread so that the servers of a whole collector do not all start in the same instant;
+    /// - older, or none: at a random offset in [0, frequency), so that many servers do not
+    ///   snapshot at once after a long outage.
     static func starting(
         frequency: Duration,
         lastSnapshot: LastSnapshot,
         now: ContinuousClock.Instant,
         randomFraction: Double = .random(in: 0..<1)
     ) -> SnapshotSchedule {
-        if case .secondsAgo(let age) = lastSnapshot, age >= 0, Duration.seconds(age) < frequency {
-            return SnapshotSchedule(frequency: frequency, origin: now + (frequency - .seconds(age)))
+        if case .secondsAgo(let seconds) = lastSnapshot, seconds >= 0 {
+            let age = Duration.seconds(seconds)
+            if age < frequency {
+                return SnapshotSchedule(frequency: frequency, origin: now + (frequency - age))
+            }
+            if age < frequency * 2 {
+                let window = min(frequency * 2 - age, catchUpWindow)
+                return SnapshotSchedule(frequency: frequency, origin: now + window * randomFraction)
+            }
         }
         return SnapshotSchedule(frequency: frequency, origin: now + frequency * randomFraction)
     }
+
+    /// How long a late snapshot may wait at most after its worker starts: short against any
+    /// frequency powa allows (a minute by default), long enough to spread a thousand workers.
+    static let catchUpWindow = Duration.seconds(5)
 
     /// When the next snapshot is due.
     var nextDue: ContinuousClock.Instant { origin + frequency * index }
