@@ -395,11 +395,11 @@ struct FleetBench: AsyncParsableCommand {
             median \(optional(quantile(resumed, 0.5), 2)) s: a server is due at its own phase)
             orphans' gap across the kill (snapts to snapts): median \(optional(quantile(gaps, 0.5), 3)) s, \
             p99 \(optional(quantile(gaps, 0.99), 3)) s, max \(optional(gaps.max(), 3)) s; \
-            \(gaps.filter { $0 > Double(frequency) + 1 && $0 <= Double(frequency) + Self.takeoverMargin }.count) in \
-            (F+1, F+\(formatted(Self.takeoverMargin))], \(gaps.filter { $0 > Double(frequency) + Self.takeoverMargin }.count) \
-            above F+\(formatted(Self.takeoverMargin)) (a new phase: a period without a snapshot), \
-            \(gaps.filter { $0 < Double(frequency) / 2 }.count) under F/2
-            \(takeover.rephasedLine(limit: Double(frequency) + Self.takeoverMargin))
+            \(gaps.filter { $0 <= Double(frequency) + 1 }.count) on phase (up to F+1), \
+            \(gaps.filter { $0 > Double(frequency) + 1 && $0 < 2 * Double(frequency) }.count) late (due during the \
+            hand-over, run at once), \(gaps.filter { $0 >= 2 * Double(frequency) }.count) at 2F or more (a period \
+            lost), \(gaps.filter { $0 < Double(frequency) / 2 }.count) under F/2
+            \(takeover.rephasedLine(limit: Double(frequency) + 1))
             whole run and takeover: \(takeover.wholeLog.doubled) gap(s) under F/2 (a server snapshotted twice in a \
             period), \(takeover.wholeLog.errors.count) server(s) with powa_snapshot_metas.errors, \
             \(takeover.concurrentSnapshotErrors) "Could not lock the powa_snapshot_metas record" in the logs
@@ -411,10 +411,10 @@ struct FleetBench: AsyncParsableCommand {
                 + "(\(formatted(limit)) s): max \(optional(resumed.max(), 2)) s   "
                 + verdict(resumed.count == takeover.orphans.count && (resumed.max() ?? .infinity) <= limit))
         print(
-            "target  no server snapshotted twice in a period, none missed across the kill   "
+            "target  no server snapshotted twice in a period, none lost a period across the kill (gap < 2F)   "
                 + verdict(
                     takeover.wholeLog.doubled == 0 && gaps.count == takeover.orphans.count
-                        && gaps.allSatisfy { $0 <= Double(frequency) + 1 }))
+                        && gaps.allSatisfy { $0 < 2 * Double(frequency) }))
     }
 }
 
@@ -489,7 +489,7 @@ struct Takeover {
             guard let low = values.min(), let high = values.max() else { return "none" }
             return "\(formatted(low, decimals: 1)) to \(formatted(high, decimals: 1)) s"
         }
-        return "due (last snapshot + F) from the kill: those with a gap above \(formatted(limit)) s \(range(rephased)), "
+        return "due (last snapshot + F) from the kill: those late (gap above \(formatted(limit)) s) \(range(rephased)), "
             + "the others \(range(others))"
     }
 

@@ -54,6 +54,40 @@ struct QueryTextTests {
         #expect(try await repository.errors(server) == "")
     }
 
+    @Test(
+        "statements deleted from powa_statements while powa_take_snapshot runs: that snapshot rolls back, the next sends every text",
+        arguments: PoWAMajor.allCases)
+    func lostDuringTheSnapshot(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[0], frequency: 5)
+        let running = RunningCollector(repository: repository)
+        _ = try await repository.waitForSnapshots(server, count: 2)
+        // After the repair's check, inside powa_take_snapshot (its first UPDATE of
+        // powa_snapshot_metas): the server's statements go, once (a sequence, which the
+        // rollback does not undo).
+        try await repository.execute(
+            """
+            CREATE SEQUENCE lose_texts_once;
+            CREATE FUNCTION lose_texts() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$
+            BEGIN
+                IF pg_catalog.nextval('lose_texts_once') = 1 THEN
+                    DELETE FROM powa_statements WHERE srvid = NEW.srvid;
+                END IF;
+                RETURN NEW;
+            END $$;
+            CREATE TRIGGER lose_texts BEFORE UPDATE ON powa_snapshot_metas FOR EACH ROW
+                WHEN (NEW.coalesce_seq <> OLD.coalesce_seq) EXECUTE FUNCTION lose_texts();
+            """)
+        #expect(try await running.waitForLog("whose texts it left out"), "\(running.logs.lines.suffix(20))")
+        let failedAt = try #require(try await repository.snapts(server))
+        _ = try await repository.waitForSnapshots(server, count: 1, after: failedAt)
+        try await running.stop()
+        #expect(
+            try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1 AND query = ''", ["\(server)"]) == 0)
+        #expect(try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1", ["\(server)"]) > 0)
+    }
+
     @Test("skip_known_query_texts off: every text at every snapshot, as the Python collector")
     func turnedOff() async throws {
         let bed = try await TestBed.shared()

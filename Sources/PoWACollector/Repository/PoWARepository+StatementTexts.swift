@@ -80,17 +80,18 @@ extension PoWARepository {
         ).affectedRows ?? 0
     }
 
-    /// The statements of a server that this transaction stored in `powa_statements` with an
-    /// empty text, folded.
-    func statementsStoredWithoutText(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Set<UInt64> {
-        let rows = try await connection.query(
-            """
-            SELECT userid, dbid, queryid FROM \(powa("powa_statements"))
-            WHERE srvid = $1 AND query = ''
-              AND xmin::text::bigint = pg_catalog.txid_current() % 4294967296
-            """, ["\(serverID)"], deadline: deadline
-        ).rows
-        return try Self.foldedKeys(rows)
+    /// The statements of server `serverID` (an SQL expression) that this transaction stored in
+    /// `powa_statements` with an empty text (the repair missed them: deleted from
+    /// `powa_statements` after it), as `select` (an aggregate of userid, dbid and queryid).
+    /// powa_take_snapshot stores them in subtransactions (each function in an EXCEPTION
+    /// block), whose xids come after this transaction's own: `age(xmin)`, counted from this
+    /// transaction's xid, is 0 or negative for exactly those rows (and for rows of
+    /// transactions begun since, which the server's row lock keeps from this server).
+    func storedWithoutText(serverID: String, as select: String) -> String {
+        """
+        SELECT \(select) FROM \(powa("powa_statements"))
+        WHERE srvid = \(serverID) AND query = '' AND pg_catalog.age(xmin) <= 0
+        """
     }
 
     /// Rows of (userid, dbid, queryid), folded.

@@ -158,20 +158,43 @@ struct PoWARepository {
         return (SnapshotMark(mark), try row.decodeIfPresent(1, as: Double.self))
     }
 
+    /// What the last statement of a snapshot's transaction found.
+    struct SnapshotFinish {
+        /// The membership session still holds the server's lock (always true without a fence).
+        var owned: Bool
+        /// The server's `snapts` now.
+        var mark: SnapshotMark?
+        /// The statements this transaction stored in `powa_statements` with an empty text,
+        /// folded (asked for only when texts were left out).
+        var storedWithoutText: Set<UInt64> = []
+    }
+
     /// The last statement of a snapshot's transaction: renames the session back (powa renamed
-    /// it), and returns whether the membership session `memberPID` still holds the server's
-    /// lock (nil: no fence, always true) and the server's `snapts` now.
+    /// it), checks the fence (the membership session `memberPID` still holds the server's
+    /// lock; nil: no fence), reads the server's `snapts`, and, with `checkingTexts`, which
+    /// statements were stored without a text (`statementsStoredWithoutText`): one round trip
+    /// for all of it.
     func finishSnapshot(
-        serverID: Int, applicationName: String, memberPID: Int32?, deadline: ContinuousClock.Instant?
-    ) async throws -> (owned: Bool, mark: SnapshotMark?) {
+        serverID: Int, applicationName: String, memberPID: Int32?, checkingTexts: Bool,
+        deadline: ContinuousClock.Instant?
+    ) async throws -> SnapshotFinish {
         let fence = memberPID == nil ? "true" : FleetLocks.ownsServer
+        let keys = "pg_catalog.string_agg(userid || ' ' || dbid || ' ' || queryid, ',')"
+        let texts = checkingTexts ? "(\(storedWithoutText(serverID: "$2", as: keys)))" : "NULL"
         let row = try await connection.query(
             """
             SELECT pg_catalog.set_config('application_name', $1, false) IS NOT NULL AND \(fence),
-                   (SELECT \(SnapshotMark.expression) FROM \(powa("powa_snapshot_metas")) WHERE srvid = $2)
+                   (SELECT \(SnapshotMark.expression) FROM \(powa("powa_snapshot_metas")) WHERE srvid = $2),
+                   \(texts)
             """, [applicationName, "\(serverID)"] + (memberPID.map { ["\($0)"] } ?? []), deadline: deadline
         ).rows[0]
-        return (row[0] == "t", row[1].map(SnapshotMark.init))
+        var finish = SnapshotFinish(owned: row[0] == "t", mark: row[1].map(SnapshotMark.init))
+        for key in (row[2] ?? "").split(separator: ",") {
+            let ids = key.split(separator: " ").compactMap { Int64($0) }
+            guard ids.count == 3 else { throw PostgresDecodingError(column: 2, text: String(key), type: "statement key") }
+            finish.storedWithoutText.insert(StatementKey.folded(userid: ids[0], dbid: ids[1], queryid: ids[2]))
+        }
+        return finish
     }
 
     /// Turns the staged rows into history; returns the number of errors powa met.

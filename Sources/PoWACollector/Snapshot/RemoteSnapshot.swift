@@ -183,24 +183,22 @@ struct RemoteSnapshot {
                 let taking = ContinuousClock.now
                 outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
                 metrics?.takeSnapshotDuration(.now - taking)
-                if !outcome.elidedStatements.isEmpty {
-                    // A statement powa stored in this transaction with a text we left out
-                    // (deleted from powa_statements after the repair) rolls it all back.
-                    let stored = try await repository.statementsStoredWithoutText(serverID: server.id, deadline: deadline)
-                    if !stored.isDisjoint(with: outcome.elidedStatements) {
-                        outcome.statementTextsFailed = true
-                        throw Failure.repository(
-                            StatementTextsLost(
-                                "statements of powa_statements were deleted during the snapshot, whose texts it left out"))
-                    }
-                }
                 try await repository.appendErrors(serverID: server.id, outcome.errors, deadline: deadline)
                 // The last word, the fence: this collector still owns the server (its membership
                 // session holds the server's lock), else nothing lands. The session is renamed
                 // back too: powa_take_snapshot renamed it 'PoWA - ...', which powa-web would take
                 // for the repository's own background worker.
                 let finish = try await repository.finishSnapshot(
-                    serverID: server.id, applicationName: applicationName, memberPID: fence, deadline: deadline)
+                    serverID: server.id, applicationName: applicationName, memberPID: fence,
+                    checkingTexts: !outcome.elidedStatements.isEmpty, deadline: deadline)
+                // A statement powa stored in this transaction with a text we left out (deleted
+                // from powa_statements after the repair) rolls it all back.
+                if !finish.storedWithoutText.isDisjoint(with: outcome.elidedStatements) {
+                    outcome.statementTextsFailed = true
+                    throw Failure.repository(
+                        StatementTextsLost(
+                            "statements of powa_statements were deleted during the snapshot, whose texts it left out"))
+                }
                 guard finish.owned else { throw Failure.superseded(.notOwned) }
                 outcome.mark = finish.mark
             }
@@ -284,11 +282,15 @@ struct RemoteSnapshot {
     private func repairStatementTexts(
         remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
     ) async throws {
+        guard let remoteSchema = remote.extensions.schema(of: "powa") else { return }
+        // The check alone, outside a savepoint: it only reads, and it is all most snapshots
+        // need (a savepoint would cost two more round trips to each of them).
+        let missing = try await repository.statementsMissingText(serverID: server.id, deadline: deadline)
+        guard !missing.isEmpty else { return }
         do {
-            guard let remoteSchema = remote.extensions.schema(of: "powa") else { return }
             let repair = try await repository.connection.inSavepoint("powa_texts", deadline: deadline) {
                 try await StatementTextRepair(serverID: server.id, deadline: deadline, logger: logger)
-                    .run(remote: remote.connection, remoteSchema: remoteSchema, repository: repository)
+                    .run(missing: missing, remote: remote.connection, remoteSchema: remoteSchema, repository: repository)
             }
             outcome.restoredTexts = repair.restored
         } catch {

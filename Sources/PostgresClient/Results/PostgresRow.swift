@@ -31,6 +31,13 @@ public struct PostgresDecodingError: Error, Sendable, CustomStringConvertible {
     public let column: Int
     public let text: String?
     public let type: String
+
+    /// `text` of column `column` is not a valid `type` (NULL when nil).
+    public init(column: Int, text: String?, type: String) {
+        self.column = column
+        self.text = text
+        self.type = type
+    }
     public var description: String {
         if let text {
             "column \(column): \(String(reflecting: text)) is not a valid \(type)"

@@ -18,10 +18,12 @@ struct StatementTextRepair {
         var dropped = 0
     }
 
+    /// `missing`: the staged statements to repair (`PoWARepository.statementsMissingText`);
     /// `remoteSchema`: powa's quoted schema on the remote, whose `powa_statements_src` gives the
     /// texts.
-    func run(remote: PostgresConnection, remoteSchema: String, repository: PoWARepository) async throws -> Result {
-        let missing = try await repository.statementsMissingText(serverID: serverID, deadline: deadline)
+    func run(missing: [MissingText], remote: PostgresConnection, remoteSchema: String, repository: PoWARepository)
+        async throws -> Result
+    {
         guard !missing.isEmpty else { return Result() }
         try await repository.createRestoredTextsTable(deadline: deadline)
         // Integers the repository returned, printed by us: the list is safe to inline (COPY
