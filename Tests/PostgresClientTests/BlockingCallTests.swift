@@ -14,6 +14,11 @@ struct BlockingCallTests {
         let results = Mutex<[Int]>([])
     }
 
+    /// How many calls run now, and the most that ran at once.
+    final class Concurrency: Sendable {
+        let calls = Mutex((now: 0, most: 0))
+    }
+
     @Test("a call that outlives its deadline: the caller returns at the deadline, the call's result is released later")
     func deadline() async throws {
         let abandoned = Abandoned()
@@ -78,7 +83,9 @@ struct BlockingCallTests {
         #expect(ran.results.withLock { $0 }.isEmpty)
     }
 
-    @Test("at most so many calls at once, abandoned ones included; the next is refused at once, then served again")
+    @Test(
+        "at most so many calls at once, abandoned ones included; the next waits for a slot until its deadline, or is served when one frees"
+    )
     func overload() async throws {
         let slots = BlockingCall.Slots(maximum: 5)
         let abandoned = Abandoned()
@@ -93,22 +100,67 @@ struct BlockingCallTests {
             }
             guard case .timedOut = outcome else { Issue.record("\(outcome)"); return }
         }
+        // No slot before its deadline: refused at the deadline, not before, not much after.
         let started = ContinuousClock.now
-        let refused = await BlockingCall.run(until: .now + .seconds(5), slots: slots) {
+        let refused = await BlockingCall.run(until: .now + .milliseconds(300), slots: slots) {
             1
         } abandoned: { _ in
         }
+        let waited = ContinuousClock.now - started
         guard case .overloaded = refused else { Issue.record("\(refused)"); return }
-        #expect(ContinuousClock.now - started < .milliseconds(100))
+        #expect(waited >= .milliseconds(300) && waited < .milliseconds(1500), "\(waited)")
+        // A cancelled waiter leaves at once.
+        let cancelled = Task {
+            await BlockingCall.run(until: .now + .seconds(30), slots: slots) {
+                3
+            } abandoned: { _ in
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
+        let cancelling = ContinuousClock.now
+        cancelled.cancel()
+        guard case .cancelled = await cancelled.value else { Issue.record("not cancelled"); return }
+        #expect(ContinuousClock.now - cancelling < .milliseconds(500))
+        // One waiting when the slots free is served.
+        let waiting = Task {
+            await BlockingCall.run(until: .now + .seconds(10), slots: slots) {
+                2
+            } abandoned: { _ in
+            }
+        }
+        try await Task.sleep(for: .milliseconds(50))
         release.results.withLock { $0.append(1) }
+        guard case .finished(2) = await waiting.value else { Issue.record("the waiting call was not served"); return }
         #expect(
             try await eventually(timeout: .seconds(5)) {
                 abandoned.results.withLock { $0.count } == slots.maximum
             })
-        let served = await BlockingCall.run(until: .now + .seconds(5), slots: slots) {
-            2
-        } abandoned: { _ in
+    }
+
+    @Test("a storm of calls (a thousand workers starting) takes turns: every one served, never more at once than the slots")
+    func storm() async throws {
+        let slots = BlockingCall.Slots(maximum: 4)
+        let running = Concurrency()
+        let outcomes = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<40 {
+                group.addTask {
+                    let outcome = await BlockingCall.run(until: .now + .seconds(20), slots: slots) {
+                        running.calls.withLock {
+                            $0.now += 1
+                            $0.most = max($0.most, $0.now)
+                        }
+                        Thread.sleep(forTimeInterval: 0.02)
+                        running.calls.withLock { $0.now -= 1 }
+                        return 1
+                    } abandoned: { _ in
+                    }
+                    if case .finished = outcome { return true }
+                    return false
+                }
+            }
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
         }
-        guard case .finished(2) = served else { Issue.record("\(served)"); return }
+        #expect(outcomes.count == 40 && outcomes.allSatisfy { $0 })
+        #expect(running.calls.withLock { $0.most } <= slots.maximum)
     }
 }

@@ -165,7 +165,7 @@ public final class PostgresConnection {
             throw PostgresError(
                 code: .connectionFailed,
                 message:
-                    "\(BlockingCall.Slots.shared.maximum) connection steps (host name lookups) are already waiting: is the DNS server answering?"
+                    "could not connect within \(timeout): \(BlockingCall.Slots.shared.maximum) connection steps (host name lookups) were running all that time: is the DNS server answering?"
             )
         }
     }

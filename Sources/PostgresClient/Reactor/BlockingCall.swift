@@ -15,29 +15,9 @@ enum BlockingCall {
         case timedOut
         /// The waiting task was cancelled first; the call goes on without its caller.
         case cancelled
-        /// Not started: its `Slots` are all taken (abandoned calls included).
+        /// Not started: its `Slots` stayed all taken (abandoned calls included) until the
+        /// deadline.
         case overloaded
-    }
-
-    /// How many calls with a deadline may run at once. Abandoned calls keep their thread until
-    /// they end (a dead DNS server: the resolver's own timeout, up to 30 s), so a thousand
-    /// servers retrying against it would otherwise pile up thousands of threads.
-    final class Slots: Sendable {
-        let maximum: Int
-        private let running = Atomic<Int>(0)
-
-        init(maximum: Int) { self.maximum = maximum }
-
-        /// The process's: 64 threads.
-        static let shared = Slots(maximum: 64)
-
-        func take() -> Bool {
-            if running.add(1, ordering: .relaxed).newValue <= maximum { return true }
-            running.subtract(1, ordering: .relaxed)
-            return false
-        }
-
-        func give() { running.subtract(1, ordering: .relaxed) }
     }
 
     static func run<Result: Sendable>(_ body: @escaping @Sendable () -> Result) async -> Result {
@@ -46,8 +26,8 @@ enum BlockingCall {
         }
     }
 
-    /// Runs `body` on its own thread and waits for it until `deadline` or the task's
-    /// cancellation, whichever comes first: a lookup of a host name that hangs (a DNS server
+    /// Runs `body` on its own thread, once one of `slots` is free, and waits for it until
+    /// `deadline` or the task's cancellation, whichever comes first: a lookup of a host name that hangs (a DNS server
     /// that never answers) cannot hold the caller past its deadline, nor past a SIGTERM.
     ///
     /// A thread cannot be stopped, so a call its caller stopped waiting for runs to its end;
@@ -59,7 +39,7 @@ enum BlockingCall {
         _ body: @escaping @Sendable () -> Result,
         abandoned: @escaping @Sendable (Result) -> Void
     ) async -> Outcome<Result> {
-        guard slots.take() else { return .overloaded }
+        guard await slots.take(until: deadline) else { return Task.isCancelled ? .cancelled : .overloaded }
         let race = Race<Result>()
         return await withTaskCancellationHandler {
             await withCheckedContinuation { continuation in
