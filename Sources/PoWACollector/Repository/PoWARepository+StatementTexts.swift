@@ -26,21 +26,16 @@ extension PoWARepository {
             ).rows)
     }
 
-    /// The staged rows of a server whose text was left out although `powa_statements` does
-    /// not know their statement (purged since, deleted by hand, two keys folded alike): their
-    /// `(userid, dbid, queryid)`.
-    func statementsMissingText(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> [MissingText] {
-        try await connection.query(
-            """
-            SELECT DISTINCT t.userid, t.dbid, t.queryid FROM \(powa("powa_statements_src_tmp")) t
-            WHERE t.srvid = $1 AND t.query = '' AND t.queryid IS NOT NULL
-              AND \(knownStatementFilter(staged: "t"))
-            """, ["\(serverID)"], deadline: deadline
-        ).rows.map { row in
-            MissingText(
-                userid: try row.decode(0, as: Int64.self), dbid: try row.decode(1, as: Int64.self),
-                queryid: try row.decode(2, as: Int64.self))
-        }
+    /// The staged rows of server $1 whose text was left out although `powa_statements` does
+    /// not know their statement (purged since, deleted by hand, two keys folded alike), as one
+    /// value: their keys (`MissingText.list`).
+    func statementsMissingTextQuery() -> String {
+        """
+        SELECT pg_catalog.string_agg(DISTINCT t.userid || ' ' || t.dbid || ' ' || t.queryid, ',')
+        FROM \(powa("powa_statements_src_tmp")) t
+        WHERE t.srvid = $1 AND t.query = '' AND t.queryid IS NOT NULL
+          AND \(knownStatementFilter(staged: "t"))
+        """
     }
 
     /// A staged row (alias `staged`, of server $1) whose statement `powa_statements` does not
@@ -134,4 +129,18 @@ struct MissingText: Equatable, Sendable {
     let userid: Int64
     let dbid: Int64
     let queryid: Int64
+
+    var folded: UInt64 { StatementKey.folded(userid: userid, dbid: dbid, queryid: queryid) }
+
+    /// Keys as the repository lists them in one value, "userid dbid queryid" joined by
+    /// commas (NULL: none), from column `column` of a row.
+    static func list(_ text: String?, column: Int) throws(PostgresDecodingError) -> [MissingText] {
+        var keys: [MissingText] = []
+        for key in (text ?? "").split(separator: ",") {
+            let ids = key.split(separator: " ").compactMap { Int64($0) }
+            guard ids.count == 3 else { throw PostgresDecodingError(column: column, text: String(key), type: "statement key") }
+            keys.append(MissingText(userid: ids[0], dbid: ids[1], queryid: ids[2]))
+        }
+        return keys
+    }
 }

@@ -136,26 +136,40 @@ struct PoWARepository {
         return (.secondsAgo(seconds), mark)
     }
 
+    /// How a server's `powa_snapshot_metas` row stood when a snapshot locked it.
+    struct SnapshotRow {
+        var mark: SnapshotMark
+        var secondsAgo: Double?
+        /// Staged statements whose text must be restored first (asked for only when texts
+        /// were left out): `statementsMissingTextQuery`.
+        var missingTexts: [MissingText] = []
+    }
+
     /// Just before `powa_take_snapshot`: locks the server's `powa_snapshot_metas` row for this
     /// transaction unless another transaction holds it (a snapshot of the server committing
     /// elsewhere: nil, powa's own `NOWAIT` would fail), and returns how it stands, with this
     /// transaction's `idle_in_transaction_session_timeout` set to `idleLimit` (a collector that
-    /// hangs holding the row frees it).
-    func lockSnapshotRow(serverID: Int, idleLimit: Duration, deadline: ContinuousClock.Instant?) async throws
-        -> (mark: SnapshotMark, secondsAgo: Double?)?
-    {
+    /// hangs holding the row frees it). With `findingMissingTexts`, the same round trip finds
+    /// the staged statements whose left-out text the repository does not have.
+    func lockSnapshotRow(
+        serverID: Int, idleLimit: Duration, findingMissingTexts: Bool, deadline: ContinuousClock.Instant?
+    ) async throws -> SnapshotRow? {
+        let missing = findingMissingTexts ? "(\(statementsMissingTextQuery()))" : "NULL"
         let rows = try await connection.query(
             """
             SELECT \(SnapshotMark.expression),
                    CASE WHEN snapts = '-infinity' THEN NULL
                         ELSE extract(epoch FROM clock_timestamp() - snapts)::float8 END,
-                   pg_catalog.set_config('idle_in_transaction_session_timeout', $2, true)
+                   pg_catalog.set_config('idle_in_transaction_session_timeout', $2, true),
+                   \(missing)
             FROM \(powa("powa_snapshot_metas")) WHERE srvid = $1
             FOR UPDATE SKIP LOCKED
             """, ["\(serverID)", "\(Int(idleLimit.secondsValue * 1000))"], deadline: deadline
         ).rows
         guard let row = rows.first, let mark = row[0] else { return nil }
-        return (SnapshotMark(mark), try row.decodeIfPresent(1, as: Double.self))
+        return SnapshotRow(
+            mark: SnapshotMark(mark), secondsAgo: try row.decodeIfPresent(1, as: Double.self),
+            missingTexts: try MissingText.list(row[3], column: 3))
     }
 
     /// What the last statement of a snapshot's transaction found.
@@ -188,13 +202,9 @@ struct PoWARepository {
                    \(texts)
             """, [applicationName, "\(serverID)"] + (memberPID.map { ["\($0)"] } ?? []), deadline: deadline
         ).rows[0]
-        var finish = SnapshotFinish(owned: row[0] == "t", mark: row[1].map(SnapshotMark.init))
-        for key in (row[2] ?? "").split(separator: ",") {
-            let ids = key.split(separator: " ").compactMap { Int64($0) }
-            guard ids.count == 3 else { throw PostgresDecodingError(column: 2, text: String(key), type: "statement key") }
-            finish.storedWithoutText.insert(StatementKey.folded(userid: ids[0], dbid: ids[1], queryid: ids[2]))
-        }
-        return finish
+        return SnapshotFinish(
+            owned: row[0] == "t", mark: row[1].map(SnapshotMark.init),
+            storedWithoutText: Set(try MissingText.list(row[2], column: 2).map(\.folded)))
     }
 
     /// Turns the staged rows into history; returns the number of errors powa met.

@@ -168,17 +168,19 @@ struct RemoteSnapshot {
                         remoteDatabases, serverVersionNumber: remote.connection.serverVersionNumber,
                         repository: repository, into: &outcome)
                 }
-                if knownStatements != nil {
-                    try await repairStatementTexts(remote: remote, repository: repository, into: &outcome)
-                }
                 // The fleet's guard: no two snapshots of a server at once, nor two in a period
                 // when it changes hands (the row stays locked until this transaction ends).
+                // The same round trip finds the left-out texts the repository lacks.
                 guard
                     let row = try await repository.lockSnapshotRow(
-                        serverID: server.id, idleLimit: Self.rowIdleLimit, deadline: deadline)
+                        serverID: server.id, idleLimit: Self.rowIdleLimit,
+                        findingMissingTexts: knownStatements != nil, deadline: deadline)
                 else { throw Failure.superseded(.rowBusy) }
                 if let expectedMark, row.mark != expectedMark {
                     throw Failure.superseded(.landedElsewhere(row.mark, secondsAgo: row.secondsAgo))
+                }
+                if !row.missingTexts.isEmpty {
+                    try await repairStatementTexts(row.missingTexts, remote: remote, repository: repository, into: &outcome)
                 }
                 let taking = ContinuousClock.now
                 outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
@@ -280,13 +282,9 @@ struct RemoteSnapshot {
     /// (`StatementTextRepair`); when that fails, those statements are left out of this
     /// snapshot rather than stored without a text.
     private func repairStatementTexts(
-        remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
+        _ missing: [MissingText], remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
     ) async throws {
         guard let remoteSchema = remote.extensions.schema(of: "powa") else { return }
-        // The check alone, outside a savepoint: it only reads, and it is all most snapshots
-        // need (a savepoint would cost two more round trips to each of them).
-        let missing = try await repository.statementsMissingText(serverID: server.id, deadline: deadline)
-        guard !missing.isEmpty else { return }
         do {
             let repair = try await repository.connection.inSavepoint("powa_texts", deadline: deadline) {
                 try await StatementTextRepair(serverID: server.id, deadline: deadline, logger: logger)
