@@ -17,12 +17,15 @@ extension PoWARepository {
         return StatementRowLayout(columns: columns)
     }
 
-    /// The statements of `powa_statements` for a server, folded.
+    /// The statements of `powa_statements` for a server, folded; those stored with an empty
+    /// text are not counted as known, so theirs is always sent (left out, the check after
+    /// `powa_take_snapshot`, which sees every statement of the snapshot rewritten, would take
+    /// them for texts lost in this snapshot and roll every snapshot back).
     func knownStatementKeys(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Set<UInt64> {
         try Self.foldedKeys(
             try await connection.query(
-                "SELECT userid, dbid, queryid FROM \(powa("powa_statements")) WHERE srvid = $1", ["\(serverID)"],
-                deadline: deadline
+                "SELECT userid, dbid, queryid FROM \(powa("powa_statements")) WHERE srvid = $1 AND query <> ''",
+                ["\(serverID)"], deadline: deadline
             ).rows)
     }
 
@@ -75,13 +78,15 @@ extension PoWARepository {
         ).affectedRows ?? 0
     }
 
-    /// The statements of server `serverID` (an SQL expression) that this transaction stored in
-    /// `powa_statements` with an empty text (the repair missed them: deleted from
-    /// `powa_statements` after it), as `select` (an aggregate of userid, dbid and queryid).
-    /// powa_take_snapshot stores them in subtransactions (each function in an EXCEPTION
+    /// The statements of server `serverID` (an SQL expression) that this transaction wrote in
+    /// `powa_statements` with an empty text (stored anew after the repair: deleted from
+    /// `powa_statements` meanwhile), as `select` (an aggregate of userid, dbid and queryid).
+    /// powa_take_snapshot writes them in subtransactions (each function in an EXCEPTION
     /// block), whose xids come after this transaction's own: `age(xmin)`, counted from this
     /// transaction's xid, is 0 or negative for exactly those rows (and for rows of
-    /// transactions begun since, which the server's row lock keeps from this server).
+    /// transactions begun since, which the server's row lock keeps from this server). It
+    /// also rewrites every statement it saw (`last_present_ts`): a statement already stored
+    /// with an empty text is never left out (`knownStatementKeys`), so only lost texts match.
     func storedWithoutText(serverID: String, as select: String) -> String {
         """
         SELECT \(select) FROM \(powa("powa_statements"))

@@ -192,7 +192,8 @@ struct RemoteSnapshot {
                 // for the repository's own background worker.
                 let finish = try await repository.finishSnapshot(
                     serverID: server.id, applicationName: applicationName, memberPID: fence,
-                    checkingTexts: !outcome.elidedStatements.isEmpty, deadline: deadline)
+                    checkingTexts: outcome.seenStatements != nil, deadline: deadline)
+                guard finish.owned else { throw Failure.superseded(.notOwned) }
                 // A statement powa stored in this transaction with a text we left out (deleted
                 // from powa_statements after the repair) rolls it all back.
                 if !finish.storedWithoutText.isDisjoint(with: outcome.elidedStatements) {
@@ -201,7 +202,9 @@ struct RemoteSnapshot {
                         StatementTextsLost(
                             "statements of powa_statements were deleted during the snapshot, whose texts it left out"))
                 }
-                guard finish.owned else { throw Failure.superseded(.notOwned) }
+                // Statements stored with an empty text before (powa keeps the first text it
+                // stores): theirs is sent again next time, as for statements not known.
+                outcome.seenStatements?.subtract(finish.storedWithoutText)
                 outcome.mark = finish.mark
             }
         } catch let failure as Failure {
@@ -277,9 +280,10 @@ struct RemoteSnapshot {
         }
     }
 
-    /// Just before `powa_take_snapshot`: every staged statement of the server whose text is
-    /// empty while `powa_statements` does not know it gets its text back from the remote
-    /// (`StatementTextRepair`); when that fails, those statements are left out of this
+    /// Just before `powa_take_snapshot`, the server's row locked: every staged statement whose
+    /// text was left out while `powa_statements` does not know it (`missing`, found by the
+    /// lock's statement: if that check fails, the snapshot does) gets its text back from the
+    /// remote (`StatementTextRepair`); when that fails, those statements are left out of this
     /// snapshot rather than stored without a text.
     private func repairStatementTexts(
         _ missing: [MissingText], remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
