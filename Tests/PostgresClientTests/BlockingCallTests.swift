@@ -116,11 +116,12 @@ struct BlockingCallTests {
             } abandoned: { _ in
             }
         }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { slots.load.waiting == 1 })
         let cancelling = ContinuousClock.now
         cancelled.cancel()
         guard case .cancelled = await cancelled.value else { Issue.record("not cancelled"); return }
         #expect(ContinuousClock.now - cancelling < .milliseconds(500))
+        #expect(slots.load.waiting == 0)
         // One waiting when the slots free is served.
         let waiting = Task {
             await BlockingCall.run(until: .now + .seconds(10), slots: slots) {
@@ -128,13 +129,15 @@ struct BlockingCallTests {
             } abandoned: { _ in
             }
         }
-        try await Task.sleep(for: .milliseconds(50))
+        #expect(try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { slots.load.waiting == 1 })
         release.results.withLock { $0.append(1) }
         guard case .finished(2) = await waiting.value else { Issue.record("the waiting call was not served"); return }
         #expect(
             try await eventually(timeout: .seconds(5)) {
                 abandoned.results.withLock { $0.count } == slots.maximum
             })
+        // Every slot back.
+        #expect(try await eventually(timeout: .seconds(5)) { slots.load == (0, 0) })
     }
 
     @Test("a storm of calls (a thousand workers starting) takes turns: every one served, never more at once than the slots")
@@ -162,5 +165,6 @@ struct BlockingCallTests {
         }
         #expect(outcomes.count == 40 && outcomes.allSatisfy { $0 })
         #expect(running.calls.withLock { $0.most } <= slots.maximum)
+        #expect(slots.load == (0, 0))
     }
 }

@@ -163,9 +163,9 @@ public final class PostgresConnection {
         case .cancelled: throw CancellationError()
         case .overloaded:
             throw PostgresError(
-                code: .connectionFailed,
+                code: .timedOut,
                 message:
-                    "could not connect within \(timeout): \(BlockingCall.Slots.shared.maximum) connection steps (host name lookups) were running all that time: is the DNS server answering?"
+                    "could not connect within \(timeout): the \(BlockingCall.Slots.shared.maximum) threads for connection steps (host name lookups) stayed busy: is the DNS server answering?"
             )
         }
     }

@@ -14,6 +14,7 @@ extension BlockingCall {
 
         private struct Waiter {
             let id: UInt64
+            let deadline: ContinuousClock.Instant
             let continuation: CheckedContinuation<Bool, Never>
             /// Withdraws the waiter at its deadline; stopped when it gets a slot.
             var timer: Task<Void, Never>?
@@ -53,7 +54,7 @@ extension BlockingCall {
                             state.running += 1
                             return true
                         }
-                        state.waiters.append(Waiter(id: id, continuation: continuation))
+                        state.waiters.append(Waiter(id: id, deadline: deadline, continuation: continuation))
                         return false
                     }
                     if granted {
@@ -77,18 +78,33 @@ extension BlockingCall {
             }
         }
 
-        /// Gives a slot back: to the first waiter, if any.
+        /// Gives a slot back: to the first waiter whose deadline has not passed, if any (one
+        /// whose timer has not run yet is refused now, rather than given a thread its caller
+        /// would abandon at once).
         func give() {
-            let next = state.withLock { state -> Waiter? in
-                guard !state.waiters.isEmpty else {
-                    state.running -= 1
-                    return nil
+            let now = ContinuousClock.now
+            let (next, expired) = state.withLock { state -> (Waiter?, [Waiter]) in
+                var expired: [Waiter] = []
+                while !state.waiters.isEmpty {
+                    let waiter = state.waiters.removeFirst()
+                    if waiter.deadline > now { return (waiter, expired) }
+                    expired.append(waiter)
                 }
-                return state.waiters.removeFirst()
+                state.running -= 1
+                return (nil, expired)
+            }
+            for waiter in expired {
+                waiter.timer?.cancel()
+                waiter.continuation.resume(returning: false)
             }
             guard let next else { return }
             next.timer?.cancel()
             next.continuation.resume(returning: true)
+        }
+
+        /// Calls running and callers waiting, for tests.
+        var load: (running: Int, waiting: Int) {
+            state.withLock { ($0.running, $0.waiters.count) }
         }
 
         /// Ends a wait without a slot (its deadline passed, or its task was cancelled), unless
