@@ -58,6 +58,8 @@ struct OperationsTests {
         #expect(try await eventually { socket.messages.filter { $0.hasPrefix("READY=1") }.count == 2 })
         daemon.signal(SIGTERM)
         #expect(await daemon.wait() == 0)
+        // (Sent before the exit, read by the socket's thread: maybe not yet.)
+        #expect(try await eventually(timeout: .seconds(5)) { socket.messages.contains { $0.hasPrefix("STOPPING=1") } })
         let events = socket.messages.filter { !$0.hasPrefix("WATCHDOG=1") && !$0.hasPrefix("STATUS=") }
             .map { $0.split(separator: "\n")[0] }
         #expect(events == ["READY=1", "RELOADING=1", "READY=1", "STOPPING=1"], "\(socket.messages)")
