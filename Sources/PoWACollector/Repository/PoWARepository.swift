@@ -141,7 +141,7 @@ struct PoWARepository {
         var mark: SnapshotMark
         var secondsAgo: Double?
         /// Staged statements whose text must be restored first (asked for only when texts
-        /// were left out): `statementsMissingTextQuery`.
+        /// are filtered): `statementsMissingTextQuery`.
         var missingTexts: [MissingText] = []
     }
 
@@ -178,15 +178,15 @@ struct PoWARepository {
         var owned: Bool
         /// The server's `snapts` now.
         var mark: SnapshotMark?
-        /// The statements this transaction stored in `powa_statements` with an empty text,
-        /// folded (asked for only when texts were left out).
+        /// The statements this transaction wrote in `powa_statements` with an empty text,
+        /// folded (asked for only when texts are filtered: `storedWithoutText`).
         var storedWithoutText: Set<UInt64> = []
     }
 
     /// The last statement of a snapshot's transaction: renames the session back (powa renamed
     /// it), checks the fence (the membership session `memberPID` still holds the server's
     /// lock; nil: no fence), reads the server's `snapts`, and, with `checkingTexts`, which
-    /// statements were stored without a text (`statementsStoredWithoutText`): one round trip
+    /// statements were stored without a text (`storedWithoutText`): one round trip
     /// for all of it.
     func finishSnapshot(
         serverID: Int, applicationName: String, memberPID: Int32?, checkingTexts: Bool,

@@ -18,7 +18,7 @@ struct StatementTextRepair {
         var dropped = 0
     }
 
-    /// `missing`: the staged statements to repair (`PoWARepository.statementsMissingText`);
+    /// `missing`: the staged statements to repair (`PoWARepository.statementsMissingTextQuery`);
     /// `remoteSchema`: powa's quoted schema on the remote, whose `powa_statements_src` gives the
     /// texts.
     func run(missing: [MissingText], remote: PostgresConnection, remoteSchema: String, repository: PoWARepository)
