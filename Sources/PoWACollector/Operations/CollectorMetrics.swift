@@ -79,7 +79,7 @@ public final class CollectorMetrics: Sendable {
     /// The metric objects of `server`, made on first use.
     private func series(_ server: RemoteServer) -> ServerMetrics {
         servers.withLock { servers in
-            let values = [server.name(useAlias: true), "\(server.id)"]
+            let values = ServerMetrics.labels(of: server).map(\.1)
             if let current = servers[server.id], current.values == values { return current }
             let fresh = ServerMetrics(server)
             servers[server.id] = fresh

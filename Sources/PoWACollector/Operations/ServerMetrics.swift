@@ -41,8 +41,13 @@ final class ServerMetrics: Sendable {
     private let changed = Atomic<Bool>(true)
     private let text = Mutex<RegistryText?>(nil)
 
+    /// The labels of every series of `server`.
+    static func labels(of server: RemoteServer) -> [(String, String)] {
+        [("server", server.name(useAlias: true)), ("srvid", "\(server.id)")]
+    }
+
     init(_ server: RemoteServer) {
-        let labels = [("server", server.name(useAlias: true)), ("srvid", "\(server.id)")]
+        let labels = Self.labels(of: server)
         let factory = PrometheusMetricsFactory(registry: registry)
         self.labels = labels
         self.factory = factory

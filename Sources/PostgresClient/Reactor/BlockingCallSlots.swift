@@ -37,10 +37,7 @@ extension BlockingCall {
         /// when none came in time.
         func take(until deadline: ContinuousClock.Instant) async -> Bool {
             let id = state.withLock { state -> UInt64? in
-                if state.running < maximum, state.waiters.isEmpty {
-                    state.running += 1
-                    return nil
-                }
+                if takeFree(&state) { return nil }
                 state.nextID += 1
                 return state.nextID
             }
@@ -50,10 +47,7 @@ extension BlockingCall {
                     // Checked again with the waiter at hand: a slot given back since the first
                     // look went to nobody.
                     let granted = state.withLock { state -> Bool in
-                        if state.running < maximum, state.waiters.isEmpty {
-                            state.running += 1
-                            return true
-                        }
+                        if takeFree(&state) { return true }
                         state.waiters.append(Waiter(id: id, deadline: deadline, continuation: continuation))
                         return false
                     }
@@ -76,6 +70,14 @@ extension BlockingCall {
             } onCancel: {
                 withdraw(id)
             }
+        }
+
+        /// Takes a free slot, unless none is or callers already wait for one (first come,
+        /// first served).
+        private func takeFree(_ state: inout State) -> Bool {
+            guard state.running < maximum, state.waiters.isEmpty else { return false }
+            state.running += 1
+            return true
         }
 
         /// Gives a slot back: to the first waiter whose deadline has not passed, if any (one
