@@ -56,11 +56,7 @@ struct StatusCommand: AsyncParsableCommand {
             let name = names[id].map { $0.alias.map { alias in "\(alias) (\(names[id]!.address))" } ?? $0.address } ?? "?"
             rows.append(["\(id)", name, status])
         }
-        let widths = (0..<2).map { column in rows.map { $0[column].count }.max() ?? 0 }
-        for row in rows {
-            let padded = (0..<2).map { row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0) }
-            print((padded + [row[2]]).joined(separator: "  "))
-        }
+        for line in TextTable.lines(rows) { print(line) }
         let running = statuses.filter { $0.1 == "running" }.count
         print("\(statuses.count) server\(statuses.count == 1 ? "" : "s"): \(running) running")
         if running != statuses.count { throw ExitCode(2) }

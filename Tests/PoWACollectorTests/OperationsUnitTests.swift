@@ -64,6 +64,21 @@ struct OperationsUnitTests {
         #expect(error?.description.contains("S3cret") == false)
     }
 
+    @Test("the commands' tables: columns aligned by characters, an emoji in a name cut nowhere")
+    func textTable() {
+        let lines = TextTable.lines([
+            ["srvid", "server", "status"],
+            ["1", "replica x 😀 (127.0.0.1:5911)", "running"],
+            ["12", "b", "stopped"],
+        ])
+        #expect(
+            lines == [
+                "srvid  server                        status",
+                "1      replica x 😀 (127.0.0.1:5911)  running",
+                "12     b                             stopped",
+            ])
+    }
+
     @Test("check's report: ✓/✗ per column, the problems below with their hints, the JSON the same")
     func checkReport() throws {
         var report = CheckReport(repository: .init(check: "repository", ok: true, detail: "powa 4.1.4 (PoWA 4 mode)"))

@@ -44,15 +44,8 @@ public struct CheckReport: Sendable, Equatable {
                         return Self.mark(item.ok) + short
                     })
         }
-        let widths = rows[0].indices.map { column in rows.map { $0[column].count }.max() ?? 0 }
         lines.append("")
-        for row in rows {
-            lines.append(
-                row.indices.map {
-                    $0 == row.count - 1 ? row[$0] : row[$0].padding(toLength: widths[$0], withPad: " ", startingAt: 0)
-                }
-                .joined(separator: "  "))
-        }
+        lines += TextTable.lines(rows)
         let problems = servers.flatMap { server in server.items.filter { !$0.ok }.map { (server, $0) } }
         if !problems.isEmpty { lines.append("") }
         for (server, item) in problems {
