@@ -53,6 +53,58 @@ struct CopyAndNotifyTests {
         try await destination.execute("DROP TABLE \(table)")
     }
 
+    @Test(
+        "the destination's COPY starts once the source has rows: idle in transaction meanwhile; a destination that fails leaves the source usable"
+    )
+    func destinationWaitsForRows() async throws {
+        let bed = try await TestBed.shared()
+        let source = try await bed.connect(port: bed.remotePorts[0])
+        let destination = try await bed.connect(port: bed.repositoryPort)
+        defer {
+            source.close()
+            destination.close()
+        }
+        let table = "copy_wait_\(UInt32.random(in: 0...UInt32.max))"
+        try await destination.execute("CREATE TABLE \(table) (i int)")
+        let destinationPID = destination.backendPID
+        // While the source sleeps (1.5 s before its first row), the destination's backend is
+        // idle in its transaction (which the server can time out), not inside a COPY waiting
+        // for data (which it cannot): its state, sampled over the first second.
+        let sampler = Task {
+            let observer = try await bed.connect(port: bed.repositoryPort)
+            defer { observer.close() }
+            var states: [String] = []
+            _ = try await eventually(timeout: .seconds(1), interval: .milliseconds(50)) {
+                let state = try await observer.query(
+                    "SELECT state || ': ' || query FROM pg_stat_activity WHERE pid = $1", ["\(destinationPID)"]
+                ).rows.first?[0]
+                states.append(state ?? "gone")
+                return false
+            }
+            return states
+        }
+        let stored = try await destination.inTransaction(deadline: .now + .seconds(30)) {
+            try await PostgresConnection.pipeCopy(
+                from: source, "COPY (SELECT i FROM generate_series(1, 3) i, pg_sleep(1.5)) TO STDOUT",
+                to: destination, "COPY \(table) FROM STDIN")
+        }
+        let states = try await sampler.value
+        #expect(!states.isEmpty && states.allSatisfy { $0.hasPrefix("idle") }, "\(Set(states))")
+        #expect(stored == 3)
+        #expect(try await destination.query("SELECT sum(i) FROM \(table)").rows[0][0] == "6")
+
+        // A destination that cannot take the rows: its error, and the source's COPY is ended.
+        let error = try await #require(throws: PostgresError.self) {
+            try await PostgresConnection.pipeCopy(
+                from: source, "COPY (SELECT i FROM generate_series(1, 100000) i) TO STDOUT",
+                to: destination, "COPY \(table)_missing FROM STDIN")
+        }
+        #expect(error.sqlState == "42P01")
+        #expect(try await source.query("SELECT 1").rows[0][0] == "1")
+        #expect(try await destination.query("SELECT 1").rows[0][0] == "1")
+        try await destination.execute("DROP TABLE \(table)")
+    }
+
     @Test("a NOTIFY payload with quotes, backslashes, spaces and non-ASCII arrives intact with the sender's pid")
     func notifications() async throws {
         let bed = try await TestBed.shared()

@@ -151,6 +151,11 @@ extension PostgresConnection {
     /// Streams `COPY ... TO STDOUT` on `source` into `COPY ... FROM STDIN` on `destination`,
     /// one bounded batch at a time: memory stays at about one batch whatever the volume.
     ///
+    /// The destination's COPY starts once the source has sent its first rows (or ended): while
+    /// a slow source computes them, the destination's transaction is merely idle, which the
+    /// server can bound (`inTransaction`), whereas a COPY FROM STDIN waiting for data can only
+    /// be ended by terminating its session.
+    ///
     /// If either side fails, the other side's COPY is ended too (the destination's is aborted,
     /// so it stores nothing of it) and the first error is thrown. Returns the rows stored.
     ///
@@ -167,30 +172,29 @@ extension PostgresConnection {
         rewrite: CopyRowRewrite? = nil,
         progress: CopyProgress? = nil
     ) async throws -> Int {
-        try await destination.startCopyIn(copyInSQL, deadline: deadline)
-        do {
-            try await source.startCopyOut(copyOutSQL, deadline: deadline)
-        } catch {
-            try? await destination.abortCopyIn("source failed", deadline: .now + Self.cleanupGrace)
-            throw error
-        }
+        try await source.startCopyOut(copyOutSQL, deadline: deadline)
         var buffer: [UInt8] = []
         buffer.reserveCapacity(batchSize + 64 * 1024)
-        while true {
-            buffer.removeAll(keepingCapacity: true)
-            let more: Bool
-            do {
-                more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline, rewrite: rewrite)
-            } catch {
-                try? await destination.abortCopyIn("source failed", deadline: .now + Self.cleanupGrace)
-                throw error
-            }
-            guard more else { break }
+        var more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline, rewrite: rewrite)
+        do {
+            try await destination.startCopyIn(copyInSQL, deadline: deadline)
+        } catch {
+            await source.abandonCopyOut()
+            throw error
+        }
+        while more {
             progress?.sent(buffer.count)
             do {
                 try await destination.writeCopyData(buffer, deadline: deadline)
             } catch {
                 await source.abandonCopyOut()
+                throw error
+            }
+            buffer.removeAll(keepingCapacity: true)
+            do {
+                more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline, rewrite: rewrite)
+            } catch {
+                try? await destination.abortCopyIn("source failed", deadline: .now + Self.cleanupGrace)
                 throw error
             }
         }
