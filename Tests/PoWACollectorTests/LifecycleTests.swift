@@ -113,6 +113,63 @@ struct LifecycleTests {
         }
     }
 
+    @Test(
+        "a collector frozen mid-snapshot (SIGSTOP): both servers end its transactions within snapshot_timeout + 10 s, not before 10 s; resumed, it snapshots again"
+    )
+    func frozenDuringSnapshot() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let tag = "frozen-\(UInt32.random(in: 0...UInt32.max))"
+        let server = try await repository.register(port: bed.remotePorts[0], alias: tag)
+        try await addSlowSource(
+            repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 2, name: "slow_frozen_src")
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.useServerAlias = true
+        configuration.snapshotTimeout = 6
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        defer { daemon.signal(SIGKILL) }
+        _ = try await repository.waitForSnapshots(server, count: 1)
+
+        // Frozen while the remote computes the slow source: the remote's transaction then
+        // sits idle, and so does the repository's (its COPY has not started).
+        try await waitForActiveQuery(bed: bed, port: bed.remotePorts[0], like: "%\"slow_frozen_src\"%")
+        daemon.signal(SIGSTOP)
+        let frozen = ContinuousClock.now
+        let lastLanded = try await repository.snapts(server)
+        var observers: [PostgresConnection] = []
+        for port in [bed.repositoryPort, bed.remotePorts[0]] {
+            observers.append(try await bed.connect(port: port, database: "postgres"))
+        }
+        defer { observers.forEach { $0.close() } }
+        func transactionsOfOurs() async throws -> Int {
+            var count = 0
+            for observer in observers {
+                count += try await observer.query(
+                    """
+                    SELECT count(*) FROM pg_stat_activity
+                    WHERE xact_start IS NOT NULL AND (application_name LIKE $1 OR datname = $2)
+                    """, ["%\(tag)%", repository.database]
+                ).rows[0].decode(0, as: Int.self)
+            }
+            return count
+        }
+        // The remote's, the repository's (and a statement in flight when it froze, maybe).
+        #expect(try await transactionsOfOurs() >= 2)
+        let ended = try await eventually(timeout: .seconds(40), interval: .milliseconds(200)) {
+            try await transactionsOfOurs() == 0
+        }
+        let after = ContinuousClock.now - frozen
+        #expect(ended, "the frozen collector's transactions were never ended")
+        // The grace at least; at most the snapshot timeout, the grace and the slow source.
+        #expect(after >= .seconds(9) && after < .seconds(6 + 10 + 2 + 3), "\(after)")
+
+        daemon.signal(SIGCONT)
+        let resumed = try await repository.waitForSnapshots(server, count: 1, after: lastLanded, timeout: .seconds(60))
+        #expect(!resumed.isEmpty)
+        daemon.signal(SIGTERM)
+        #expect(await daemon.wait() == 0)
+    }
+
     @Test("the repository restarted: the collector answers again within 10 s and snapshots resume")
     func repositoryRestart() async throws {
         try await TestBed.withPrivate(name: "repository-restart", port: 5465, remotes: 1) { bed in

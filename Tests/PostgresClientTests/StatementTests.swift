@@ -86,6 +86,34 @@ struct StatementTests {
         #expect(pid == connection.backendPID)
     }
 
+    @Test("a transaction left idle past its deadline and grace is ended by the server, not before")
+    func idleTransactionBound() async throws {
+        let bed = try await TestBed.shared()
+        let connection = try await bed.connect(port: bed.repositoryPort)
+        let observer = try await bed.connect(port: bed.repositoryPort)
+        defer {
+            connection.close()
+            observer.close()
+        }
+        let pid = connection.backendPID
+        var idle: Duration?
+        await #expect(throws: (any Error).self) {
+            try await connection.inTransaction(deadline: .now + .milliseconds(500), idleGrace: .seconds(1)) {
+                // As a frozen process would: nothing more is sent while the transaction is open.
+                let frozen = ContinuousClock.now
+                let ended = try await eventually(timeout: .seconds(10), interval: .milliseconds(50)) {
+                    try await observer.query("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", ["\(pid)"]).rows[0][0]
+                        == "0"
+                }
+                if ended { idle = .now - frozen }
+            }
+        }
+        // The deadline's 0.5 s and the grace's 1 s, counted by the server from BEGIN's answer.
+        let measured = try #require(idle, "the server never ended the idle transaction")
+        #expect(measured >= .milliseconds(1300) && measured < .seconds(4), "\(measured)")
+        #expect(!connection.isHealthy)
+    }
+
     @Test("cancelling the waiting task ends pg_sleep(600) and leaves no such backend")
     func taskCancellation() async throws {
         let bed = try await TestBed.shared()

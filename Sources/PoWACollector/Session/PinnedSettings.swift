@@ -8,8 +8,11 @@
 /// changes how our own literals parse. Statement time is bounded by the collector's own
 /// deadlines (`snapshot_timeout`, `connect_timeout`), so a role's `statement_timeout`,
 /// `idle_in_transaction_session_timeout` or (PostgreSQL 17+) `transaction_timeout` must not cut
-/// a snapshot short (a snapshot's repository transaction waits while databases are read); `lock_timeout` is 2 s as in the Python collector, so that a lock held
-/// on a PoWA table never holds a snapshot or a control request for long.
+/// a snapshot short (a snapshot's repository transaction waits while databases are read); each
+/// transaction bounds its own idle time instead, by its deadline (`inTransaction`), so that a
+/// frozen collector never holds a server's locks or xmin horizon. `lock_timeout` is 2 s as in
+/// the Python collector, so that a lock held on a PoWA table never holds a snapshot or a
+/// control request for long.
 ///
 /// PoWA 5 schema-qualifies every name and expects `search_path` = `pg_catalog`; so do
 /// sessions to databases without powa (PoWA 5's per-database sources). PoWA 4 objects resolve

@@ -2,18 +2,30 @@
 /// and ends it whatever happens otherwise (an error, a deadline, a task cancellation), so no
 /// caller ever leaves a session `idle in transaction`.
 extension PostgresConnection {
+    /// How long past its deadline a transaction may sit idle on the server before the server
+    /// ends the session (see `inTransaction`).
+    public static let idleTransactionGrace = Duration.seconds(10)
+
     /// Runs `body` between `begin` (e.g. `BEGIN` or `BEGIN ISOLATION LEVEL REPEATABLE READ`) and
     /// `COMMIT`. When `body` or the commit throws, the transaction is rolled back, or the
     /// connection is closed when it cannot be (which the server takes as a rollback), and the
     /// error is rethrown.
+    ///
+    /// With a deadline, the server bounds the transaction's idle time too: the same round trip
+    /// as `begin` sets `idle_in_transaction_session_timeout` for this transaction to the time
+    /// left until the deadline plus `idleGrace`. A live process ends the transaction by its
+    /// deadline anyway; a frozen one (SIGSTOP, a stalled VM, a debugger) cannot, and would
+    /// otherwise hold its locks and the server's xmin horizon (vacuum) for as long as it stays
+    /// frozen: the server ends the session instead.
     public func inTransaction<T>(
         _ begin: String = "BEGIN",
         deadline: ContinuousClock.Instant?,
+        idleGrace: Duration = idleTransactionGrace,
         _ body: () async throws -> T
     ) async throws -> T {
         do {
             // Inside: a BEGIN that ran but whose answer came too late leaves a transaction open.
-            try await execute(begin, deadline: deadline)
+            try await execute(begin + Self.idleBound(until: deadline, grace: idleGrace), deadline: deadline)
             let value = try await body()
             try await execute("COMMIT", deadline: deadline)
             return value
@@ -21,6 +33,18 @@ extension PostgresConnection {
             await endTransaction()
             throw error
         }
+    }
+
+    /// The statement that follows `begin` in `inTransaction`'s first round trip (none without
+    /// a deadline).
+    static func idleBound(until deadline: ContinuousClock.Instant?, grace: Duration) -> String {
+        guard let deadline else { return "" }
+        let bound = max(deadline - .now, .zero) + grace
+        // The setting's range is 0 to INT_MAX milliseconds (0 would mean no bound at all).
+        let milliseconds = min(
+            max(bound.components.seconds * 1000 + bound.components.attoseconds / 1_000_000_000_000_000, 1),
+            Int64(Int32.max))
+        return "; SET LOCAL idle_in_transaction_session_timeout = \(milliseconds)"
     }
 
     /// Runs `body` inside `SAVEPOINT name`: released when it returns; when it throws, its work is
