@@ -17,6 +17,14 @@ struct OperationsUnitTests {
                 == "5 servers: 3 running, 1 no connection to remote server, 1 powa not installed on remote server")
     }
 
+    @Test("a delay in a log line: to a tenth of a second, never a first retry of \"0 s\"")
+    func delayText() {
+        #expect(Duration.milliseconds(900).logText == "0.9 s")
+        #expect(Duration.milliseconds(1040).logText == "1 s")
+        #expect(Duration.milliseconds(2250).logText == "2.3 s")
+        #expect(Duration.seconds(30).logText == "30 s")
+    }
+
     @Test("a JSON log line: one line, escapes, metadata as fields, reserved names prefixed")
     func jsonLine() throws {
         let line = JSONLogHandler.line(

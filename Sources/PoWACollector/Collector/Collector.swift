@@ -127,7 +127,7 @@ public final class Collector: Service, Sendable {
             } catch {
                 try Task.checkCancellation()
                 let delay = backoff.next()
-                logger.error("cannot reach the repository (retrying in \(Int(delay.secondsValue)) s): \(error)")
+                logger.error("cannot reach the repository (retrying in \(delay.logText)): \(error)")
                 notifier?.status("waiting for the repository: \(error)")
                 try await Task.sleep(for: delay)
             }

@@ -70,8 +70,8 @@ struct ControlChannel {
             } catch {
                 if Task.isCancelled { return }
                 let delay = backoff.next()
-                let seconds = (delay.secondsValue * 10).rounded() / 10
-                outage.began("control channel: cannot connect to the repository (retrying in \(seconds) s): \(error)", logger)
+                outage.began(
+                    "control channel: cannot connect to the repository (retrying in \(delay.logText)): \(error)", logger)
                 try? await Task.sleep(for: delay)
                 continue
             }
