@@ -147,7 +147,8 @@ struct LifecycleTests {
                 count += try await observer.query(
                     """
                     SELECT count(*) FROM pg_stat_activity
-                    WHERE xact_start IS NOT NULL AND (application_name LIKE $1 OR datname = $2)
+                    WHERE xact_start IS NOT NULL AND backend_type = 'client backend'
+                      AND (application_name LIKE $1 OR datname = $2)
                     """, ["%\(tag)%", repository.database]
                 ).rows[0].decode(0, as: Int.self)
             }

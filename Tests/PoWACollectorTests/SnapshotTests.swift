@@ -242,25 +242,45 @@ struct SnapshotTests {
         #expect(try await repository.errors(healthy) == "")
     }
 
-    @Test("unusable server rows are reported and skipped; the other servers are snapshotted", arguments: PoWAMajor.allCases)
+    @Test(
+        "unusable server rows are reported (log, powa-web's errors) and skipped; the others are snapshotted; a fixed row is snapshotted after a reload",
+        arguments: PoWAMajor.allCases)
     func unusableServerRows(major: PoWAMajor) async throws {
         let bed = try await TestBed.shared(major)
         let repository = try await ScratchRepository.create(on: bed)
         let healthy = try await repository.register(port: bed.remotePorts[0])
         let orphan = try await repository.register(port: bed.remotePorts[1])
+        // A registered server whose row was then edited by hand into one no connection can use.
+        let edited = try await repository.register(port: bed.remotePorts[1], hostname: "localhost")
         try await repository.execute(
             """
             DELETE FROM powa_snapshot_metas WHERE srvid = \(orphan);
             INSERT INTO powa_servers (hostname, port, username, dbname, frequency)
             VALUES ('127.0.0.1', 70000, 'postgres', 'powa', 5), ('', 5432, 'postgres', 'powa', 5);
+            UPDATE powa_servers SET port = 0 WHERE id = \(edited);
             """)
         let collector = RunningCollector(repository: repository)
         _ = try await repository.waitForSnapshots(healthy, count: 1)
         #expect(try await collector.waitForLog("has no row in powa_snapshot_metas"))
         #expect(try await collector.waitForLog("invalid port 70000"))
         #expect(try await collector.waitForLog("empty hostname"))
+        #expect(try await collector.waitForLog("server \(edited): invalid port 0"))
+        #expect(
+            try await repository.errors(edited)
+                == "Not snapshotted: its powa_servers row cannot be used (invalid port 0); fix it, then reload")
         #expect(collector.collector.board.statuses()[orphan] == .stopped)
         #expect(collector.collector.board.statuses()[healthy] == .running)
+        #expect(collector.collector.board.statuses()[edited] == nil)
+
+        // Written once, not again at each reload; fixed, the row is snapshotted and the error goes.
+        let version = "SELECT xmin::text FROM powa_snapshot_metas WHERE srvid = $1"
+        let written = try await repository.value(version, ["\(edited)"])
+        #expect(await collector.collector.reload())
+        #expect(try await repository.value(version, ["\(edited)"]) == written)
+        try await repository.execute("UPDATE powa_servers SET port = \(bed.remotePorts[1]) WHERE id = \(edited)")
+        #expect(await collector.collector.reload())
+        _ = try await repository.waitForSnapshots(edited, count: 1)
+        #expect(try await repository.errors(edited) == "")
         try await collector.stop()
     }
 }

@@ -48,7 +48,7 @@ public struct CollectorCheck {
             report.servers.append(
                 .init(
                     id: rejected.id, name: "?",
-                    items: [.init(check: "connection", ok: false, detail: rejected.reason, hint: "fix the powa_servers row")]))
+                    items: [.init(check: "connection", ok: false, detail: "\(rejected)", hint: "fix the powa_servers row")]))
         }
         for server in list.servers where selector.map({ Self.matches(server, $0) }) ?? true {
             report.servers.append(await check(server, repository: repository))

@@ -249,6 +249,14 @@ public final class Collector: Service, Sendable {
             // The members (this one too) divide the list now, not at their next tick.
             try? await repository.connection.execute(
                 "NOTIFY \(FleetMessage.channel), 'T'", deadline: .now + .seconds(configuration.connectTimeout))
+            // An unusable row is said where powa-web shows it until it is fixed (the server's
+            // next snapshot resets it).
+            do {
+                try await repository.reportUnusableRows(
+                    list.rejected, deadline: .now + .seconds(configuration.connectTimeout))
+            } catch {
+                logger.warning("could not report the unusable rows of powa_servers in their errors: \(error)")
+            }
         } catch {
             logger.error("could not read the list of servers from the repository: \(error)")
             // Still, the workers follow the servers this collector took or gave up meanwhile
@@ -257,7 +265,7 @@ public final class Collector: Service, Sendable {
             return false
         }
         for rejected in list.rejected {
-            logger.error("server ignored: \(rejected.reason)", metadata: ["srvid": "\(rejected.id)"])
+            logger.error("server ignored: \(rejected)", metadata: ["srvid": "\(rejected.id)"])
         }
         logger.info("active remote servers: \(list.servers.count)")
         await reconcileWorkers(configuration: configuration)

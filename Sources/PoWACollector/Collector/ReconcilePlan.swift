@@ -36,7 +36,9 @@ struct ReconcilePlan: Equatable {
         /// may be taking before it stops (the new owner takes the next one).
         var retires = false
         var reason: String {
-            restarts ? "settings changed" : retires ? "now snapshotted by another collector" : "removed or deactivated"
+            restarts
+                ? "settings changed"
+                : retires ? "now snapshotted by another collector" : "removed, deactivated or unusable in powa_servers"
         }
     }
 

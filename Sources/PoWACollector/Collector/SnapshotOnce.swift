@@ -36,7 +36,7 @@ public struct SnapshotOnce {
             throw error
         }
         for rejected in list.rejected {
-            logger.error("server ignored: \(rejected.reason)", metadata: ["srvid": "\(rejected.id)"])
+            logger.error("server ignored: \(rejected)", metadata: ["srvid": "\(rejected.id)"])
         }
         let chosen = list.servers.filter { server in
             selectors.isEmpty || selectors.contains { CollectorCheck.matches(server, $0) }

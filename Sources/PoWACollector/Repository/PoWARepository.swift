@@ -49,7 +49,7 @@ struct PoWARepository {
             do {
                 list.servers.append(try RemoteServer(row: row))
             } catch {
-                list.rejected.append((id: (try? row.decode(0, as: Int.self)) ?? -1, reason: error.description))
+                list.rejected.append(error)
             }
         }
         return list
@@ -164,12 +164,37 @@ struct PoWARepository {
                    \(missing)
             FROM \(powa("powa_snapshot_metas")) WHERE srvid = $1
             FOR UPDATE SKIP LOCKED
-            """, ["\(serverID)", "\(Int(idleLimit.secondsValue * 1000))"], deadline: deadline
+            """, ["\(serverID)", "\(PostgresConnection.timeoutMilliseconds(idleLimit))"], deadline: deadline
         ).rows
         guard let row = rows.first, let mark = row[0] else { return nil }
         return SnapshotRow(
             mark: SnapshotMark(mark), secondsAgo: try row.decodeIfPresent(1, as: Double.self),
             missingTexts: try MissingText.list(row[3], column: 3))
+    }
+
+    /// Says in `powa_snapshot_metas.errors` (what powa-web shows in red on every page) why
+    /// each of these servers is not snapshotted, in one statement: written once (not again at
+    /// each reload), never waiting for a row a snapshot holds (it is written next time).
+    func reportUnusableRows(_ rejected: [ServerRowError], deadline: ContinuousClock.Instant?) async throws {
+        let rows = rejected.filter { $0.id > 0 }
+        guard !rows.isEmpty else { return }
+        let metas = powa("powa_snapshot_metas")
+        _ = try await connection.query(
+            """
+            UPDATE \(metas) m SET errors = ARRAY[r.error]
+            FROM ROWS FROM (pg_catalog.unnest($1::text[]::int[]), pg_catalog.unnest($2::text[])) AS r(srvid, error)
+            WHERE m.srvid = r.srvid AND m.errors IS DISTINCT FROM ARRAY[r.error]
+              AND m.srvid IN (SELECT srvid FROM \(metas) WHERE srvid = ANY ($1::text[]::int[]) FOR UPDATE SKIP LOCKED)
+            """, [PostgresArray.text(rows.map { "\($0.id)" }), PostgresArray.text(rows.map(\.reportedError))],
+            deadline: deadline)
+    }
+
+    /// Sets how long this transaction may sit idle from now on (until it ends, or until the
+    /// savepoint it is set in is rolled back).
+    func setIdleLimit(_ limit: Duration, deadline: ContinuousClock.Instant?) async throws {
+        try await connection.execute(
+            "SET LOCAL idle_in_transaction_session_timeout = \(PostgresConnection.timeoutMilliseconds(limit))",
+            deadline: deadline)
     }
 
     /// What the last statement of a snapshot's transaction found.
@@ -223,10 +248,15 @@ struct PoWARepository {
             """, ["\(serverID)", PostgresArray.text(errors)], deadline: deadline)
     }
 
-    /// Replaces the server's errors with `errors` (a snapshot that could not be taken at all).
+    /// Replaces the server's errors with `errors` (a snapshot that could not be taken at all),
+    /// unless they are these already: a refusal or an unusable row, met again at every attempt
+    /// or reload, is written once.
     func replaceErrors(serverID: Int, _ errors: [String], deadline: ContinuousClock.Instant? = nil) async throws {
         _ = try await connection.query(
-            "UPDATE \(powa("powa_snapshot_metas")) SET errors = $2::text[] WHERE srvid = $1",
+            """
+            UPDATE \(powa("powa_snapshot_metas")) SET errors = $2::text[]
+            WHERE srvid = $1 AND errors IS DISTINCT FROM $2::text[]
+            """,
             ["\(serverID)", PostgresArray.text(errors)], deadline: deadline)
     }
 }
@@ -234,7 +264,7 @@ struct PoWARepository {
 /// The result of reading `powa_servers`.
 struct ServerList {
     var servers: [RemoteServer] = []
-    var rejected: [(id: Int, reason: String)] = []
+    var rejected: [ServerRowError] = []
 }
 
 /// A server's `snapts` as the repository prints its epoch: equal marks, same last snapshot.
@@ -256,30 +286,42 @@ enum LastSnapshot: Equatable {
 extension RemoteServer {
     /// Reads a `powa_servers` row, refusing values no connection could use.
     init(row: PostgresRow) throws(ServerRowError) {
+        let id = (try? row.decode(0, as: Int.self)) ?? -1
         do {
-            let id = try row.decode(0, as: Int.self)
             let hostname = try row.decode(1, as: String.self)
             let port = try row.decode(3, as: Int.self)
             let username = try row.decode(4, as: String.self)
             let dbname = try row.decode(6, as: String.self)
             let frequency = try row.decode(7, as: Int.self)
-            guard !hostname.isEmpty else { throw ServerRowError("server \(id): empty hostname") }
-            guard (1...65535).contains(port) else { throw ServerRowError("server \(id): invalid port \(port)") }
-            guard !username.isEmpty else { throw ServerRowError("server \(id): empty username") }
-            guard !dbname.isEmpty else { throw ServerRowError("server \(id): empty dbname") }
+            guard !hostname.isEmpty else { throw ServerRowError(id, "empty hostname") }
+            guard (1...65535).contains(port) else { throw ServerRowError(id, "invalid port \(port)") }
+            guard !username.isEmpty else { throw ServerRowError(id, "empty username") }
+            guard !dbname.isEmpty else { throw ServerRowError(id, "empty dbname") }
             self.init(
                 id: id, hostname: hostname, alias: row[2], port: port, username: username,
                 password: row[5], dbname: dbname, frequency: frequency)
         } catch let error as ServerRowError {
             throw error
         } catch {
-            throw ServerRowError("invalid powa_servers row: \(error)")
+            throw ServerRowError(id, "invalid powa_servers row: \(error)")
         }
     }
 }
 
 /// A `powa_servers` row the collector cannot use.
 struct ServerRowError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
+    /// The row's id (-1 when unreadable).
+    let id: Int
+    /// What is wrong with it, e.g. "invalid port 0".
+    let problem: String
+
+    init(_ id: Int, _ problem: String) {
+        self.id = id
+        self.problem = problem
+    }
+
+    var description: String { "server \(id): \(problem)" }
+
+    /// What powa-web shows for the server (`powa_snapshot_metas.errors`) while its row stays so.
+    var reportedError: String { "Not snapshotted: its powa_servers row cannot be used (\(problem)); fix it, then reload" }
 }

@@ -39,12 +39,14 @@ extension PostgresConnection {
     /// a deadline).
     static func idleBound(until deadline: ContinuousClock.Instant?, grace: Duration) -> String {
         guard let deadline else { return "" }
-        let bound = max(deadline - .now, .zero) + grace
-        // The setting's range is 0 to INT_MAX milliseconds (0 would mean no bound at all).
-        let milliseconds = min(
-            max(bound.components.seconds * 1000 + bound.components.attoseconds / 1_000_000_000_000_000, 1),
-            Int64(Int32.max))
-        return "; SET LOCAL idle_in_transaction_session_timeout = \(milliseconds)"
+        return "; SET LOCAL idle_in_transaction_session_timeout = \(timeoutMilliseconds(max(deadline - .now, .zero) + grace))"
+    }
+
+    /// A duration as the value of a timeout setting: whole milliseconds within the settings'
+    /// range, 1 to INT_MAX (0 would mean no limit at all).
+    public static func timeoutMilliseconds(_ duration: Duration) -> Int64 {
+        let clamped = min(max(duration, .milliseconds(1)), .milliseconds(Int64(Int32.max)))
+        return clamped.components.seconds * 1000 + clamped.components.attoseconds / 1_000_000_000_000_000
     }
 
     /// Runs `body` inside `SAVEPOINT name`: released when it returns; when it throws, its work is
