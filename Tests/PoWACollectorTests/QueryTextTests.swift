@@ -88,6 +88,47 @@ struct QueryTextTests {
         #expect(try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1", ["\(server)"]) > 0)
     }
 
+    @Test(
+        "texts that cannot be restored: those statements are left out of the snapshot (an error says so), never stored without a text; they land with the next",
+        arguments: PoWAMajor.allCases)
+    func restoreFails(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
+        let port = bed.remotePorts[1]
+        let odd = try await OddQueryTexts.create(on: bed, port: port, prefix: "unrestored")
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: port, dbname: odd.database, frequency: 5, extensions: "{}")
+        let running = RunningCollector(repository: repository)
+        _ = try await repository.waitForSnapshots(server, count: 2)
+
+        // The repair writes the restored texts into the staged rows (an UPDATE, which nothing
+        // else does to them): make it fail, then forget the marked statements.
+        try await repository.execute(
+            """
+            CREATE FUNCTION block_repair() RETURNS trigger LANGUAGE plpgsql AS $$
+            BEGIN RAISE EXCEPTION 'texts blocked by the test'; END $$;
+            CREATE TRIGGER block_repair BEFORE UPDATE ON powa_statements_src_tmp
+                FOR EACH ROW EXECUTE FUNCTION block_repair();
+            DELETE FROM powa_statements WHERE srvid = \(server) AND query LIKE '%\(odd.marker)%';
+            """)
+        #expect(
+            try await running.waitForLog("could not restore the texts of new statements"), "\(running.logs.lines.suffix(10))")
+        let errors = try await repository.waitForErrors(server, containing: "new statements could not be read")
+        #expect(errors.contains("texts blocked by the test"), "\(errors)")
+        let failedAt = try #require(try await repository.snapts(server))
+        #expect(
+            try await repository.int(
+                "SELECT count(*) FROM powa_statements WHERE srvid = $1 AND query LIKE '%' || $2 || '%'",
+                ["\(server)", odd.marker]) == 0)
+
+        // Unblocked: the worker forgot what it knew, so the next snapshot sends every text.
+        try await repository.execute("DROP TRIGGER block_repair ON powa_statements_src_tmp")
+        _ = try await repository.waitForSnapshots(server, count: 1, after: failedAt)
+        try await running.stop()
+        try await odd.expectLandedIntact(in: repository, server: server)
+        #expect(
+            try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1 AND query = ''", ["\(server)"]) == 0)
+    }
+
     @Test("statements stored with an empty text: never left out, so snapshots keep landing")
     func storedEmpty() async throws {
         let bed = try await TestBed.shared()

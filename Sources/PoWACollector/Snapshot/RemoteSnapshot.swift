@@ -302,8 +302,10 @@ struct RemoteSnapshot {
             }
             outcome.restoredTexts = repair.restored
         } catch {
+            // The remote's transaction is over by now: only a broken session is lost.
             if let failure = fatal(
-                error, remote: remote.connection, repository: repository.connection, reading: "the statements' texts")
+                error, remote: remote.connection, remoteInTransaction: false, repository: repository.connection,
+                reading: "the statements' texts")
             {
                 throw failure
             }
@@ -475,15 +477,20 @@ struct RemoteSnapshot {
 
     /// What an error means for the snapshot: the remote or the repository is gone, the deadline
     /// passed, or the task was cancelled; nil when only this source failed (the snapshot goes on).
+    /// The remote is lost when it can no longer go on with its transaction, or, for a step run
+    /// outside any (`remoteInTransaction` false), when its session broke.
     private func fatal(
-        _ error: any Error, remote: PostgresConnection?, repository: PostgresConnection, reading source: String
+        _ error: any Error, remote: PostgresConnection?, remoteInTransaction: Bool = true,
+        repository: PostgresConnection, reading source: String
     ) -> Failure? {
         if let failure = error as? Failure { return failure }
         if error is CancellationError || Task.isCancelled { return .cancelled }
         if case .timedOut = (error as? PostgresError)?.code { return .timedOut(source: source) }
         if ContinuousClock.now >= deadline { return .timedOut(source: source) }
         if !repository.canContinueTransaction { return .repository(error) }
-        if let remote, !remote.canContinueTransaction { return .remoteLost(error) }
+        if let remote, !(remoteInTransaction ? remote.canContinueTransaction : remote.isHealthy) {
+            return .remoteLost(error)
+        }
         return nil
     }
 }
