@@ -5,8 +5,11 @@ import Testing
 
 @Suite("COPY streams and LISTEN/NOTIFY", .timeLimit(.minutes(4)))
 struct CopyAndNotifyTests {
-    @Test("a COPY pipe of 1,000,000 rows between two clusters arrives complete")
-    func copyPipe() async throws {
+    /// The two ends of a COPY pipe: `body` gets the shared bed, a source (a remote), a
+    /// destination (the repository) and a new table there of `columns`, dropped afterwards.
+    static func withPipe(
+        columns: String, _ body: (TestBed, PostgresConnection, PostgresConnection, String) async throws -> Void
+    ) async throws {
         let bed = try await TestBed.shared()
         let source = try await bed.connect(port: bed.remotePorts[0])
         let destination = try await bed.connect(port: bed.repositoryPort)
@@ -15,96 +18,87 @@ struct CopyAndNotifyTests {
             destination.close()
         }
         let table = "copy_pipe_\(UInt32.random(in: 0...UInt32.max))"
-        try await destination.execute("CREATE TABLE \(table) (i int, t text, a int[])")
-        let rows = """
-            SELECT i, md5(i::text) || E'\\t\\\\ ''x''', ARRAY[i, -i] FROM generate_series(1, 1000000) AS i
-            """
-        let stored = try await PostgresConnection.pipeCopy(
-            from: source, "COPY (\(rows)) TO STDOUT",
-            to: destination, "COPY \(table) FROM STDIN")
-        #expect(stored == 1_000_000)
-        let checksum = "SELECT count(*), sum(i), md5(string_agg(t || a::text, ',' ORDER BY i))"
-        let expected = try await source.query("\(checksum) FROM (\(rows)) AS s(i, t, a)").rows[0]
-        let landed = try await destination.query("\(checksum) FROM \(table)").rows[0]
-        #expect(landed == expected)
-        #expect(landed[0] == "1000000")
+        try await destination.execute("CREATE TABLE \(table) (\(columns))")
+        try await body(bed, source, destination, table)
         try await destination.execute("DROP TABLE \(table)")
+    }
+
+    @Test("a COPY pipe of 1,000,000 rows between two clusters arrives complete")
+    func copyPipe() async throws {
+        try await Self.withPipe(columns: "i int, t text, a int[]") { _, source, destination, table in
+            let rows = """
+                SELECT i, md5(i::text) || E'\\t\\\\ ''x''', ARRAY[i, -i] FROM generate_series(1, 1000000) AS i
+                """
+            let stored = try await PostgresConnection.pipeCopy(
+                from: source, "COPY (\(rows)) TO STDOUT",
+                to: destination, "COPY \(table) FROM STDIN")
+            #expect(stored == 1_000_000)
+            let checksum = "SELECT count(*), sum(i), md5(string_agg(t || a::text, ',' ORDER BY i))"
+            let expected = try await source.query("\(checksum) FROM (\(rows)) AS s(i, t, a)").rows[0]
+            let landed = try await destination.query("\(checksum) FROM \(table)").rows[0]
+            #expect(landed == expected)
+            #expect(landed[0] == "1000000")
+        }
     }
 
     @Test("a failing COPY source stores nothing and both connections stay usable")
     func failingSource() async throws {
-        let bed = try await TestBed.shared()
-        let source = try await bed.connect(port: bed.remotePorts[0])
-        let destination = try await bed.connect(port: bed.repositoryPort)
-        defer {
-            source.close()
-            destination.close()
+        try await Self.withPipe(columns: "i int") { _, source, destination, table in
+            let error = try await #require(throws: PostgresError.self) {
+                try await PostgresConnection.pipeCopy(
+                    from: source, "COPY (SELECT 1 / (100000 - i) FROM generate_series(1, 200000) i) TO STDOUT",
+                    to: destination, "COPY \(table) FROM STDIN")
+            }
+            #expect(error.sqlState == "22012")
+            #expect(try await destination.query("SELECT count(*) FROM \(table)").rows[0][0] == "0")
+            #expect(try await source.query("SELECT 1").rows[0][0] == "1")
         }
-        let table = "copy_fail_\(UInt32.random(in: 0...UInt32.max))"
-        try await destination.execute("CREATE TABLE \(table) (i int)")
-        let error = try await #require(throws: PostgresError.self) {
-            try await PostgresConnection.pipeCopy(
-                from: source, "COPY (SELECT 1 / (100000 - i) FROM generate_series(1, 200000) i) TO STDOUT",
-                to: destination, "COPY \(table) FROM STDIN")
-        }
-        #expect(error.sqlState == "22012")
-        #expect(try await destination.query("SELECT count(*) FROM \(table)").rows[0][0] == "0")
-        #expect(try await source.query("SELECT 1").rows[0][0] == "1")
-        try await destination.execute("DROP TABLE \(table)")
     }
 
     @Test(
         "the destination's COPY starts once the source has rows: idle in transaction meanwhile; a destination that fails leaves the source usable"
     )
     func destinationWaitsForRows() async throws {
-        let bed = try await TestBed.shared()
-        let source = try await bed.connect(port: bed.remotePorts[0])
-        let destination = try await bed.connect(port: bed.repositoryPort)
-        defer {
-            source.close()
-            destination.close()
-        }
-        let table = "copy_wait_\(UInt32.random(in: 0...UInt32.max))"
-        try await destination.execute("CREATE TABLE \(table) (i int)")
-        let destinationPID = destination.backendPID
-        // While the source sleeps (1.5 s before its first row), the destination's backend is
-        // idle in its transaction (which the server can time out), not inside a COPY waiting
-        // for data (which it cannot): its state, sampled over the first second.
-        let sampler = Task {
-            let observer = try await bed.connect(port: bed.repositoryPort)
-            defer { observer.close() }
-            var states: [String] = []
-            _ = try await eventually(timeout: .seconds(1), interval: .milliseconds(50)) {
-                let state = try await observer.query(
-                    "SELECT state || ': ' || query FROM pg_stat_activity WHERE pid = $1", ["\(destinationPID)"]
-                ).rows.first?[0]
-                states.append(state ?? "gone")
-                return false
+        try await Self.withPipe(columns: "i int") { bed, source, destination, table in
+            let destinationPID = destination.backendPID
+            // While the source sleeps (1.5 s before its first row), the destination's backend is
+            // idle in its transaction (which the server can time out), not inside a COPY waiting
+            // for data (which it cannot): its state, sampled over the first second.
+            let sampler = Task {
+                let observer = try await bed.connect(port: bed.repositoryPort)
+                defer { observer.close() }
+                var states: [String] = []
+                _ = try await eventually(timeout: .seconds(1), interval: .milliseconds(50)) {
+                    let state = try await observer.query(
+                        "SELECT state || ': ' || query FROM pg_stat_activity WHERE pid = $1", ["\(destinationPID)"]
+                    ).rows.first?[0]
+                    states.append(state ?? "gone")
+                    return false
+                }
+                return states
             }
-            return states
-        }
-        let stored = try await destination.inTransaction(deadline: .now + .seconds(30)) {
-            try await PostgresConnection.pipeCopy(
-                from: source, "COPY (SELECT i FROM generate_series(1, 3) i, pg_sleep(1.5)) TO STDOUT",
-                to: destination, "COPY \(table) FROM STDIN")
-        }
-        let states = try await sampler.value
-        #expect(
-            states.contains { $0.hasPrefix("idle in transaction") } && states.allSatisfy { $0.hasPrefix("idle") },
-            "\(Set(states))")
-        #expect(stored == 3)
-        #expect(try await destination.query("SELECT sum(i) FROM \(table)").rows[0][0] == "6")
+            let stored = try await destination.inTransaction(deadline: .now + .seconds(30)) {
+                try await PostgresConnection.pipeCopy(
+                    from: source, "COPY (SELECT i FROM generate_series(1, 3) i, pg_sleep(1.5)) TO STDOUT",
+                    to: destination, "COPY \(table) FROM STDIN")
+            }
+            let states = try await sampler.value
+            #expect(
+                states.contains { $0.hasPrefix("idle in transaction") } && states.allSatisfy { $0.hasPrefix("idle") },
+                "\(Set(states))")
+            #expect(stored == 3)
+            #expect(try await destination.query("SELECT sum(i) FROM \(table)").rows[0][0] == "6")
 
-        // A destination that cannot take the rows: its error, and the source's COPY is ended.
-        let error = try await #require(throws: PostgresError.self) {
-            try await PostgresConnection.pipeCopy(
-                from: source, "COPY (SELECT i FROM generate_series(1, 100000) i) TO STDOUT",
-                to: destination, "COPY \(table)_missing FROM STDIN")
+            // A destination that cannot take the rows: its error, and the source's COPY is ended.
+            let error = try await #require(throws: PostgresError.self) {
+                try await PostgresConnection.pipeCopy(
+                    from: source, "COPY (SELECT i FROM generate_series(1, 100000) i) TO STDOUT",
+                    to: destination, "COPY \(table)_missing FROM STDIN")
+            }
+            #expect(error.sqlState == "42P01")
+            #expect(try await source.query("SELECT 1").rows[0][0] == "1")
+            #expect(try await destination.query("SELECT 1").rows[0][0] == "1")
         }
-        #expect(error.sqlState == "42P01")
-        #expect(try await source.query("SELECT 1").rows[0][0] == "1")
-        #expect(try await destination.query("SELECT 1").rows[0][0] == "1")
-        try await destination.execute("DROP TABLE \(table)")
     }
 
     @Test("a NOTIFY payload with quotes, backslashes, spaces and non-ASCII arrives intact with the sender's pid")
