@@ -72,19 +72,30 @@ struct LifecycleTests {
         #expect(daemon.output.contains("SIGHUP received: reloading"))
     }
 
+    /// A collector process snapshotting one server of `bed` (its alias: `tag` and a random
+    /// number), whose source `source` sleeps `seconds` on the remote.
+    static func daemonWithSlowSource(
+        on bed: TestBed, tag: String, source: String, seconds: Int, snapshotTimeout: Double? = nil
+    ) async throws -> (ScratchRepository, tag: String, server: Int, DaemonProcess) {
+        let repository = try await ScratchRepository.create(on: bed)
+        let alias = "\(tag)-\(UInt32.random(in: 0...UInt32.max))"
+        let server = try await repository.register(port: bed.remotePorts[0], alias: alias)
+        try await addSlowSource(
+            repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: seconds, name: source)
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.useServerAlias = true
+        if let snapshotTimeout { configuration.snapshotTimeout = snapshotTimeout }
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        return (repository, alias, server, daemon)
+    }
+
     @Test(
         "SIGTERM during a snapshot: exit 0 within 5 s, nothing of it landed, no session of ours left",
         arguments: PoWAMajor.allCases)
     func terminateDuringSnapshot(major: PoWAMajor) async throws {
         let bed = try await TestBed.shared(major)
-        let repository = try await ScratchRepository.create(on: bed)
-        let tag = "term-\(UInt32.random(in: 0...UInt32.max))"
-        let server = try await repository.register(port: bed.remotePorts[0], alias: tag)
-        try await addSlowSource(
-            repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 4, name: "slow_term_src")
-        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
-        configuration.useServerAlias = true
-        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        let (repository, tag, server, daemon) = try await Self.daemonWithSlowSource(
+            on: bed, tag: "term", source: "slow_term_src", seconds: 4)
         let first = try #require(try await repository.waitForSnapshots(server, count: 1).last)
         let history = try await repository.int(
             "SELECT count(*) FROM powa_statements_history_current WHERE srvid = $1", ["\(server)"])
@@ -118,15 +129,8 @@ struct LifecycleTests {
     )
     func frozenDuringSnapshot() async throws {
         let bed = try await TestBed.shared()
-        let repository = try await ScratchRepository.create(on: bed)
-        let tag = "frozen-\(UInt32.random(in: 0...UInt32.max))"
-        let server = try await repository.register(port: bed.remotePorts[0], alias: tag)
-        try await addSlowSource(
-            repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 2, name: "slow_frozen_src")
-        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
-        configuration.useServerAlias = true
-        configuration.snapshotTimeout = 6
-        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        let (repository, tag, server, daemon) = try await Self.daemonWithSlowSource(
+            on: bed, tag: "frozen", source: "slow_frozen_src", seconds: 2, snapshotTimeout: 6)
         defer { daemon.signal(SIGKILL) }
         _ = try await repository.waitForSnapshots(server, count: 1)
 
