@@ -13,19 +13,27 @@ struct QueryTextTests {
         running.logs.all.filter { $0.message == "snapshot taken" }
     }
 
-    @Test(
-        "known texts are left out; texts deleted from powa_statements behind the collector's back come back byte-identical from a LATIN1 remote",
-        arguments: PoWAMajor.allCases)
-    func leftOutAndRestored(major: PoWAMajor) async throws {
+    /// A collector running on a server whose database holds odd query texts (`OddQueryTexts`),
+    /// once it took two snapshots of it (the second leaving out the texts the first stored).
+    static func collectingOddTexts(_ major: PoWAMajor, remote: Int, prefix: String) async throws -> (
+        OddQueryTexts, ScratchRepository, server: Int, RunningCollector
+    ) {
         let bed = try await TestBed.shared(major)
-        let port = bed.remotePorts[0]
-        let odd = try await OddQueryTexts.create(on: bed, port: port, prefix: "texts")
-        let marker = odd.marker
-
+        let port = bed.remotePorts[remote]
+        let odd = try await OddQueryTexts.create(on: bed, port: port, prefix: prefix)
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: port, dbname: odd.database, frequency: 5, extensions: "{}")
         let running = RunningCollector(repository: repository)
         _ = try await repository.waitForSnapshots(server, count: 2)
+        return (odd, repository, server, running)
+    }
+
+    @Test(
+        "known texts are left out; texts deleted from powa_statements behind the collector's back come back byte-identical from a LATIN1 remote",
+        arguments: PoWAMajor.allCases)
+    func leftOutAndRestored(major: PoWAMajor) async throws {
+        let (odd, repository, server, running) = try await Self.collectingOddTexts(major, remote: 0, prefix: "texts")
+        let marker = odd.marker
         // The first snapshot knew nothing; the second left out the texts the first stored.
         let taken = Self.snapshots(running)
         #expect(taken.count >= 2)
@@ -92,13 +100,8 @@ struct QueryTextTests {
         "texts that cannot be restored: those statements are left out of the snapshot (an error says so), never stored without a text; they land with the next",
         arguments: PoWAMajor.allCases)
     func restoreFails(major: PoWAMajor) async throws {
-        let bed = try await TestBed.shared(major)
-        let port = bed.remotePorts[1]
-        let odd = try await OddQueryTexts.create(on: bed, port: port, prefix: "unrestored")
-        let repository = try await ScratchRepository.create(on: bed)
-        let server = try await repository.register(port: port, dbname: odd.database, frequency: 5, extensions: "{}")
-        let running = RunningCollector(repository: repository)
-        _ = try await repository.waitForSnapshots(server, count: 2)
+        let (odd, repository, server, running) = try await Self.collectingOddTexts(
+            major, remote: 1, prefix: "unrestored")
 
         // The repair writes the restored texts into the staged rows (an UPDATE, which nothing
         // else does to them): make it fail, then forget the marked statements.
