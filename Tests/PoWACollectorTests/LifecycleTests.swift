@@ -175,6 +175,40 @@ struct LifecycleTests {
         #expect(await daemon.wait() == 0)
     }
 
+    @Test("a collector frozen (SIGSTOP) for several periods, then resumed: one late snapshot, then the cadence, never a burst")
+    func noBurstAfterFreeze() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[1], alias: "thawed-\(UInt32.random(in: 0...UInt32.max))")
+        let log = try await SnapshotLog.install(on: repository)
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.useServerAlias = true
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        defer { daemon.signal(SIGKILL) }
+        _ = try await repository.waitForSnapshots(server, count: 2)
+
+        // Frozen until the repository ends its membership (10 s of silence: two slots missed),
+        // its advisory locks gone with the session.
+        daemon.signal(SIGSTOP)
+        let frozenAt = try await log.now()
+        let leaseEnded = try await eventually(timeout: .seconds(30), interval: .milliseconds(200)) {
+            try await repository.int(
+                """
+                SELECT count(*) FROM pg_locks
+                WHERE locktype = 'advisory' AND database = (SELECT oid FROM pg_database WHERE datname = $1)
+                """, [repository.database]) == 0
+        }
+        #expect(leaseEnded)
+        daemon.signal(SIGCONT)
+        let resumed = try await repository.waitForSnapshots(server, count: 3, timeout: .seconds(40))
+        #expect(resumed.count == 3)
+        // Within half a period (2.5 s), less a margin for the instant each transaction begins.
+        #expect(try await log.doubled(within: 2) == [])
+        #expect(try await log.snapshots(from: frozenAt)[server]?.count ?? 0 >= 3)
+        daemon.signal(SIGTERM)
+        #expect(await daemon.wait() == 0)
+    }
+
     @Test("the repository restarted: the collector answers again within 10 s and snapshots resume")
     func repositoryRestart() async throws {
         try await TestBed.withPrivate(name: "repository-restart", port: 5465, remotes: 1) { bed in

@@ -23,6 +23,20 @@ struct ScheduleTests {
         #expect(schedule.nextDue == now + .seconds(15))
     }
 
+    @Test("slots missed entirely (a frozen or held-back worker) are skipped before the late snapshot, not made up after it")
+    func skipMissed() {
+        let now = ContinuousClock.now
+        var schedule = SnapshotSchedule(frequency: .seconds(5), origin: now)
+        // 23 s late: the late snapshot stands for the slot at 20 s, the next is at 25 s.
+        schedule.skipMissed(now: now + .seconds(23))
+        #expect(schedule.nextDue == now + .seconds(20))
+        schedule.advance(now: now + .seconds(23) + .milliseconds(100))
+        #expect(schedule.nextDue == now + .seconds(25))
+        // Due but not late by a whole period: nothing skipped.
+        schedule.skipMissed(now: now + .seconds(29))
+        #expect(schedule.nextDue == now + .seconds(25))
+    }
+
     @Test("a recent snapshot keeps its phase; one older than two periods, or none, gets a random offset")
     func startingPhase() {
         let now = ContinuousClock.now

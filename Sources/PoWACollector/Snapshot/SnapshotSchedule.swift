@@ -44,6 +44,14 @@ struct SnapshotSchedule: Sendable, Equatable {
     /// When the next snapshot is due.
     var nextDue: ContinuousClock.Instant { origin + frequency * index }
 
+    /// Before a due snapshot: the slots missed entirely (while the worker was held back, its
+    /// process frozen, the repository out) are skipped, so that this late snapshot stands for
+    /// the latest slot due and the next one is a period after that slot: one late snapshot,
+    /// never a burst of them in the same instant.
+    mutating func skipMissed(now: ContinuousClock.Instant) {
+        while nextDue + frequency <= now { index += 1 }
+    }
+
     /// Moves past the snapshot that was due. A snapshot that overran by more than a period
     /// skips the slots it missed (one late snapshot runs at once, never a burst).
     mutating func advance(now: ContinuousClock.Instant) {

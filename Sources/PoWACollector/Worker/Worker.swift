@@ -69,6 +69,10 @@ struct Worker {
         /// The server's `snapts` as this worker last saw it (another: a snapshot landed
         /// elsewhere since, and the schedule follows it).
         var mark: SnapshotMark?
+        /// When the last snapshot that landed started: a scheduled one never starts within half
+        /// a period of it, so that a late snapshot and the on-time one after it never land in
+        /// the same instant (powa-web would compute rates over milliseconds).
+        var lastLanded: ContinuousClock.Instant?
         setStatus(.noRemoteConnection)
         defer {
             remote?.close()
@@ -124,7 +128,8 @@ struct Worker {
             }
             guard var current = schedule else { continue }
 
-            await mailbox.wait(until: current.nextDue)
+            let spaced = lastLanded.map { $0 + current.frequency / 2 } ?? current.nextDue
+            await mailbox.wait(until: max(current.nextDue, spaced))
             if Task.isCancelled { return }
             let requests = mailbox.take()
             // Its server went to another collector: the snapshot it may have been taking is over.
@@ -133,8 +138,13 @@ struct Worker {
                 needsBookkeeping = true
                 knownStatements?.forget()
             }
-            let due = ContinuousClock.now >= current.nextDue
+            let now = ContinuousClock.now
+            let due = now >= current.nextDue && now >= spaced
             guard due || requests.contains(.forceSnapshot) else { continue }
+            if due {
+                current.skipMissed(now: now)
+                schedule = current
+            }
             // A remote that restarted since the last snapshot ended this session: a new one,
             // then this snapshot (still due), rather than a snapshot failing on the dead one.
             guard session.connection.probe() else {
@@ -177,6 +187,7 @@ struct Worker {
             switch result {
             case .landed(let landedMark):
                 mark = landedMark ?? mark
+                lastLanded = started
                 if let previous = refusal {
                     logger.info("the remote server can be snapshotted again", metadata: ["was": "\(previous.description)"])
                     refusal = nil
