@@ -341,6 +341,43 @@ struct FleetTests {
         #expect(await first.stop() == 0)
     }
 
+    @Test("a collector frozen mid-snapshot, its server taken over meanwhile: resumed, it reports nothing for powa-web")
+    func frozenOwnerReportsNothing() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let log = try await SnapshotLog.install(on: repository)
+        let servers = try await Self.registerServers(1, on: repository, bed: bed)
+        let server = try #require(servers.first)
+        try await addSlowSource(
+            repository: repository, serverID: server, remotePort: bed.remotePorts[0], seconds: 3,
+            name: "fleet_frozen_src")
+        // A snapshot timeout shorter than the freeze: the frozen snapshot fails once resumed.
+        var settings = CollectorConfiguration(repositoryDSN: repository.dsn)
+        settings.connectTimeout = 3
+        settings.snapshotTimeout = 6
+        let configuration = try writeConfiguration(settings)
+        let collectors = try (0..<2).map { _ in try FleetCollector(configuration: configuration) }
+        defer { collectors.forEach { $0.process.signal(SIGKILL) } }
+        for collector in collectors { try await collector.learnMemberID() }
+        _ = try await repository.waitForSnapshots(server, count: 1)
+        let ownerID = try #require(try await log.owners()[server])
+        let owner = try #require(collectors.first { $0.memberID == ownerID })
+
+        try await waitForActiveQuery(bed: bed, port: bed.remotePorts[0], like: "%fleet_frozen_src%")
+        owner.process.signal(SIGSTOP)
+        let stoppedAt = try await log.now()
+        _ = try await log.waitForSnapshot(of: server, after: stoppedAt, timeout: .seconds(40))
+        owner.process.signal(SIGCONT)
+        #expect(try await owner.process.waitForOutput("snapshot failed", timeout: .seconds(30)))
+        // Its failure is no failure of the server's, which the other collector snapshots well.
+        var errors = ""
+        _ = try await eventually(timeout: .seconds(3)) {
+            errors = try await repository.errors(server)
+            return errors != ""
+        }
+        #expect(errors == "")
+    }
+
     /// `count` servers at frequency 5 on the bed's remotes, each under another name of the
     /// same clusters (`powa_servers` wants one row per host and port).
     static func registerServers(_ count: Int, on repository: ScratchRepository, bed: TestBed) async throws -> [Int] {

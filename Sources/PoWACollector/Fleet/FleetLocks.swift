@@ -44,15 +44,19 @@ enum FleetLocks {
     /// Tries a membership (or, with `leaderKey`, the leadership): `$1` is the second key.
     static let tryMember = "SELECT pg_catalog.pg_try_advisory_lock(\(memberClass), $1::int4)"
 
-    /// Whether, in the repository as this transaction sees it now, the session `$3` holds the
-    /// lock of server `$2`: the fence a snapshot passes just before it commits.
-    static let ownsServer = """
+    /// Whether, in the repository as this transaction sees it now, the session `member` (a
+    /// parameter) holds the lock of server `server` (a parameter): the fence a snapshot passes
+    /// just before it commits.
+    static func ownsServer(server: String = "$2", member: String = "$3") -> String {
+        """
         EXISTS (SELECT 1 FROM pg_catalog.pg_locks
                 WHERE locktype = 'advisory' AND objsubid = 2 AND granted
-                  AND classid = \(UInt32(bitPattern: serverClass)) AND objid = $2::int8::oid AND pid = $3::int4
+                  AND classid = \(UInt32(bitPattern: serverClass)) AND objid = \(server)::int8::oid
+                  AND pid = \(member)::int4
                   AND database = (SELECT oid FROM pg_catalog.pg_database
                                   WHERE datname = pg_catalog.current_database()))
         """
+    }
 }
 
 /// The fleet as `pg_locks` shows it at one instant.

@@ -217,7 +217,7 @@ struct PoWARepository {
         serverID: Int, applicationName: String, memberPID: Int32?, checkingTexts: Bool,
         deadline: ContinuousClock.Instant?
     ) async throws -> SnapshotFinish {
-        let fence = memberPID == nil ? "true" : FleetLocks.ownsServer
+        let fence = memberPID == nil ? "true" : FleetLocks.ownsServer()
         let keys = "pg_catalog.string_agg(userid || ' ' || dbid || ' ' || queryid, ',')"
         let texts = checkingTexts ? "(\(storedWithoutText(serverID: "$2", as: keys)))" : "NULL"
         let row = try await connection.query(
@@ -239,13 +239,31 @@ struct PoWARepository {
     }
 
     /// Appends errors to what powa-web shows for the server (`powa_snapshot_metas.errors`).
-    func appendErrors(serverID: Int, _ errors: [String], deadline: ContinuousClock.Instant? = nil) async throws {
+    ///
+    /// Outside a snapshot's transaction, two guards: `owner`, the membership session that must
+    /// still hold the server's lock (a collector that was frozen, or cut off, must not report
+    /// the failure of its last snapshot on a server another collector now runs well); and
+    /// `once`, errors already shown are not added again (the same connection error, met by
+    /// each worker the server had).
+    func appendErrors(
+        serverID: Int, _ errors: [String], owner: Int32? = nil, once: Bool = false,
+        deadline: ContinuousClock.Instant? = nil
+    ) async throws {
         guard !errors.isEmpty else { return }
-        _ = try await connection.query(
-            """
-            UPDATE \(powa("powa_snapshot_metas")) SET errors = pg_catalog.array_cat(errors, $2::text[])
+        let added =
+            once
+            ? "ARRAY(SELECT e FROM pg_catalog.unnest($2::text[]) e WHERE e <> ALL (coalesce(errors, '{}')))"
+            : "$2::text[]"
+        var sql = """
+            UPDATE \(powa("powa_snapshot_metas")) SET errors = pg_catalog.array_cat(errors, \(added))
             WHERE srvid = $1
-            """, ["\(serverID)", PostgresArray.text(errors)], deadline: deadline)
+            """
+        var parameters = ["\(serverID)", PostgresArray.text(errors)]
+        if let owner {
+            sql += " AND " + FleetLocks.ownsServer(server: "$1", member: "$3")
+            parameters.append("\(owner)")
+        }
+        _ = try await connection.query(sql, parameters, deadline: deadline)
     }
 
     /// Replaces the server's errors with `errors` (a snapshot that could not be taken at all),

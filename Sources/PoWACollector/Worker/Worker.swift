@@ -310,15 +310,22 @@ struct Worker {
         context.pool.checkin(repository, dsn: context.configuration.repositoryDSN)
     }
 
-    /// Appends errors to the server's `powa_snapshot_metas.errors`, on a pooled session; when
-    /// the repository cannot be reached they are only logged (they were already). The caller
-    /// holds a limiter permit.
+    /// Appends errors to the server's `powa_snapshot_metas.errors`, on a pooled session, unless
+    /// they are shown already, and (in a fleet) only while this collector owns the server;
+    /// when the repository cannot be reached they are only logged (they were already). The
+    /// caller holds a limiter permit.
     private func recordErrors(_ errors: [String]) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
+        var owner: Int32?
+        if let fleet = context.fleet {
+            guard let fence = fleet.fence(serverID: server.id) else { return }
+            owner = fence
+        }
         guard let repository = await checkoutRepository(failing: "error not recorded") else { return }
         defer { checkinRepository(repository) }
         do {
-            try await repository.appendErrors(serverID: server.id, errors, deadline: .now + context.connectTimeout)
+            try await repository.appendErrors(
+                serverID: server.id, errors, owner: owner, once: true, deadline: .now + context.connectTimeout)
         } catch {
             logger.warning("could not record the error in the repository: \(error)")
         }
@@ -498,8 +505,11 @@ struct Worker {
                 break
             }
             if repository.connection.isHealthy {
+                // Only while this collector owns the server: one frozen or cut off meanwhile
+                // must not report a failure on a server another collector now runs well.
                 try? await repository.appendErrors(
-                    serverID: server.id, ["snapshot failed: \(error)"], deadline: .now + context.connectTimeout)
+                    serverID: server.id, ["snapshot failed: \(error)"], owner: fence,
+                    deadline: .now + context.connectTimeout)
             } else {
                 await recordErrors(["snapshot failed: \(error)"])
             }
