@@ -40,6 +40,27 @@ struct ReliabilityTests {
         #expect(running.logs.lines.allSatisfy { !$0.contains("\n") })
     }
 
+    @Test("a remote that is down: its connection error is shown to powa-web once, whichever worker of the server meets it")
+    func connectionErrorShownOnce() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: try LoopbackListener.freePort(), frequency: 5)
+        let running = RunningCollector(repository: repository)
+        _ = try await repository.waitForErrors(server, containing: "could not connect to the remote server")
+        // A new worker for the server (its row changed, then a reload) meets the same error.
+        try await repository.execute("UPDATE powa_servers SET alias = 'renamed' WHERE id = \(server)")
+        #expect(await running.collector.reload())
+        let reported = { running.logs.lines.filter { $0.hasPrefix("error") && $0.contains("could not connect") }.count }
+        #expect(try await eventually { reported() == 2 })
+        var errors = ""
+        _ = try await eventually(timeout: .seconds(3)) {
+            errors = try await repository.errors(server)
+            return errors.split(separator: "\n").count > 1
+        }
+        try await running.stop()
+        #expect(errors.split(separator: "\n").count == 1, "\(errors)")
+    }
+
     @Test("a remote whose powa is installed after start: snapshots begin at the next period, no reload")
     func powaInstalledLater() async throws {
         let bed = try await TestBed.shared()
