@@ -25,6 +25,16 @@ struct OperationsUnitTests {
         #expect(Duration.seconds(30).logText == "30 s")
     }
 
+    @Test("a session name longer than the server keeps is cut by us, on a character boundary, not by a NOTICE")
+    func applicationNameFitted() {
+        let long = ApplicationName.workerRepository("orders-primary.cluster-abcdefghijkl.eu-west-3.rds.amazonaws.com:5432")
+        #expect(long.utf8.count == 63 && long.hasPrefix("PoWA collector - repo_conn for worker orders-primary"))
+        let emoji = ApplicationName.worker(String(repeating: "é🐘", count: 20))
+        // 24 bytes, then 6 per "é🐘": the next 🐘 would end at byte 66.
+        #expect(emoji.utf8.count == 62 && emoji.hasSuffix("é"))
+        #expect(ApplicationName.worker("db1:5432") == "PoWA collector - worker db1:5432")
+    }
+
     @Test("a JSON log line: one line, escapes, metadata as fields, reserved names prefixed")
     func jsonLine() throws {
         let line = JSONLogHandler.line(

@@ -9,10 +9,26 @@ enum ApplicationName {
     static let command = "PoWA collector - command"
     /// `powa-collector check`.
     static let check = "PoWA collector - check"
-    static func worker(_ name: String) -> String { "PoWA collector - worker \(name)" }
-    static func workerRepository(_ name: String) -> String { "PoWA collector - repo_conn for worker \(name)" }
+    static func worker(_ name: String) -> String { fitted("PoWA collector - worker \(name)") }
+    static func workerRepository(_ name: String) -> String { fitted("PoWA collector - repo_conn for worker \(name)") }
     /// PoWA 5's per-database sessions (the Python collector leaves them unnamed).
     static func workerDatabase(_ name: String, _ database: String) -> String {
-        "PoWA collector - worker \(name) db \(database)"
+        fitted("PoWA collector - worker \(name) db \(database)")
+    }
+
+    /// The most a server keeps of a name (NAMEDATALEN - 1 bytes).
+    static let maximumLength = 63
+
+    /// `name` cut to what the server keeps, on a character boundary: a longer name (a long
+    /// alias or host name) would make the server send a NOTICE each time it is set, logged at
+    /// every snapshot.
+    static func fitted(_ name: String) -> String {
+        guard name.utf8.count > maximumLength else { return name }
+        var fitted = ""
+        for character in name {
+            guard fitted.utf8.count + character.utf8.count <= maximumLength else { break }
+            fitted.append(character)
+        }
+        return fitted
     }
 }
