@@ -19,7 +19,7 @@ struct ControlAnswerTests {
         var reloads: Int { counter.count.withLock { $0 } }
         let commands: ControlCommands
 
-        init(reloadSucceeds: Bool = true) {
+        init(reload outcome: ReloadOutcome = .reloaded) {
             for (id, mailbox) in mailboxes { board.register(serverID: id, mailbox: mailbox) }
             board.setStatus(.running, serverID: 1)
             board.setStatus(.noRemoteConnection, serverID: 2)
@@ -28,7 +28,7 @@ struct ControlAnswerTests {
             let counter = ReloadCounter()
             commands = ControlCommands(board: board) {
                 counter.count.withLock { $0 += 1 }
-                return reloadSucceeds
+                return outcome
             }
             self.counter = counter
         }
@@ -98,8 +98,12 @@ struct ControlAnswerTests {
         let fixture = Fixture()
         #expect(await fixture.answer("RELOAD c") == "RELOAD OK OK")
         #expect(
-            await Fixture(reloadSucceeds: false).answer("RELOAD c")
+            await Fixture(reload: .serverListUnread).answer("RELOAD c")
                 == "RELOAD ERROR could not read the server list from the repository")
+        #expect(
+            await Fixture(reload: .configurationRejected("c.conf: invalid JSON")).answer("RELOAD c")
+                == "RELOAD ERROR configuration file rejected, the running one kept: c.conf: invalid JSON")
+        #expect(await Fixture(reload: .interrupted).answer("RELOAD c") == "RELOAD ERROR the collector is stopping")
         #expect(fixture.reloads == 1)
         #expect(await fixture.answer("DROP c everything") == "DROP UNKNOWN Message \"DROP\" invalid, command ignored")
         #expect(fixture.reloads == 1)

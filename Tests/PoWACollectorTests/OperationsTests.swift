@@ -143,6 +143,14 @@ struct OperationsTests {
                 $0.starts(with: ["\(down)", "down"]) && $0.joined(separator: " ").hasSuffix("no connection to remote server")
             }, "\(last.output)")
 
+        // A configuration file the daemon rejects (the running one kept): reload says so, exit 1.
+        let valid = path + ".valid"
+        try FileManager.default.copyItem(atPath: path, toPath: valid)
+        try "{\"repository\": ".write(toFile: path, atomically: true, encoding: .utf8)
+        let rejected = try await Self.command(["reload", "--config", valid])
+        #expect(rejected.code == 1, "\(rejected.output)")
+        #expect(rejected.output.contains("configuration file rejected, the running one kept"), "\(rejected.output)")
+
         daemon.signal(SIGTERM)
         #expect(await daemon.wait() == 0)
     }

@@ -140,7 +140,7 @@ public final class Collector: Service, Sendable {
             repositoryDSN: { [self] in self.configuration.repositoryDSN },
             connectTimeout: .seconds(configuration.connectTimeout),
             commands: ControlCommands(
-                board: board, reload: { [self] in await self.reload(rereadFile: true) },
+                board: board, reload: { [self] in await self.requestReload(rereadFile: true) },
                 statuses: { [self] in self.membership.fleetStatuses(local: self.board.statuses(), serverID: $0) }),
             logger: logger, fleet: membership,
             ownershipChanged: { [self] in Task { await self.followAssignment() } }, metrics: metrics)
@@ -151,7 +151,7 @@ public final class Collector: Service, Sendable {
     private func followAssignment() async {
         _ = await reloads.request(replacesPending: false) { [self] in
             await self.reconcileWorkers(configuration: self.configuration)
-            return true
+            return .reloaded
         }
     }
 
@@ -200,15 +200,19 @@ public final class Collector: Service, Sendable {
 
     /// Re-reads the configuration file (keeping the current one if the new one is invalid) and
     /// the server list, and reconciles the workers; one reload at a time (`ReloadQueue`).
-    /// Returns false when the server list could not be read (the workers are left as they
-    /// were).
+    /// Returns how it went.
+    public func requestReload(rereadFile: Bool = true) async -> ReloadOutcome {
+        await reloads.request { [self] in
+            let outcome = await self.reloadNow(rereadFile: rereadFile)
+            if rereadFile { self.metrics?.reloaded(success: outcome == .reloaded) }
+            return outcome
+        }
+    }
+
+    /// `requestReload`, true when it reloaded everything.
     @discardableResult
     public func reload(rereadFile: Bool = true) async -> Bool {
-        await reloads.request { [self] in
-            let success = await self.reloadNow(rereadFile: rereadFile)
-            if rereadFile { self.metrics?.reloaded(success: success) }
-            return success
-        }
+        await requestReload(rereadFile: rereadFile) == .reloaded
     }
 
     /// The Prometheus text of the metrics, with the states read now.
@@ -224,10 +228,11 @@ public final class Collector: Service, Sendable {
         return (metrics?.isRepositoryUp ?? true, notRunning)
     }
 
-    private func reloadNow(rereadFile: Bool) async -> Bool {
+    private func reloadNow(rereadFile: Bool) async -> ReloadOutcome {
         // (The first server list, at start-up, is not a reload for systemd.)
         if rereadFile { notifier?.reloading() }
         defer { if rereadFile { notifier?.ready(status: StatusSummary.line(board.statuses())) } }
+        var rejection: String?
         if rereadFile {
             do {
                 let (fresh, path) = try ConfigurationFile.load(path: configurationPath)
@@ -235,6 +240,7 @@ public final class Collector: Service, Sendable {
                 logger.info("configuration reloaded", metadata: ["file": "\(path)"])
             } catch {
                 logger.error("configuration not reloaded, keeping the current one: \(error)")
+                rejection = "\(error)"
             }
         }
         let configuration = self.configuration
@@ -262,14 +268,14 @@ public final class Collector: Service, Sendable {
             // Still, the workers follow the servers this collector took or gave up meanwhile
             // (a reload may have replaced the reconcile that a change of ownership asked for).
             await reconcileWorkers(configuration: configuration)
-            return false
+            return .serverListUnread
         }
         for rejected in list.rejected {
             logger.error("server ignored: \(rejected)", metadata: ["srvid": "\(rejected.id)"])
         }
         logger.info("active remote servers: \(list.servers.count)")
         await reconcileWorkers(configuration: configuration)
-        return true
+        return rejection.map { .configurationRejected($0) } ?? .reloaded
     }
 }
 

@@ -10,12 +10,12 @@
 /// - anything else: `UNKNOWN`. Malformed arguments: `ERROR`.
 public struct ControlCommands: Sendable {
     let board: WorkerBoard
-    let reload: @Sendable () async -> Bool
+    let reload: @Sendable () async -> ReloadOutcome
     /// WORKERS_STATUS's statuses, of one server or all (in a fleet, every member's workers).
     let statuses: @Sendable (Int?) -> [Int: WorkerStatus]
 
     public init(
-        board: WorkerBoard, reload: @escaping @Sendable () async -> Bool,
+        board: WorkerBoard, reload: @escaping @Sendable () async -> ReloadOutcome,
         statuses: (@Sendable (Int?) -> [Int: WorkerStatus])? = nil
     ) {
         self.board = board
@@ -31,8 +31,13 @@ public struct ControlCommands: Sendable {
         }
         switch command {
         case "RELOAD":
-            return await reload()
-                ? reply(.ok, "OK") : reply(.error, "could not read the server list from the repository")
+            switch await reload() {
+            case .reloaded: return reply(.ok, "OK")
+            case .configurationRejected(let why):
+                return reply(.error, "configuration file rejected, the running one kept: \(why)")
+            case .serverListUnread: return reply(.error, "could not read the server list from the repository")
+            case .interrupted: return reply(.error, "the collector is stopping")
+            }
         case "WORKERS_STATUS":
             guard request.arguments.count <= 1 else { return reply(.error, "Command \"\(command)\" malformed") }
             var serverID: Int?
