@@ -35,6 +35,19 @@ struct OperationsUnitTests {
         #expect(ApplicationName.worker("db1:5432") == "PoWA collector - worker db1:5432")
     }
 
+    @Test("a text log line: a newline in a message or a metadata value is written \\n, never a line of its own")
+    func textLineFolded() {
+        #expect(LogLevelSwitch.OneLine.text("a\nb\r\nc") == "a\\nb\\nc")
+        #expect(LogLevelSwitch.OneLine.text("plain") == "plain")
+        let forged = LogLevelSwitch.OneLine.value(
+            .dictionary(["alias": "x\n2026-11-30T00:00:00+0000 info powa-collector: FAKE", "n": .stringConvertible(2)]))
+        guard case .dictionary(let values) = forged, case .string(let alias)? = values["alias"] else {
+            Issue.record("\(forged)")
+            return
+        }
+        #expect(alias == "x\\n2026-11-30T00:00:00+0000 info powa-collector: FAKE")
+    }
+
     @Test("a JSON log line: one line, escapes, metadata as fields, reserved names prefixed")
     func jsonLine() throws {
         let line = JSONLogHandler.line(
