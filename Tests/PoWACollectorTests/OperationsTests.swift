@@ -230,6 +230,15 @@ struct OperationsTests {
         #expect(one.code == 0, "\(one.output)")
         #expect(one.output.split(separator: "\n").count == 1, "\(one.output)")
         #expect(try #require(try await repository.snapts(good)) > first)
+
+        // An active server whose row cannot be used is not snapshotted: a failure, named.
+        let unusable = try await repository.register(port: bed.remotePorts[1], alias: "unusable")
+        try await repository.execute("UPDATE powa_servers SET username = '' WHERE id = \(unusable)")
+        let named = try await Self.command(["once", "--config", path, "--server", "unusable"])
+        #expect(named.code == 1, "\(named.output)")
+        #expect(
+            named.output.contains("✗ \(unusable) unusable: its powa_servers row cannot be used (empty username)"),
+            "\(named.output)")
         // Nothing of the command is left on the servers.
         #expect(
             try await backendPIDs(bed: bed, port: bed.remotePorts[0], applicationName: "PoWA collector - worker good").isEmpty)

@@ -44,10 +44,10 @@ public struct CollectorCheck {
             report.repository = .init(check: "repository", ok: false, detail: "cannot read powa_servers: \(error)")
             return report
         }
-        for rejected in list.rejected where selector == nil || selector == "\(rejected.id)" {
+        for rejected in list.rejected where selector.map(rejected.matches) ?? true {
             report.servers.append(
                 .init(
-                    id: rejected.id, name: "?",
+                    id: rejected.id, name: rejected.alias ?? "?",
                     items: [.init(check: "connection", ok: false, detail: "\(rejected)", hint: "fix the powa_servers row")]))
         }
         for server in list.servers where selector.map({ Self.matches(server, $0) }) ?? true {

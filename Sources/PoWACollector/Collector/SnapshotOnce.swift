@@ -35,12 +35,16 @@ public struct SnapshotOnce {
             repository.close()
             throw error
         }
-        for rejected in list.rejected {
-            logger.error("server ignored: \(rejected)", metadata: ["srvid": "\(rejected.id)"])
-        }
         let chosen = list.servers.filter { server in
             selectors.isEmpty || selectors.contains { CollectorCheck.matches(server, $0) }
         }
+        // An active server whose row cannot be used is a server not snapshotted: a failure.
+        let unusable = list.rejected.filter { rejected in selectors.isEmpty || selectors.contains(where: rejected.matches) }
+            .map {
+                Outcome(
+                    serverID: $0.id, name: $0.alias ?? "?",
+                    failure: "its powa_servers row cannot be used (\($0.problem))", seconds: 0)
+            }
         let context = WorkerContext(
             configuration: configuration, limiter: SnapshotLimiter(permits: configuration.maxConcurrentSnapshots),
             pool: RepositoryPool(capacity: configuration.maxConcurrentSnapshots), board: WorkerBoard(), logger: logger)
@@ -56,7 +60,7 @@ public struct SnapshotOnce {
                         seconds: (ContinuousClock.now - started).secondsValue)
                 }
             }
-            var outcomes: [Outcome] = []
+            var outcomes = unusable
             for await outcome in group { outcomes.append(outcome) }
             return outcomes.sorted { $0.serverID < $1.serverID }
         }

@@ -305,23 +305,24 @@ extension RemoteServer {
     /// Reads a `powa_servers` row, refusing values no connection could use.
     init(row: PostgresRow) throws(ServerRowError) {
         let id = (try? row.decode(0, as: Int.self)) ?? -1
+        func unusable(_ problem: String) -> ServerRowError { ServerRowError(id, problem, alias: row[2]) }
         do {
             let hostname = try row.decode(1, as: String.self)
             let port = try row.decode(3, as: Int.self)
             let username = try row.decode(4, as: String.self)
             let dbname = try row.decode(6, as: String.self)
             let frequency = try row.decode(7, as: Int.self)
-            guard !hostname.isEmpty else { throw ServerRowError(id, "empty hostname") }
-            guard (1...65535).contains(port) else { throw ServerRowError(id, "invalid port \(port)") }
-            guard !username.isEmpty else { throw ServerRowError(id, "empty username") }
-            guard !dbname.isEmpty else { throw ServerRowError(id, "empty dbname") }
+            guard !hostname.isEmpty else { throw unusable("empty hostname") }
+            guard (1...65535).contains(port) else { throw unusable("invalid port \(port)") }
+            guard !username.isEmpty else { throw unusable("empty username") }
+            guard !dbname.isEmpty else { throw unusable("empty dbname") }
             self.init(
                 id: id, hostname: hostname, alias: row[2], port: port, username: username,
                 password: row[5], dbname: dbname, frequency: frequency)
         } catch let error as ServerRowError {
             throw error
         } catch {
-            throw ServerRowError(id, "invalid powa_servers row: \(error)")
+            throw unusable("invalid powa_servers row: \(error)")
         }
     }
 }
@@ -332,11 +333,17 @@ struct ServerRowError: Error, CustomStringConvertible {
     let id: Int
     /// What is wrong with it, e.g. "invalid port 0".
     let problem: String
+    /// Its alias, if it has one (to name it in `check` and `once`).
+    let alias: String?
 
-    init(_ id: Int, _ problem: String) {
+    init(_ id: Int, _ problem: String, alias: String? = nil) {
         self.id = id
         self.problem = problem
+        self.alias = alias
     }
+
+    /// Whether a `--server` selector (an id or an alias) names this row.
+    func matches(_ selector: String) -> Bool { selector == "\(id)" || (alias != nil && selector == alias) }
 
     var description: String { "server \(id): \(problem)" }
 
