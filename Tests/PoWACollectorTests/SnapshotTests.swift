@@ -271,6 +271,12 @@ struct SnapshotTests {
         #expect(collector.collector.board.statuses()[orphan] == .stopped)
         #expect(collector.collector.board.statuses()[healthy] == .running)
         #expect(collector.collector.board.statuses()[edited] == nil)
+        // No worker, but listed for powa-web (and `status`), and not ready.
+        let client = try await ControlClient.connect(repository)
+        defer { client.close() }
+        let answer = try await client.ask("WORKERS_STATUS c \(edited)", channel: "c")
+        #expect(answer == "WORKERS_STATUS OK {\"\(edited)\": \"unusable powa_servers row\"}")
+        #expect(collector.collector.readiness().notRunning[edited] == .unusableRow)
 
         // Written once, not again at each reload; fixed, the row is snapshotted and the error goes.
         let version = "SELECT xmin::text FROM powa_snapshot_metas WHERE srvid = $1"
@@ -281,6 +287,8 @@ struct SnapshotTests {
         #expect(await collector.collector.reload())
         _ = try await repository.waitForSnapshots(edited, count: 1)
         #expect(try await repository.errors(edited) == "")
+        #expect(
+            try await client.ask("WORKERS_STATUS d \(edited)", channel: "d") == "WORKERS_STATUS OK {\"\(edited)\": \"running\"}")
         try await collector.stop()
     }
 }

@@ -28,6 +28,9 @@ public final class Collector: Service, Sendable {
     public let membership = FleetMembership()
     /// The active servers of the last reload (the fleet's assignment picks among them).
     private let activeServers = Mutex<[RemoteServer]>([])
+    /// The active servers whose `powa_servers` row cannot be used, from the last server list:
+    /// no worker, but listed (`unusableRow`) wherever statuses are.
+    private let unusableServers = Mutex<Set<Int>>([])
 
     /// - Parameters:
     ///   - configuration: the configuration read at start-up.
@@ -141,7 +144,9 @@ public final class Collector: Service, Sendable {
             connectTimeout: .seconds(configuration.connectTimeout),
             commands: ControlCommands(
                 board: board, reload: { [self] in await self.requestReload(rereadFile: true) },
-                statuses: { [self] in self.membership.fleetStatuses(local: self.board.statuses(), serverID: $0) }),
+                statuses: { [self] in
+                    self.listingUnusable(self.membership.fleetStatuses(local: self.board.statuses(), serverID: $0), serverID: $0)
+                }),
             logger: logger, fleet: membership,
             ownershipChanged: { [self] in Task { await self.followAssignment() } }, metrics: metrics)
     }
@@ -224,8 +229,17 @@ public final class Collector: Service, Sendable {
     /// What keeps the daemon from being ready: the repository unreachable, workers not
     /// running (their statuses by server id); empty when ready.
     public func readiness() -> (repositoryUp: Bool, notRunning: [Int: WorkerStatus]) {
-        let notRunning = board.statuses().filter { $0.value != .running }
+        let notRunning = listingUnusable(board.statuses()).filter { $0.value != .running }
         return (metrics?.isRepositoryUp ?? true, notRunning)
+    }
+
+    /// `statuses` (of every server, or of `serverID`), with the unusable rows no worker has.
+    private func listingUnusable(_ statuses: [Int: WorkerStatus], serverID: Int? = nil) -> [Int: WorkerStatus] {
+        var listed = statuses
+        for id in unusableServers.withLock({ $0 }) where listed[id] == nil && (serverID == nil || serverID == id) {
+            listed[id] = .unusableRow
+        }
+        return listed
     }
 
     private func reloadNow(rereadFile: Bool) async -> ReloadOutcome {
@@ -251,6 +265,7 @@ public final class Collector: Service, Sendable {
             defer { repository.close() }
             list = try await repository.activeServers(deadline: .now + .seconds(configuration.connectTimeout))
             activeServers.withLock { $0 = list.servers }
+            unusableServers.withLock { $0 = Set(list.rejected.map(\.id).filter { $0 > 0 }) }
             membership.setServers(list.servers.filter(\.isActive).map(\.id))
             // The members (this one too) divide the list now, not at their next tick.
             try? await repository.connection.execute(

@@ -64,7 +64,7 @@ final class ServerMetrics: Sendable {
         lastDuration = CoreMetrics.Gauge(label: Family.lastDuration.rawValue, dimensions: labels, factory: factory)
         lastSuccess = CoreMetrics.Gauge(label: Family.lastSuccess.rawValue, dimensions: labels, factory: factory)
         statuses = Dictionary(
-            uniqueKeysWithValues: WorkerStatus.allCases.map { status in
+            uniqueKeysWithValues: WorkerStatus.ofWorkers.map { status in
                 (
                     status,
                     CoreMetrics.Gauge(

@@ -10,4 +10,11 @@ public enum WorkerStatus: String, Sendable, Hashable, CaseIterable {
     case incompatibleVersion = "incompatible PoWA version"
     case stopping = "stopping"
     case stopped = "stopped"
+    /// No worker's: the server's `powa_servers` row cannot be used (why: its errors), listed
+    /// so that powa-web and `status` show the server rather than leave it out. (Last: fleet
+    /// messages carry a status by its index.)
+    case unusableRow = "unusable powa_servers row"
+
+    /// The statuses a worker can have (each a gauge of every server's metrics).
+    static let ofWorkers = allCases.filter { $0 != .unusableRow }
 }
