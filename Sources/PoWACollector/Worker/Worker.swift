@@ -490,8 +490,9 @@ struct Worker {
             // cannot fit in snapshot_timeout would otherwise stop every snapshot of the server.
             if let refresh, !error.isTimeout { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }
             if case .cancelled = error {
-                logger.info("snapshot interrupted, its worker stopping (shutdown, reload, server handed over): rolled back")
-                return .failed("snapshot interrupted, its worker stopping (shutdown, reload, server handed over): rolled back")
+                let message = "snapshot interrupted, its worker stopping (shutdown, reload, server handed over): rolled back"
+                logger.info("\(message)")
+                return .failed(message)
             }
             if case .superseded(let reason) = error { return .superseded(reason) }
             let message = "snapshot failed and was rolled back: \(error)"
