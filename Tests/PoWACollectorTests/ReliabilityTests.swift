@@ -371,8 +371,10 @@ struct HungRemoteTests {
             }
             try await running.stop()
             #expect(gaps.count == 6)
-            // (Without the lane: about 11 s.)
-            #expect(gaps.allSatisfy { abs($0 - 5) <= 1.5 }, "\(gaps)")
+            // Never starved: at most 1.5 s late (without the lane: about 11 s). A snapshot that
+            // waited for its slot may be followed by the next one on time, but never within
+            // half a period (less a margin for when each transaction takes its instant).
+            #expect(gaps.allSatisfy { $0 <= 5 + 1.5 && $0 >= 2.4 }, "\(gaps)")
         }
     }
 }

@@ -69,8 +69,8 @@ struct Worker {
         /// The server's `snapts` as this worker last saw it (another: a snapshot landed
         /// elsewhere since, and the schedule follows it).
         var mark: SnapshotMark?
-        /// When the last snapshot that landed started: a scheduled one never starts within half
-        /// a period of it, so that a late snapshot and the on-time one after it never land in
+        /// When the last snapshot that landed began (its slot taken, so about its `snapts`): a
+        /// scheduled one never begins within half a period of it, so that a late snapshot and the on-time one after it never land in
         /// the same instant (powa-web would compute rates over milliseconds).
         var lastLanded: ContinuousClock.Instant?
         setStatus(.noRemoteConnection)
@@ -185,9 +185,9 @@ struct Worker {
             default: break
             }
             switch result {
-            case .landed(let landedMark):
+            case .landed(let landedMark, let began):
                 mark = landedMark ?? mark
-                lastLanded = started
+                lastLanded = began
                 if let previous = refusal {
                     logger.info("the remote server can be snapshotted again", metadata: ["was": "\(previous.description)"])
                     refusal = nil
@@ -365,8 +365,8 @@ struct Worker {
 
     /// How a snapshot ended; a failure says why, in the words the log uses.
     private enum SnapshotResult: Equatable {
-        /// With the server's `snapts` it set.
-        case landed(SnapshotMark?)
+        /// With the server's `snapts` it set, and when it began (its slot taken).
+        case landed(SnapshotMark?, began: ContinuousClock.Instant)
         case failed(String)
         case remoteLost(String)
         /// Ran out of time (`snapshot_timeout`), reported like a failure.
@@ -481,7 +481,7 @@ struct Worker {
             if !failures.isEmpty {
                 try? await repository.appendErrors(serverID: server.id, failures, deadline: .now + context.connectTimeout)
             }
-            return .landed(outcome.mark)
+            return .landed(outcome.mark, began: started)
         } catch {
             // Whatever failed, the known statements may be what did (a reset on the repository
             // made them stale): the next snapshot loads them afresh.
