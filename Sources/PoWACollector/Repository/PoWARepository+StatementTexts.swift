@@ -34,7 +34,7 @@ extension PoWARepository {
     /// value: their keys (`MissingText.list`).
     func statementsMissingTextQuery() -> String {
         """
-        SELECT pg_catalog.string_agg(DISTINCT t.userid || ' ' || t.dbid || ' ' || t.queryid, ',')
+        SELECT \(MissingText.aggregate(of: "t", distinct: true))
         FROM \(powa("powa_statements_src_tmp")) t
         WHERE t.srvid = $1 AND t.query = '' AND t.queryid IS NOT NULL
           AND \(knownStatementFilter(staged: "t"))
@@ -80,7 +80,7 @@ extension PoWARepository {
 
     /// The statements of server `serverID` (an SQL expression) that this transaction wrote in
     /// `powa_statements` with an empty text (stored anew after the repair: deleted from
-    /// `powa_statements` meanwhile), as `select` (an aggregate of userid, dbid and queryid).
+    /// `powa_statements` meanwhile, alias `s`), as `select` (an aggregate of their keys).
     /// powa_take_snapshot writes them in subtransactions (each function in an EXCEPTION
     /// block), whose xids come after this transaction's own: `age(xmin)`, counted from this
     /// transaction's xid, is 0 or negative for exactly those rows (and for rows of
@@ -89,8 +89,8 @@ extension PoWARepository {
     /// with an empty text is never left out (`knownStatementKeys`), so only lost texts match.
     func storedWithoutText(serverID: String, as select: String) -> String {
         """
-        SELECT \(select) FROM \(powa("powa_statements"))
-        WHERE srvid = \(serverID) AND query = '' AND pg_catalog.age(xmin) <= 0
+        SELECT \(select) FROM \(powa("powa_statements")) s
+        WHERE s.srvid = \(serverID) AND s.query = '' AND pg_catalog.age(s.xmin) <= 0
         """
     }
 
@@ -137,8 +137,13 @@ struct MissingText: Equatable, Sendable {
 
     var folded: UInt64 { StatementKey.folded(userid: userid, dbid: dbid, queryid: queryid) }
 
-    /// Keys as the repository lists them in one value, "userid dbid queryid" joined by
-    /// commas (NULL: none), from column `column` of a row.
+    /// The SQL aggregate that lists the keys of rows (of table alias `table`) in one value,
+    /// as `list` reads them: "userid dbid queryid", joined by commas (NULL: none).
+    static func aggregate(of table: String, distinct: Bool = false) -> String {
+        "pg_catalog.string_agg(\(distinct ? "DISTINCT " : "")\(table).userid || ' ' || \(table).dbid || ' ' || \(table).queryid, ',')"
+    }
+
+    /// Keys as `aggregate` lists them, from column `column` of a row.
     static func list(_ text: String?, column: Int) throws(PostgresDecodingError) -> [MissingText] {
         var keys: [MissingText] = []
         for key in (text ?? "").split(separator: ",") {

@@ -189,14 +189,6 @@ struct PoWARepository {
             deadline: deadline)
     }
 
-    /// Sets how long this transaction may sit idle from now on (until it ends, or until the
-    /// savepoint it is set in is rolled back).
-    func setIdleLimit(_ limit: Duration, deadline: ContinuousClock.Instant?) async throws {
-        try await connection.execute(
-            "SET LOCAL idle_in_transaction_session_timeout = \(PostgresConnection.timeoutMilliseconds(limit))",
-            deadline: deadline)
-    }
-
     /// What the last statement of a snapshot's transaction found.
     struct SnapshotFinish {
         /// The membership session still holds the server's lock (always true without a fence).
@@ -218,8 +210,8 @@ struct PoWARepository {
         deadline: ContinuousClock.Instant?
     ) async throws -> SnapshotFinish {
         let fence = memberPID == nil ? "true" : FleetLocks.ownsServer()
-        let keys = "pg_catalog.string_agg(userid || ' ' || dbid || ' ' || queryid, ',')"
-        let texts = checkingTexts ? "(\(storedWithoutText(serverID: "$2", as: keys)))" : "NULL"
+        let texts =
+            checkingTexts ? "(\(storedWithoutText(serverID: "$2", as: MissingText.aggregate(of: "s"))))" : "NULL"
         let row = try await connection.query(
             """
             SELECT pg_catalog.set_config('application_name', $1, false) IS NOT NULL AND \(fence),

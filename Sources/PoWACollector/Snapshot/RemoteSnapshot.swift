@@ -183,10 +183,9 @@ struct RemoteSnapshot {
                     // The remote may compute the texts for a while before their first row, the
                     // repository idle meanwhile, which the row's short limit must not cut: the
                     // snapshot's own bound until the texts are in, then the row's again.
-                    try await repository.setIdleLimit(
-                        deadline - .now + PostgresConnection.idleTransactionGrace, deadline: deadline)
+                    try await connection.limitIdleTime(to: PostgresConnection.idleLimit(until: deadline), deadline: deadline)
                     try await repairStatementTexts(row.missingTexts, remote: remote, repository: repository, into: &outcome)
-                    try await repository.setIdleLimit(Self.rowIdleLimit, deadline: deadline)
+                    try await connection.limitIdleTime(to: Self.rowIdleLimit, deadline: deadline)
                 }
                 let taking = ContinuousClock.now
                 outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)

@@ -39,7 +39,24 @@ extension PostgresConnection {
     /// a deadline).
     static func idleBound(until deadline: ContinuousClock.Instant?, grace: Duration) -> String {
         guard let deadline else { return "" }
-        return "; SET LOCAL idle_in_transaction_session_timeout = \(timeoutMilliseconds(max(deadline - .now, .zero) + grace))"
+        return "; " + idleLimitStatement(idleLimit(until: deadline, grace: grace))
+    }
+
+    /// Sets how long the current transaction may sit idle from now on (until it ends, or until
+    /// the savepoint it is set in is rolled back).
+    public func limitIdleTime(to limit: Duration, deadline: ContinuousClock.Instant?) async throws {
+        try await execute(Self.idleLimitStatement(limit), deadline: deadline)
+    }
+
+    /// The idle limit `inTransaction` sets at BEGIN: the time left until `deadline`, plus `grace`.
+    public static func idleLimit(until deadline: ContinuousClock.Instant, grace: Duration = idleTransactionGrace)
+        -> Duration
+    {
+        max(deadline - .now, .zero) + grace
+    }
+
+    private static func idleLimitStatement(_ limit: Duration) -> String {
+        "SET LOCAL idle_in_transaction_session_timeout = \(timeoutMilliseconds(limit))"
     }
 
     /// A duration as the value of a timeout setting: whole milliseconds within the settings'
