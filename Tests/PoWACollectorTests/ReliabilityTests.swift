@@ -109,7 +109,7 @@ struct StartupSignalTests {
     enum Unreachable: String, CaseIterable, Sendable { case refused, frozen, hungLookup }
 
     @Test(
-        "while the repository cannot be reached: each attempt logged within its deadline, SIGHUP does not kill the daemon, SIGTERM and SIGINT stop it at once",
+        "while the repository cannot be reached: each attempt logged within its deadline (at error level once, then debug), SIGHUP does not kill the daemon, SIGTERM and SIGINT stop it at once",
         arguments: [SIGTERM, SIGINT], Unreachable.allCases)
     func signalsDuringStartup(stop: Int32, unreachable: Unreachable) async throws {
         let listener = unreachable == .frozen ? try LoopbackListener() : nil
@@ -119,6 +119,7 @@ struct StartupSignalTests {
         let host = resolver == nil ? "127.0.0.1" : "powa-repository.test"
         var configuration = CollectorConfiguration(repositoryDSN: "host=\(host) port=\(port) dbname=powa user=postgres")
         configuration.connectTimeout = 2
+        configuration.debug = true
         let arguments = ["--config", try writeConfiguration(configuration)]
         let (executable, commandLine) =
             resolver?.command(DaemonProcess.collectorBinary, arguments) ?? (DaemonProcess.collectorBinary, arguments)
@@ -129,6 +130,8 @@ struct StartupSignalTests {
         daemon.signal(SIGHUP)
         // Still there after SIGHUP: it tries again, and was not killed by SIGHUP.
         #expect(try await daemon.waitForOutput("cannot reach the repository", count: 2, timeout: .seconds(8)))
+        let attempts = daemon.output.split(separator: "\n").filter { $0.contains("cannot reach the repository") }
+        #expect(attempts.first?.contains(" error ") == true && attempts.dropFirst().allSatisfy { $0.contains(" debug ") })
         let sent = ContinuousClock.now
         daemon.signal(stop)
         let code = await daemon.wait()

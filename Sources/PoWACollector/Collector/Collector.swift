@@ -109,6 +109,8 @@ public final class Collector: Service, Sendable {
     /// reached, and throws when it is not a PoWA 4 repository (or the DSN is malformed).
     private func checkRepository() async throws {
         var backoff = Backoff()
+        // One error line for the outage, however long it lasts (then debug), one when it ends.
+        let outage = OutageLog(subject: "the repository")
         while true {
             let configuration = self.configuration
             do {
@@ -120,6 +122,7 @@ public final class Collector: Service, Sendable {
                 guard let version = PoWAVersion(text), version >= .minimum else {
                     throw CollectorError("powa \(text) on the repository is too old: 4.0 or later is required")
                 }
+                outage.ended(logger)
                 logger.info(
                     "repository ready", metadata: ["powa": "\(text)", "mode": "\(repository.isPoWA5 ? "PoWA 5" : "PoWA 4")"])
                 return
@@ -130,7 +133,7 @@ public final class Collector: Service, Sendable {
             } catch {
                 try Task.checkCancellation()
                 let delay = backoff.next()
-                logger.error("cannot reach the repository (retrying in \(delay.logText)): \(error)")
+                outage.began("cannot reach the repository (retrying in \(delay.logText)): \(error)", logger)
                 notifier?.status("waiting for the repository: \(error)")
                 try await Task.sleep(for: delay)
             }
