@@ -12,8 +12,12 @@ struct DaemonCommand: AsyncParsableCommand {
         abstract: "Run the collector daemon (the default command).",
         discussion: """
             The configuration file is JSON: {"repository": {"dsn": "postgresql://powa@host:5432/powa"}}.
-            Without --config, the first existing file of /etc/powa-collector.conf,
-            ~/.config/powa-collector.conf, ~/.powa-collector.conf and ./powa-collector.conf is used.
+            Without --config, the file named by POWA_COLLECTOR_CONFIG is used, else the first
+            existing file of /etc/powa-collector.conf, ~/.config/powa-collector.conf,
+            ~/.powa-collector.conf and ./powa-collector.conf.
+            POWA_COLLECTOR_REPOSITORY_DSN, or POWA_COLLECTOR_REPOSITORY_DSN_FILE (a file holding the
+            DSN, read again at each reload), overrides repository.dsn; with one of them no file is
+            needed. libpq's own variables (PGPASSWORD, PGPASSFILE, PGSSLMODE...) apply as usual.
             SIGHUP reloads the configuration and the server list; SIGTERM or SIGINT stops cleanly.
 
             Example: powa-collector --config /etc/powa-collector.conf --log-format json
@@ -37,7 +41,7 @@ struct DaemonCommand: AsyncParsableCommand {
         let logger = Logger(label: "powa-collector")
 
         let collector = Collector(
-            configuration: configuration, configurationPath: options.config, logger: logger, levelSwitch: levelSwitch,
+            configuration: configuration, configurationSource: options.source, logger: logger, levelSwitch: levelSwitch,
             notifier: SystemdNotifier(), metrics: configuration.httpListen.map { _ in CollectorMetrics() })
         // The collector's end (a stop before the repository could be reached) ends the HTTP
         // endpoint too; the endpoint failing (its port taken) stops the daemon.

@@ -84,7 +84,7 @@ struct OperationsUnitTests {
             let path = "/tmp/powa-logformat-\(UInt32.random(in: 0...UInt32.max)).conf"
             try json.write(toFile: path, atomically: true, encoding: .utf8)
             defer { unlink(path) }
-            return try ConfigurationFile.load(path: path).0
+            return try ConfigurationSource(commandLinePath: path, environment: [:]).load().0
         }
         #expect(try load(#"{"repository": {"dsn": "dbname=powa"}}"#).logFormat == .text)
         #expect(try load(#"{"repository": {"dsn": "dbname=powa"}, "log_format": "json"}"#).logFormat == .json)

@@ -11,7 +11,7 @@ public final class Collector: Service, Sendable {
     /// The version the daemon reports (in `--version` and `application_name`).
     public static let version = "1.0.0"
 
-    private let configurationPath: String?
+    private let configurationSource: ConfigurationSource
     private let state: Mutex<CollectorConfiguration>
     private let logger: Logger
     private let levelSwitch: LogLevelSwitch?
@@ -34,13 +34,13 @@ public final class Collector: Service, Sendable {
 
     /// - Parameters:
     ///   - configuration: the configuration read at start-up.
-    ///   - configurationPath: where to re-read it on reload (nil: the search path again).
+    ///   - configurationSource: where to read it again on reload.
     ///   - levelSwitch: the log level to set from `debug` on reload.
     ///   - notifier: where to tell systemd that the daemon is ready, reloading or stopping.
     ///   - metrics: where to count what happens, for the HTTP endpoint.
     public init(
         configuration: CollectorConfiguration,
-        configurationPath: String?,
+        configurationSource: ConfigurationSource,
         logger: Logger,
         levelSwitch: LogLevelSwitch? = nil,
         notifier: SystemdNotifier? = nil,
@@ -48,7 +48,7 @@ public final class Collector: Service, Sendable {
     ) {
         self.notifier = notifier
         self.metrics = metrics
-        self.configurationPath = configurationPath
+        self.configurationSource = configurationSource
         self.state = Mutex(configuration)
         self.logger = logger
         self.levelSwitch = levelSwitch
@@ -252,9 +252,9 @@ public final class Collector: Service, Sendable {
         var rejection: String?
         if rereadFile {
             do {
-                let (fresh, path) = try ConfigurationFile.load(path: configurationPath)
+                let (fresh, origin) = try configurationSource.load()
                 state.withLock { $0 = fresh }
-                logger.info("configuration reloaded", metadata: ["file": "\(path)"])
+                logger.info("configuration reloaded", metadata: ["file": "\(origin)"])
             } catch {
                 logger.error("configuration not reloaded, keeping the current one: \(error)")
                 rejection = "\(error)"

@@ -1,10 +1,9 @@
 import Foundation
 
-/// Finds, reads and validates the configuration file.
+/// The configuration file: the Python collector's JSON, its search path, and its validation.
 ///
-/// Without `--config`, the first of these that exists is used, as by the Python collector:
-/// `/etc/powa-collector.conf`, `~/.config/powa-collector.conf`, `~/.powa-collector.conf`,
-/// `./powa-collector.conf`. Unknown keys are ignored.
+/// Unknown keys are ignored, so that one file serves both collectors. `ConfigurationSource`
+/// decides which file is read and what the environment adds.
 public enum ConfigurationFile {
     /// The files searched, in order.
     public static func searchPath(
@@ -18,32 +17,13 @@ public enum ConfigurationFile {
         ]
     }
 
-    /// Loads the configuration from `path`, or from the first file of the search path.
-    public static func load(path: String? = nil) throws(ConfigurationError) -> (CollectorConfiguration, path: String) {
-        let chosen: String
-        if let path {
-            chosen = path
-        } else if let found = searchPath().first(where: { FileManager.default.fileExists(atPath: $0) }) {
-            chosen = found
-        } else {
-            throw ConfigurationError(
-                "no configuration file found; looked for "
-                    + searchPath().joined(separator: ", ")
-                    + " (copy powa-collector.conf.sample there, or pass --config PATH)")
-        }
-        guard let data = FileManager.default.contents(atPath: chosen) else {
-            let reason = FileManager.default.fileExists(atPath: chosen) ? "cannot be read" : "does not exist"
-            throw ConfigurationError("\(chosen): the configuration file \(reason)")
-        }
-        do {
-            return (try parse(data), chosen)
-        } catch {
-            throw ConfigurationError("\(chosen): \(error.message)")
-        }
-    }
-
     /// Parses and validates the JSON text of a configuration file.
-    public static func parse(_ data: Data) throws(ConfigurationError) -> CollectorConfiguration {
+    ///
+    /// - Parameter repositoryDSN: the repository's DSN from the environment, which wins over
+    ///   the file's; with it, the file may leave `repository` out.
+    public static func parse(_ data: Data, repositoryDSN: String? = nil) throws(ConfigurationError)
+        -> CollectorConfiguration
+    {
         let root: JSONValue
         do {
             root = try JSONDecoder().decode(JSONValue.self, from: data)
@@ -53,22 +33,8 @@ public enum ConfigurationFile {
         guard case .object(let object) = root else {
             throw ConfigurationError("the configuration must be a JSON object, like {\"repository\": {\"dsn\": \"...\"}}")
         }
-        guard let repository = object["repository"] else {
-            throw ConfigurationError(
-                "missing \"repository\": add {\"repository\": {\"dsn\": \"postgresql://user@host:port/powa\"}}")
-        }
-        guard case .object(let repositoryObject) = repository else {
-            throw ConfigurationError("\"repository\" must be an object with a \"dsn\" key, not \(repository.summary)")
-        }
-        guard let dsnValue = repositoryObject["dsn"] else {
-            throw ConfigurationError("missing \"repository.dsn\": the libpq connection string of the repository database")
-        }
-        guard case .string(let dsn) = dsnValue else {
-            throw ConfigurationError("\"repository.dsn\" must be a string, not \(dsnValue.summary)")
-        }
-        guard !dsn.trimmingCharacters(in: .whitespaces).isEmpty else {
-            throw ConfigurationError("\"repository.dsn\" is empty")
-        }
+        let dsn: String
+        if let repositoryDSN { dsn = repositoryDSN } else { dsn = try fileDSN(object) }
         var configuration = CollectorConfiguration(repositoryDSN: dsn)
         configuration.debug = try bool(object, "debug") ?? false
         configuration.useServerAlias = try bool(object, "use_server_alias") ?? false
@@ -103,6 +69,28 @@ public enum ConfigurationFile {
             configuration.maxConcurrentSnapshots = Int(limit)
         }
         return configuration
+    }
+
+    /// `repository.dsn`, checked.
+    private static func fileDSN(_ object: [String: JSONValue]) throws(ConfigurationError) -> String {
+        guard let repository = object["repository"] else {
+            throw ConfigurationError(
+                "missing \"repository\": add {\"repository\": {\"dsn\": \"postgresql://user@host:port/powa\"}}"
+                    + " (or set \(ConfigurationSource.dsnVariable))")
+        }
+        guard case .object(let repositoryObject) = repository else {
+            throw ConfigurationError("\"repository\" must be an object with a \"dsn\" key, not \(repository.summary)")
+        }
+        guard let dsnValue = repositoryObject["dsn"] else {
+            throw ConfigurationError("missing \"repository.dsn\": the libpq connection string of the repository database")
+        }
+        guard case .string(let dsn) = dsnValue else {
+            throw ConfigurationError("\"repository.dsn\" must be a string, not \(dsnValue.summary)")
+        }
+        guard !dsn.trimmingCharacters(in: .whitespaces).isEmpty else {
+            throw ConfigurationError("\"repository.dsn\" is empty")
+        }
+        return dsn
     }
 
     private static func bool(_ object: [String: JSONValue], _ key: String) throws(ConfigurationError) -> Bool? {

@@ -154,7 +154,9 @@ final class RunningCollector: Sendable {
         let logger = logs.logger(label: "powa-collector", level: .debug)
         configurationPath = "/tmp/powa-test-\(UInt64.random(in: 0...UInt64.max)).conf"
         try? configuration.json.write(toFile: configurationPath, atomically: true, encoding: .utf8)
-        collector = Collector(configuration: configuration, configurationPath: configurationPath, logger: logger)
+        collector = Collector(
+            configuration: configuration, configurationSource: ConfigurationSource(commandLinePath: configurationPath),
+            logger: logger)
         group = ServiceGroup(
             configuration: .init(services: [.init(service: collector)], logger: Logger(label: "tests-lifecycle")))
         let group = self.group

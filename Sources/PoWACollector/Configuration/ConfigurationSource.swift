@@ -1,0 +1,141 @@
+import Foundation
+
+/// Where the configuration comes from: a file, and the environment of a container.
+///
+/// The file is the one named by `--config`, else by `POWA_COLLECTOR_CONFIG`, else the first of
+/// `ConfigurationFile.searchPath()` that exists. The repository's DSN may come from the
+/// environment instead (`POWA_COLLECTOR_REPOSITORY_DSN`, or a mounted secret named by
+/// `POWA_COLLECTOR_REPOSITORY_DSN_FILE`): it wins over the file's, and with it no file is needed.
+/// Everything else libpq reads from its own variables (`PGPASSWORD`, `PGSSLMODE`...).
+///
+/// `load()` reads everything again, so a reload picks up an edited file and a rotated secret.
+/// Errors name a variable, never its value: a DSN may hold a password, and even a path is
+/// kept out so that no error can echo what a secret's mount says.
+///
+/// Not apple/swift-configuration's providers (Hummingbird links it anyway): the file keeps the
+/// Python collector's format and its own error messages, the environment adds three lookups,
+/// and a `_FILE` variable naming a secret's file (the convention of container images) is not
+/// one of its providers' (`DirectoryFilesProvider` maps a directory's file names to keys).
+public struct ConfigurationSource: Sendable {
+    /// The configuration file's path.
+    public static let configVariable = "POWA_COLLECTOR_CONFIG"
+    /// The repository's DSN, overriding `repository.dsn`.
+    public static let dsnVariable = "POWA_COLLECTOR_REPOSITORY_DSN"
+    /// A file holding the repository's DSN (a mounted secret), overriding `repository.dsn`.
+    public static let dsnFileVariable = "POWA_COLLECTOR_REPOSITORY_DSN_FILE"
+
+    /// A DSN file larger than this is not a DSN (and `/dev/zero` must not fill the memory).
+    private static let dsnFileLimit = 65536
+
+    private let commandLinePath: String?
+    private let environment: [String: String]
+    private let searchPath: [String]
+
+    /// - Parameters:
+    ///   - commandLinePath: `--config`, which wins over everything.
+    ///   - environment: the process's environment.
+    ///   - searchPath: where to look when no path is given.
+    public init(
+        commandLinePath: String?,
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        searchPath: [String] = ConfigurationFile.searchPath()
+    ) {
+        self.commandLinePath = commandLinePath
+        self.environment = environment
+        self.searchPath = searchPath
+    }
+
+    /// Reads the file and the environment, and validates the result.
+    ///
+    /// - Returns: the configuration, and where it came from, for the log.
+    public func load() throws(ConfigurationError) -> (CollectorConfiguration, origin: String) {
+        let dsn = try environmentDSN()
+        let dsnOrigin = dsn.map { ", repository.dsn from \($0.variable)" } ?? ""
+        guard let file = try chosenFile() else {
+            guard let dsn else {
+                throw ConfigurationError(
+                    "no configuration file found; looked for " + searchPath.joined(separator: ", ")
+                        + " (copy powa-collector.conf.sample there, pass --config PATH, set \(Self.configVariable),"
+                        + " or set \(Self.dsnVariable) to run without a file)")
+            }
+            return (CollectorConfiguration(repositoryDSN: dsn.value), "no configuration file\(dsnOrigin)")
+        }
+        let configuration: CollectorConfiguration
+        do throws(ConfigurationError) {
+            guard let data = FileManager.default.contents(atPath: file.path) else {
+                let reason = FileManager.default.fileExists(atPath: file.path) ? "cannot be read" : "does not exist"
+                throw ConfigurationError("the configuration file \(reason)")
+            }
+            configuration = try ConfigurationFile.parse(data, repositoryDSN: dsn?.value)
+        } catch {
+            throw ConfigurationError("\(file.name): \(error.message)")
+        }
+        return (configuration, file.path + dsnOrigin)
+    }
+
+    /// The file to read: its path, and how an error names it. Nil when none is named and
+    /// none of the search path exists.
+    private func chosenFile() throws(ConfigurationError) -> (path: String, name: String)? {
+        if let commandLinePath { return (commandLinePath, commandLinePath) }
+        if let path = environment[Self.configVariable] {
+            guard !path.isEmpty else { throw ConfigurationError("\(Self.configVariable) is set but empty") }
+            return (path, "the file named by \(Self.configVariable)")
+        }
+        return searchPath.first { FileManager.default.fileExists(atPath: $0) }.map { ($0, $0) }
+    }
+
+    /// The repository's DSN from the environment, and the variable it came from.
+    private func environmentDSN() throws(ConfigurationError) -> (value: String, variable: String)? {
+        let direct = environment[Self.dsnVariable]
+        let file = environment[Self.dsnFileVariable]
+        switch (direct, file) {
+        case (nil, nil):
+            return nil
+        case (.some, .some):
+            throw ConfigurationError(
+                "both \(Self.dsnVariable) and \(Self.dsnFileVariable) are set: set only one of them")
+        case (let value?, nil):
+            guard !value.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else {
+                throw ConfigurationError("\(Self.dsnVariable) is set but empty")
+            }
+            return (value, Self.dsnVariable)
+        case (nil, let path?):
+            guard !path.isEmpty else { throw ConfigurationError("\(Self.dsnFileVariable) is set but empty") }
+            let data: Data
+            do {
+                let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
+                defer { try? handle.close() }
+                data = try handle.read(upToCount: Self.dsnFileLimit + 1) ?? Data()
+            } catch {
+                throw ConfigurationError(
+                    "the file named by \(Self.dsnFileVariable) cannot be read (\(Self.reason(error)))")
+            }
+            guard data.count <= Self.dsnFileLimit else {
+                throw ConfigurationError(
+                    "the file named by \(Self.dsnFileVariable) is larger than 64 KiB: it must hold one connection string")
+            }
+            guard let text = String(data: data, encoding: .utf8) else {
+                throw ConfigurationError("the file named by \(Self.dsnFileVariable) is not UTF-8 text")
+            }
+            // A secret's file usually ends with a newline; libpq takes the rest as it is.
+            let value = text.trimmingCharacters(in: .whitespacesAndNewlines)
+            guard !value.isEmpty else {
+                throw ConfigurationError("the file named by \(Self.dsnFileVariable) is empty")
+            }
+            return (value, Self.dsnFileVariable)
+        }
+    }
+
+    /// Why a file could not be read, without its path (Foundation's descriptions name it).
+    private static func reason(_ error: any Error) -> String {
+        let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError
+        if let underlying, underlying.domain == NSPOSIXErrorDomain {
+            return String(cString: strerror(Int32(underlying.code)))
+        }
+        switch (error as NSError).code {
+        case NSFileReadNoSuchFileError: return "no such file"
+        case NSFileReadNoPermissionError: return "permission denied"
+        default: return "read error"
+        }
+    }
+}
