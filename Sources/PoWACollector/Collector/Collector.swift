@@ -8,8 +8,9 @@ import UnixSignals
 /// remote server, reloads on SIGHUP (and on a RELOAD request), and on graceful shutdown stops
 /// every worker, rolling back any snapshot in flight.
 public final class Collector: Service, Sendable {
-    /// The version the daemon reports (in `--version` and `application_name`).
-    public static let version = "1.0.0"
+    /// The release, as `--version`, `application_name`, the package and the image say it.
+    /// Bumped in the same commit as CHANGELOG.md, whose latest release a test compares with it.
+    public static let version = "2.0.0"
 
     private let configurationSource: ConfigurationSource
     private let state: Mutex<CollectorConfiguration>
