@@ -77,7 +77,7 @@ struct OperationsTests {
         #expect(text.contains("Type=notify") && text.contains("WatchdogSec=") && text.contains("ExecReload="))
         // (ExecStart must name a binary that exists: the one just built.)
         let copy = "/tmp/powa-collector-\(UInt32.random(in: 0...UInt32.max)).service"
-        try text.replacingOccurrences(of: "/usr/local/bin/powa-collector", with: DaemonProcess.collectorBinary)
+        try text.replacingOccurrences(of: "/usr/bin/powa-collector", with: DaemonProcess.collectorBinary)
             .write(toFile: copy, atomically: true, encoding: .utf8)
         defer { unlink(copy) }
         let verify = try DaemonProcess("/usr/bin/systemd-analyze", ["verify", copy])
