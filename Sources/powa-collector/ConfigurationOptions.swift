@@ -19,8 +19,13 @@ struct ConfigurationOptions: ParsableArguments {
 
     /// The configuration, or exit code 1 with one line on stderr saying what to fix.
     func load() throws -> CollectorConfiguration {
+        try loadWithOrigin().0
+    }
+
+    /// The configuration and where it came from (for the daemon's first log line).
+    func loadWithOrigin() throws -> (CollectorConfiguration, origin: String) {
         do {
-            return try source.load().0
+            return try source.load()
         } catch {
             FileHandle.standardError.write(Data("powa-collector: \(error)\n".utf8))
             throw ExitCode(1)

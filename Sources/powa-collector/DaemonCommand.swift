@@ -34,7 +34,7 @@ struct DaemonCommand: AsyncParsableCommand {
         // SIGHUP reloads once the collector runs; before that (start-up waiting for the
         // repository), it must not kill the daemon.
         signal(SIGHUP, SIG_IGN)
-        let configuration = try options.load()
+        let (configuration, origin) = try options.loadWithOrigin()
         let levelSwitch = LogLevelSwitch(configuration.debug ? .debug : .info)
         let format = logFormat ?? configuration.logFormat
         LoggingSystem.bootstrap { label in levelSwitch.handler(label: label, format: format) }
@@ -59,7 +59,7 @@ struct DaemonCommand: AsyncParsableCommand {
                 logger: logger
             ))
         do {
-            logger.info("powa-collector \(Collector.version) starting")
+            logger.info("powa-collector \(Collector.version) starting", metadata: ["file": "\(origin)"])
             try await group.run()
         } catch let error as CollectorError {
             logger.critical("\(error)")

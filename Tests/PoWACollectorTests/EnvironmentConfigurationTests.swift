@@ -66,6 +66,10 @@ struct EnvironmentConfigurationTests {
             environment: ["POWA_COLLECTOR_REPOSITORY_DSN_FILE": secret.path])
         defer { daemon.signal(SIGKILL) }
         _ = try await repository.waitForSnapshots(server, count: 1)
+        // The first line says where the configuration came from.
+        let origin = "file=\(file), repository.dsn from POWA_COLLECTOR_REPOSITORY_DSN_FILE"
+        let starting = daemon.output.split(separator: "\n").first { $0.contains("\(Collector.version) starting") }
+        #expect(starting?.contains(origin) == true, "\(daemon.output)")
 
         try FileManager.default.removeItem(atPath: secret.path)
         daemon.signal(SIGHUP)
@@ -79,7 +83,9 @@ struct EnvironmentConfigurationTests {
 
         try repository.dsn.write(toFile: secret.path, atomically: true, encoding: .utf8)
         daemon.signal(SIGHUP)
-        #expect(try await daemon.waitForOutput("repository.dsn from POWA_COLLECTOR_REPOSITORY_DSN_FILE"), "\(daemon.output)")
+        #expect(try await daemon.waitForOutput("configuration reloaded"), "\(daemon.output)")
+        let reloaded = daemon.output.split(separator: "\n").first { $0.contains("configuration reloaded") }
+        #expect(reloaded?.contains(origin) == true, "\(daemon.output)")
         daemon.signal(SIGTERM)
         #expect(await daemon.wait() == 0)
     }
