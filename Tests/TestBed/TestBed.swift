@@ -49,22 +49,26 @@ public struct TestBed: Sendable {
 
     /// Starts (anew) a private test bed in `/tmp/powa-testbed-<name>` with its own ports
     /// (`port` for PoWA 4; PoWA 5 beds take the ports 100 above, and `-5` after the name).
-    public static func start(name: String, port: Int, remotes: Int, major: PoWAMajor = .four) async throws -> TestBed {
+    /// `knobs` are more of scripts/testbed's variables (`POWA_TESTBED_POWA`, `_PG`...).
+    public static func start(
+        name: String, port: Int, remotes: Int, major: PoWAMajor = .four, knobs: [String: String] = [:]
+    ) async throws -> TestBed {
         let directory = "/tmp/powa-testbed-\(name)\(major.suffix)"
         try await run(
             "scripts/testbed", ["start"],
             environment: [
                 "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port + major.portOffset)",
                 "POWA_TESTBED_REMOTES": "\(remotes)", "POWA_TESTBED_MAJOR": "\(major.rawValue)",
-            ])
+            ].merging(knobs) { $1 })
         return try load(directory: directory)
     }
 
     /// Runs `body` with a private test bed, and stops it afterwards whatever happened.
     public static func withPrivate<T>(
-        name: String, port: Int, remotes: Int, major: PoWAMajor = .four, _ body: (TestBed) async throws -> T
+        name: String, port: Int, remotes: Int, major: PoWAMajor = .four, knobs: [String: String] = [:],
+        _ body: (TestBed) async throws -> T
     ) async throws -> T {
-        let bed = try await start(name: name, port: port, remotes: remotes, major: major)
+        let bed = try await start(name: name, port: port, remotes: remotes, major: major, knobs: knobs)
         do {
             let result = try await body(bed)
             try await bed.stop()

@@ -1,7 +1,8 @@
 import Foundation
 
 /// What `powa-collector check` found: the repository, then each server, each check with ✓ or
-/// ✗, what it saw, and for a ✗ a one-line hint of what to do.
+/// ✗, what it saw, and for a ✗ a one-line hint of what to do. Warnings (⚠) name what works but
+/// loses data, each with its fix; they do not change the exit status.
 public struct CheckReport: Sendable, Equatable {
     public struct Item: Sendable, Equatable {
         /// `connection`, `powa`, `privileges`, `sources`, `databases`, or a source's name.
@@ -15,6 +16,8 @@ public struct CheckReport: Sendable, Equatable {
         public var id: Int
         public var name: String
         public var items: [Item] = []
+        /// What works but loses data (their `ok` is false).
+        public var warnings: [Item] = []
         public var usable: Bool { items.allSatisfy(\.ok) }
     }
 
@@ -52,9 +55,17 @@ public struct CheckReport: Sendable, Equatable {
             lines.append("✗ \(server.id) \(server.name) \(item.check): \(item.detail)")
             if let hint = item.hint { lines.append("  hint: \(hint)") }
         }
+        let warnings = servers.flatMap { server in server.warnings.map { (server, $0) } }
+        if !warnings.isEmpty { lines.append("") }
+        for (server, item) in warnings {
+            lines.append("⚠ \(server.id) \(server.name) \(item.check): \(item.detail)")
+            if let hint = item.hint { lines.append("  hint: \(hint)") }
+        }
         lines.append("")
         let usable = servers.filter(\.usable).count
-        lines.append("\(servers.count) server\(servers.count == 1 ? "" : "s"): \(usable) usable")
+        lines.append(
+            "\(servers.count) server\(servers.count == 1 ? "" : "s"): \(usable) usable"
+                + (warnings.isEmpty ? "" : ", \(warnings.count) warning\(warnings.count == 1 ? "" : "s")"))
         return lines.joined(separator: "\n") + "\n"
     }
 
@@ -68,8 +79,10 @@ public struct CheckReport: Sendable, Equatable {
         let object: [String: Any] = [
             "usable": usable, "repository": item(repository),
             "servers": servers.map { server in
-                ["srvid": server.id, "server": server.name, "usable": server.usable, "checks": server.items.map(item)]
-                    as [String: Any]
+                [
+                    "srvid": server.id, "server": server.name, "usable": server.usable,
+                    "checks": server.items.map(item), "warnings": server.warnings.map(item),
+                ] as [String: Any]
             },
         ]
         let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys, .prettyPrinted])) ?? Data()

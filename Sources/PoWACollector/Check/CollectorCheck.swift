@@ -75,15 +75,18 @@ public struct CollectorCheck {
         defer { session.close() }
         let remote = session.connection
         let deadline = ContinuousClock.now + .seconds(configuration.snapshotTimeout)
+        let remoteVersion: Int
         do {
             let row = try await remote.query(
                 """
                 SELECT pg_catalog.split_part(pg_catalog.current_setting('server_version'), ' ', 1),
                        coalesce((SELECT ssl FROM pg_catalog.pg_stat_ssl WHERE pid = pg_catalog.pg_backend_pid()), false),
                        (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user),
-                       pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE')
+                       pg_catalog.pg_has_role(current_user, 'pg_read_all_stats', 'USAGE'),
+                       pg_catalog.current_setting('server_version_num')
                 """, deadline: deadline
             ).rows[0]
+            remoteVersion = Int(row[4] ?? "") ?? 0
             result.items.append(
                 .init(check: "connection", ok: true, detail: "PostgreSQL \(row[0] ?? "?")\(row[1] == "t" ? ", TLS" : "")"))
             result.items.append(
@@ -113,6 +116,8 @@ public struct CollectorCheck {
         await checkSources(server, session: session, repository: repository, deadline: deadline, into: &result)
         if repository.isPoWA5 {
             await checkDatabases(server, remote: remote, options: options, deadline: deadline, into: &result)
+            result.warnings = await ModuleConfigurationCheck(server: server, remoteVersion: remoteVersion)
+                .warnings(repository: repository, deadline: deadline)
         }
         return result
     }

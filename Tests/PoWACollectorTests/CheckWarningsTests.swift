@@ -1,0 +1,100 @@
+import Foundation
+import PoWACollector
+import PostgresClient
+import TestBed
+import Testing
+
+/// `check`'s warnings about PoWA 5's module configuration, on a powa-archivist 5.3.0 bed whose
+/// repository runs PostgreSQL 15, with one PostgreSQL 15 remote and one PostgreSQL 18 remote.
+@Suite("check: warnings about PoWA 5.2+ pitfalls", .timeLimit(.minutes(8)))
+struct CheckWarningsTests {
+    /// `check --json` against the bed's repository: the exit code, and each server's warnings
+    /// as (check, detail, hint).
+    private static func check(_ path: String) async throws -> (code: Int32, warnings: [Int: [[String: String]]]) {
+        let process = try DaemonProcess(DaemonProcess.collectorBinary, ["check", "--config", path, "--json"])
+        let code = await process.wait()
+        let json = try #require(
+            try JSONSerialization.jsonObject(with: Data(process.output.utf8)) as? [String: Any], "\(process.output)")
+        var warnings: [Int: [[String: String]]] = [:]
+        for server in json["servers"] as? [[String: Any]] ?? [] {
+            let id = try #require(server["srvid"] as? Int)
+            warnings[id] = (server["warnings"] as? [[String: Any]] ?? []).map { $0.compactMapValues { $0 as? String } }
+        }
+        return (code, warnings)
+    }
+
+    @Test(
+        "a module never activated for a server, a module hidden by the repository's PostgreSQL, a retention powa cannot resolve: each warned with its fix, which clears it"
+    )
+    func pitfalls() async throws {
+        try await TestBed.withPrivate(
+            name: "pitfalls", port: 5890, remotes: 2, major: .five,
+            knobs: ["POWA_TESTBED_POWA": "5.3.0", "POWA_TESTBED_REMOTE_PG": "15,18"]
+        ) { bed in
+            let repository = try await bed.connect(port: bed.repositoryPort)
+            defer { repository.close() }
+            let ids = try await repository.query("SELECT id FROM powa_servers WHERE id > 0 ORDER BY port").rows
+                .compactMap { Int($0[0] ?? "") }
+            try #require(ids.count == 2)
+            let (old, new) = (ids[0], ids[1])
+            var configuration = CollectorConfiguration(repositoryDSN: bed.connectionString(port: bed.repositoryPort))
+            configuration.connectTimeout = 5
+            let path = try writeConfiguration(configuration)
+            defer { unlink(path) }
+
+            // As registered: nothing to say.
+            let clean = try await Self.check(path)
+            #expect(clean.code == 0)
+            #expect(clean.warnings == [old: [], new: []])
+
+            // A server registered before an upgrade that added a module (to server 0 only); a
+            // module newer than the repository's PostgreSQL (as pg_stat_lock needs 19); and
+            // powa_databases_purge's module, which the old server lacks and server 0 no longer
+            // has active either (so that only the retention speaks of it).
+            try await repository.execute(
+                """
+                DELETE FROM powa_module_config WHERE srvid = \(old) AND module IN ('pg_stat_archiver', 'pg_database');
+                UPDATE powa_module_config SET enabled = false WHERE srvid = 0 AND module = 'pg_database';
+                UPDATE powa_modules SET min_version = 180000 WHERE module = 'pg_stat_slru';
+                """)
+            let warned = try await Self.check(path)
+            #expect(warned.code == 0, "warnings do not make a server unusable")
+            let oldWarnings = warned.warnings[old] ?? []
+            #expect(oldWarnings.map { $0["check"] } == ["modules", "retention"], "\(oldWarnings)")
+            #expect(oldWarnings.first?["detail"]?.contains("module pg_stat_archiver is active on the repository") == true)
+            #expect(oldWarnings.first?["hint"] == "SELECT powa_activate_module(\(old), 'pg_stat_archiver') in the repository")
+            #expect(oldWarnings.last?["detail"]?.contains("retention of module pg_database") == true, "\(oldWarnings)")
+            #expect(oldWarnings.last?["detail"]?.contains("not declared in the config table") == true)
+            #expect(oldWarnings.last?["hint"] == "SELECT powa_activate_module(\(old), 'pg_database') in the repository")
+            // Only the PostgreSQL 18 remote has what the module needs.
+            let newWarnings = warned.warnings[new] ?? []
+            #expect(newWarnings.count == 1, "\(newWarnings)")
+            #expect(
+                newWarnings.first?["detail"]?.hasPrefix(
+                    "module pg_stat_slru needs PostgreSQL 18, which this server runs, but the repository runs PostgreSQL 15")
+                    == true, "\(newWarnings)")
+            #expect(newWarnings.first?["hint"] == "upgrade the repository's PostgreSQL to 18 or later")
+
+            // The text says the same, marked ⚠, and counts them.
+            let text = try DaemonProcess(DaemonProcess.collectorBinary, ["check", "--config", path])
+            #expect(await text.wait() == 0)
+            #expect(text.output.contains("⚠ \(old) remote1 modules: module pg_stat_archiver"), "\(text.output)")
+            #expect(text.output.contains("2 servers: 2 usable, 3 warnings"), "\(text.output)")
+
+            // The hints fix what they say.
+            try await repository.execute(
+                """
+                SELECT powa_activate_module(\(old), 'pg_stat_archiver');
+                SELECT powa_activate_module(\(old), 'pg_database');
+                UPDATE powa_modules SET min_version = 0 WHERE module = 'pg_stat_slru';
+                """)
+            let fixed = try await Self.check(path)
+            #expect(fixed.warnings == [old: [], new: []])
+        }
+    }
+
+    @Test("PostgreSQL's versions as it names them", arguments: [(190000, "19"), (180002, "18"), (90624, "9.6")])
+    func postgresVersions(number: Int, name: String) {
+        #expect(ModuleConfigurationCheck.postgresVersion(number) == name)
+    }
+}
