@@ -92,7 +92,16 @@ struct ConfigurationSourceTests {
             (["POWA_COLLECTOR_REPOSITORY_DSN_FILE": ""], "POWA_COLLECTOR_REPOSITORY_DSN_FILE is set but empty"),
             (["POWA_COLLECTOR_REPOSITORY_DSN_FILE": "/tmp/S3cret-missing"], "cannot be read (No such file"),
             (["POWA_COLLECTOR_REPOSITORY_DSN_FILE": "/etc/S3cret-dir/"], "cannot be read"),
-            (["POWA_COLLECTOR_REPOSITORY_DSN_FILE": "/dev/zero"], "larger than 64 KiB"),
+            (["POWA_COLLECTOR_REPOSITORY_DSN_FILE": "/dev/zero"], "is not a regular file"),
+            (["POWA_COLLECTOR_REPOSITORY_DSN_FILE": "/tmp"], "is not a regular file"),
+            (
+                ["POWA_COLLECTOR_REPOSITORY_DSN": "host=db password=S3cret and more"],
+                "POWA_COLLECTOR_REPOSITORY_DSN is not a valid connection string: libpq cannot parse it"
+            ),
+            (
+                ["POWA_COLLECTOR_REPOSITORY_DSN": "postgresql://powa:p@S3cret:x@db:5432/powa"],
+                "POWA_COLLECTOR_REPOSITORY_DSN is a URI with more than one '@' before its host: percent-encode"
+            ),
             (["POWA_COLLECTOR_CONFIG": ""], "POWA_COLLECTOR_CONFIG is set but empty"),
             (["POWA_COLLECTOR_CONFIG": "/tmp/S3cret-missing.conf"], "the file named by POWA_COLLECTOR_CONFIG: the"),
         ])
@@ -115,6 +124,24 @@ struct ConfigurationSourceTests {
             }
             #expect(error?.message.contains(message) == true, "\(error?.message ?? "")")
         }
+        // Larger than any DSN.
+        let large = scratch.file("large", String(repeating: "x", count: 70_000))
+        let tooLarge = #expect(throws: ConfigurationError.self) {
+            try load(nil, ["POWA_COLLECTOR_REPOSITORY_DSN_FILE": large])
+        }
+        #expect(tooLarge?.message.contains("larger than 64 KiB") == true)
+        // A FIFO: refused at once, never waited on.
+        let fifo = scratch.directory + "/fifo"
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let blocked = #expect(throws: ConfigurationError.self) {
+            try load(nil, ["POWA_COLLECTOR_REPOSITORY_DSN_FILE": fifo])
+        }
+        #expect(blocked?.message.contains("is not a regular file") == true)
+        // The file's own DSN is checked as well, and never quoted.
+        let unparsable = scratch.file("u.conf", #"{"repository": {"dsn": "host=db password=S3cret x"}}"#)
+        let quoted = #expect(throws: ConfigurationError.self) { try load(unparsable, [:]) }
+        #expect(quoted?.message.hasPrefix(unparsable + ": repository.dsn is not a valid connection string") == true)
+        #expect(quoted?.message.contains("S3cret") == false)
         // A file named by POWA_COLLECTOR_CONFIG with a mistake: the mistake, not the path.
         let wrong = scratch.file("S3cret.conf", #"{"repository": {"dsn": 1}}"#)
         let error = #expect(throws: ConfigurationError.self) { try load(nil, ["POWA_COLLECTOR_CONFIG": wrong]) }

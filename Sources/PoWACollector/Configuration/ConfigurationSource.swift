@@ -1,4 +1,5 @@
 import Foundation
+import PostgresClient
 
 /// Where the configuration comes from: a file, and the environment of a container.
 ///
@@ -58,8 +59,10 @@ public struct ConfigurationSource: Sendable {
                         + " (copy powa-collector.conf.sample there, pass --config PATH, set \(Self.configVariable),"
                         + " or set \(Self.dsnVariable) to run without a file)")
             }
+            try Self.checkSyntax(dsn.value, origin: dsn.variable)
             return (CollectorConfiguration(repositoryDSN: dsn.value), "no configuration file\(dsnOrigin)")
         }
+        if let dsn { try Self.checkSyntax(dsn.value, origin: dsn.variable) }
         let configuration: CollectorConfiguration
         do throws(ConfigurationError) {
             guard let data = FileManager.default.contents(atPath: file.path) else {
@@ -67,10 +70,32 @@ public struct ConfigurationSource: Sendable {
                 throw ConfigurationError("the configuration file \(reason)")
             }
             configuration = try ConfigurationFile.parse(data, repositoryDSN: dsn?.value)
+            if dsn == nil { try Self.checkSyntax(configuration.repositoryDSN, origin: "repository.dsn") }
         } catch {
             throw ConfigurationError("\(file.name): \(error.message)")
         }
         return (configuration, file.path + dsnOrigin)
+    }
+
+    /// Refuses a DSN libpq cannot parse before any reload takes it, saying how without
+    /// quoting it: libpq's own message would show a piece of it, maybe of its password.
+    static func checkSyntax(_ dsn: String, origin: String) throws(ConfigurationError) {
+        // A password holding '@' or ':' unencoded in a URI: libpq parses it, then takes the
+        // rest of the password for a host or a port, and says so, quoting it.
+        let lowered = dsn.lowercased()
+        if lowered.hasPrefix("postgresql://") || lowered.hasPrefix("postgres://") {
+            let authority = dsn.drop { $0 != "/" }.dropFirst(2).prefix { $0 != "/" && $0 != "?" }
+            if authority.filter({ $0 == "@" }).count > 1 {
+                throw ConfigurationError(
+                    "\(origin) is a URI with more than one '@' before its host: percent-encode '@' in the user"
+                        + " name or password as %40 (and ':' as %3A)")
+            }
+        }
+        if let problem = ConnectionConfiguration.parseProblem(dsn) {
+            throw ConfigurationError(
+                "\(origin) is not a valid connection string: \(problem); write a URI postgresql://user@host:port/db,"
+                    + " or key=value pairs, quoting a value with spaces as key='a b'")
+        }
     }
 
     /// The file to read: its path, and how an error names it. Nil when none is named and
@@ -101,10 +126,20 @@ public struct ConfigurationSource: Sendable {
             return (value, Self.dsnVariable)
         case (nil, let path?):
             guard !path.isEmpty else { throw ConfigurationError("\(Self.dsnFileVariable) is set but empty") }
+            // Opened without waiting and read only when it is a regular file: a FIFO or a
+            // device would block a reload for ever.
+            let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+            guard descriptor >= 0 else {
+                throw ConfigurationError(
+                    "the file named by \(Self.dsnFileVariable) cannot be read (\(String(cString: strerror(errno))))")
+            }
+            let handle = FileHandle(fileDescriptor: descriptor, closeOnDealloc: true)
+            var status = stat()
+            guard fstat(descriptor, &status) == 0, status.st_mode & S_IFMT == S_IFREG else {
+                throw ConfigurationError("the file named by \(Self.dsnFileVariable) is not a regular file")
+            }
             let data: Data
             do {
-                let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: path))
-                defer { try? handle.close() }
                 data = try handle.read(upToCount: Self.dsnFileLimit + 1) ?? Data()
             } catch {
                 throw ConfigurationError(

@@ -64,3 +64,21 @@ public struct ConnectionConfiguration: Sendable {
         return keywords
     }()
 }
+
+extension ConnectionConfiguration {
+    /// Why libpq cannot parse `connectionString` (URI or key/value), checked before any
+    /// connection; nil when it can. libpq's own words are kept only when they name an unknown
+    /// keyword: its other messages quote the string, maybe a piece of its password.
+    public static func parseProblem(_ connectionString: String) -> String? {
+        var errorMessage: UnsafeMutablePointer<CChar>?
+        let options = PQconninfoParse(connectionString, &errorMessage)
+        let message = errorMessage.map { String(cString: $0).trimmedMessage }
+        if let errorMessage { PQfreemem(errorMessage) }
+        if let options {
+            PQconninfoFree(options)
+            return nil
+        }
+        if let message, message.hasPrefix("invalid connection option \"") { return message }
+        return "libpq cannot parse it (its words are not shown: they may quote a password)"
+    }
+}
