@@ -8,18 +8,26 @@ import Yams
 /// it, and its configuration read as the collector in the pod would read it.
 @Suite("Kubernetes example", .timeLimit(.minutes(1)))
 struct KubernetesExampleTests {
-    /// The example's documents by kind.
+    /// The example's documents by kind: the manifest, and the Secret it needs, apart so that
+    /// applying the manifest never overwrites a real DSN with the example's.
     private static func documents() throws -> [String: [String: Any]] {
-        let path = TestBed.packageRoot.appendingPathComponent("contrib/kubernetes/powa-collector.yaml").path
-        let text = try String(contentsOfFile: path, encoding: .utf8)
         var byKind: [String: [String: Any]] = [:]
+        for file in ["powa-collector.yaml", "secret.example.yaml"] {
+            try load(file, into: &byKind)
+        }
+        return byKind
+    }
+
+    private static func load(_ file: String, into byKind: inout [String: [String: Any]]) throws {
+        let path = TestBed.packageRoot.appendingPathComponent("contrib/kubernetes/" + file).path
+        let text = try String(contentsOfFile: path, encoding: .utf8)
         for document in try Yams.load_all(yaml: text) {
             let object = try #require(document as? [String: Any])
             let kind = try #require(object["kind"] as? String)
             #expect(byKind[kind] == nil, "two documents of kind \(kind)")
+            #expect(file == "secret.example.yaml" ? kind == "Secret" : kind != "Secret", "\(kind) in \(file)")
             byKind[kind] = object
         }
-        return byKind
     }
 
     /// `object[path[0]][path[1]]...`, each step a mapping key or a list index.
