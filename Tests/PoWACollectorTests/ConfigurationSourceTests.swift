@@ -39,6 +39,20 @@ struct ConfigurationSourceTests {
         #expect(try load(nil, [:], searchPath: path).origin == searched)
     }
 
+    @Test("the search path, from / as from a home: no doubled slash")
+    func searchPathJoins() {
+        #expect(
+            ConfigurationFile.searchPath(home: "/", currentDirectory: "/") == [
+                "/etc/powa-collector.conf", "/.config/powa-collector.conf", "/.powa-collector.conf",
+                "/powa-collector.conf",
+            ])
+        #expect(
+            ConfigurationFile.searchPath(home: "/var/lib/powa", currentDirectory: "/srv/")[1...] == [
+                "/var/lib/powa/.config/powa-collector.conf", "/var/lib/powa/.powa-collector.conf",
+                "/srv/powa-collector.conf",
+            ])
+    }
+
     @Test("a DSN from the environment wins over the file's; the file's other keys still apply")
     func dsnOverridesFile() throws {
         let scratch = Scratch()
@@ -103,7 +117,14 @@ struct ConfigurationSourceTests {
                 "POWA_COLLECTOR_REPOSITORY_DSN is a URI with more than one '@' before its host: percent-encode"
             ),
             (["POWA_COLLECTOR_CONFIG": ""], "POWA_COLLECTOR_CONFIG is set but empty"),
-            (["POWA_COLLECTOR_CONFIG": "/tmp/S3cret-missing.conf"], "the file named by POWA_COLLECTOR_CONFIG: the"),
+            (
+                ["POWA_COLLECTOR_CONFIG": "/tmp/S3cret-missing.conf"],
+                "the file named by POWA_COLLECTOR_CONFIG: the configuration file does not exist"
+            ),
+            (
+                ["POWA_COLLECTOR_CONFIG": "/tmp"],
+                "the file named by POWA_COLLECTOR_CONFIG: the configuration file cannot be read (not a regular file)"
+            ),
         ])
     func mistakes(environment: [String: String], message: String) {
         let error = #expect(throws: ConfigurationError.self) {

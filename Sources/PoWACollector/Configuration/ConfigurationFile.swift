@@ -9,11 +9,15 @@ public enum ConfigurationFile {
     public static func searchPath(
         home: String = NSHomeDirectory(), currentDirectory: String = FileManager.default.currentDirectoryPath
     ) -> [String] {
-        [
+        /// `directory/name`, without a doubled slash when the directory is `/`.
+        func path(_ directory: String, _ name: String) -> String {
+            (directory.hasSuffix("/") ? directory : directory + "/") + name
+        }
+        return [
             "/etc/powa-collector.conf",
-            home + "/.config/powa-collector.conf",
-            home + "/.powa-collector.conf",
-            currentDirectory + "/powa-collector.conf",
+            path(home, ".config/powa-collector.conf"),
+            path(home, ".powa-collector.conf"),
+            path(currentDirectory, "powa-collector.conf"),
         ]
     }
 

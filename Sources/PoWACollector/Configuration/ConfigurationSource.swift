@@ -66,8 +66,7 @@ public struct ConfigurationSource: Sendable {
         let configuration: CollectorConfiguration
         do throws(ConfigurationError) {
             guard let data = FileManager.default.contents(atPath: file.path) else {
-                let reason = FileManager.default.fileExists(atPath: file.path) ? "cannot be read" : "does not exist"
-                throw ConfigurationError("the configuration file \(reason)")
+                throw ConfigurationError("the configuration file \(Self.unreadable(file.path))")
             }
             configuration = try ConfigurationFile.parse(data, repositoryDSN: dsn?.value)
             if dsn == nil { try Self.checkSyntax(configuration.repositoryDSN, origin: "repository.dsn") }
@@ -159,6 +158,16 @@ public struct ConfigurationSource: Sendable {
             }
             return (value, Self.dsnFileVariable)
         }
+    }
+
+    /// Why the file at `path` could not be read, as "does not exist" or "cannot be read
+    /// (reason)", without the path.
+    private static func unreadable(_ path: String) -> String {
+        guard FileManager.default.fileExists(atPath: path) else { return "does not exist" }
+        let descriptor = open(path, O_RDONLY | O_NONBLOCK | O_CLOEXEC)
+        let reason = descriptor < 0 ? String(cString: strerror(errno)) : "not a regular file"
+        if descriptor >= 0 { close(descriptor) }
+        return "cannot be read (\(reason))"
     }
 
     /// Why a file could not be read, without its path (Foundation's descriptions name it).
