@@ -27,10 +27,8 @@ struct CheckWarningsTests {
         "a module never activated for a server, a module hidden by the repository's PostgreSQL, a retention powa cannot resolve: each warned with its fix, which clears it"
     )
     func pitfalls() async throws {
-        try await TestBed.withPrivate(
-            name: "pitfalls", port: 5890, remotes: 2, major: .five,
-            knobs: ["POWA_TESTBED_POWA": "5.3.0", "POWA_TESTBED_REMOTE_PG": "15,18"]
-        ) { bed in
+        try await TestBed.withPrivate(name: "pitfalls", port: 5890, remotes: 2, kind: .postgres(15, remotes: [15, 18])) {
+            bed in
             let repository = try await bed.connect(port: bed.repositoryPort)
             defer { repository.close() }
             let ids = try await repository.query("SELECT id FROM powa_servers WHERE id > 0 ORDER BY port").rows

@@ -5,9 +5,13 @@ import TestBed
 import Testing
 
 /// What only PoWA 5 has: versions in `powa_extension_config`, per-database sources and catalogs,
-/// REFRESH_DB_CAT, and the checks a PoWA 5 repository makes of its remotes.
+/// REFRESH_DB_CAT, and the checks a PoWA 5 repository makes of its remotes; each test on
+/// powa-archivist 5.0.2 and on 5.3.0 (both on PostgreSQL 15; 18 has a suite of its own).
 @Suite("PoWA 5", .timeLimit(.minutes(4)))
 struct PoWA5Tests {
+    /// The powa-archivist releases every test runs against.
+    static let releases: [BedKind] = [.powa5, .powa53]
+
     /// Runs a statement on a remote cluster of the bed, in database `database`.
     static func onRemote(_ bed: TestBed, _ sql: String, port: Int? = nil, database: String = "powa") async throws {
         let connection = try await bed.connect(port: port ?? bed.remotePorts[0], database: database)
@@ -29,9 +33,11 @@ struct PoWA5Tests {
         return result
     }
 
-    @Test("versions land in powa_extension_config, hypopg's NULL row included (an upsert, not a duplicate key)")
-    func versions() async throws {
-        let bed = try await TestBed.shared(.five)
+    @Test(
+        "versions land in powa_extension_config, hypopg's NULL row included (an upsert, not a duplicate key)",
+        arguments: releases)
+    func versions(kind: BedKind) async throws {
+        let bed = try await TestBed.shared(kind)
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(
             port: bed.remotePorts[1], extensions: "{pg_stat_kcache,pg_qualstats,pg_wait_sampling,pg_track_settings,hypopg}")
@@ -65,9 +71,11 @@ struct PoWA5Tests {
         #expect(try await repository.errors(server) == "")
     }
 
-    @Test("REFRESH_DB_CAT: answers as powa-web expects, refreshes the named databases (a name with spaces too) or all")
-    func refreshCatalogs() async throws {
-        let bed = try await TestBed.shared(.five)
+    @Test(
+        "REFRESH_DB_CAT: answers as powa-web expects, refreshes the named databases (a name with spaces too) or all",
+        arguments: releases)
+    func refreshCatalogs(kind: BedKind) async throws {
+        let bed = try await TestBed.shared(kind)
         let spaced = "cat refresh \(UInt32.random(in: 0...UInt32.max))"
         try await Self.onRemote(bed, "CREATE DATABASE \"\(spaced)\"")
         let repository = try await ScratchRepository.create(on: bed)
@@ -121,11 +129,13 @@ struct PoWA5Tests {
         try await collector.stop()
     }
 
-    @Test("a database dropped between snapshots, one that refuses connections: reported, the others still land")
-    func databasesComeAndGo() async throws {
+    @Test(
+        "a database dropped between snapshots, one that refuses connections: reported, the others still land",
+        arguments: releases)
+    func databasesComeAndGo(kind: BedKind) async throws {
         // A bed of its own: every snapshot of any server on this remote would see the
-        // databases that come and go.
-        try await TestBed.withPrivate(name: "databases", port: 5448, remotes: 1, major: .five) { bed in
+        // databases that come and go (5548-5549 for 5.0.2, 6008-6009 for 5.3.0).
+        try await TestBed.withPrivate(name: "databases", port: 5448, remotes: 1, kind: kind) { bed in
             try await databasesComeAndGo(bed: bed)
         }
     }
@@ -173,9 +183,9 @@ struct PoWA5Tests {
         try await collector.stop()
     }
 
-    @Test("a deactivated database module is not copied at all")
-    func deactivatedModule() async throws {
-        let bed = try await TestBed.shared(.five)
+    @Test("a deactivated database module is not copied at all", arguments: releases)
+    func deactivatedModule(kind: BedKind) async throws {
+        let bed = try await TestBed.shared(kind)
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[0], frequency: 5)
         _ = try await repository.value("SELECT powa_deactivate_db_module($1, 'pg_stat_all_indexes')", ["\(server)"])
@@ -192,16 +202,21 @@ struct PoWA5Tests {
             try await repository.int("SELECT count(*) FROM powa_all_tables_history_current WHERE srvid = $1", ["\(server)"]) > 0)
     }
 
-    @Test("a PoWA 4 remote in a PoWA 5 repository: refused at every snapshot with powa-web's words, the worker says so")
-    func incompatibleRemote() async throws {
-        let five = try await TestBed.shared(.five)
+    @Test(
+        "a PoWA 4 remote in a PoWA 5 repository: refused at every snapshot with powa-web's words, the worker says so",
+        arguments: releases)
+    func incompatibleRemote(kind: BedKind) async throws {
+        let five = try await TestBed.shared(kind)
         let four = try await TestBed.shared(.four)
         let repository = try await ScratchRepository.create(on: five)
         let server = try await repository.register(port: four.remotePorts[0], frequency: 5)
         let healthy = try await repository.register(port: five.remotePorts[0], frequency: 5)
         let collector = RunningCollector(repository: repository)
         let errors = try await repository.waitForErrors(server, containing: "Incompatible PoWA version")
-        #expect(errors == "Incompatible PoWA version between the repository server (5.0.2) and the remote host (4.1.4)")
+        #expect(
+            errors
+                == "Incompatible PoWA version between the repository server (\(five.powaVersion)) and the remote host (4.1.4)")
+        #expect(five.powaVersion == (kind.powa ?? "5.0.2"))
         #expect(collector.collector.board.statuses()[server] == .incompatibleVersion)
         _ = try await repository.waitForSnapshots(healthy, count: 2)
         // Replaced, not appended, at every period; nothing landed.
@@ -211,9 +226,11 @@ struct PoWA5Tests {
         try await collector.stop()
     }
 
-    @Test("registered extensions missing on the remote: errors in powa-web, the snapshot still lands, the worker runs")
-    func missingExtensions() async throws {
-        let bed = try await TestBed.shared(.five)
+    @Test(
+        "registered extensions missing on the remote: errors in powa-web, the snapshot still lands, the worker runs",
+        arguments: releases)
+    func missingExtensions(kind: BedKind) async throws {
+        let bed = try await TestBed.shared(kind)
         let database = "bare_\(UInt32.random(in: 0...UInt32.max))"
         try await Self.onRemote(bed, "CREATE DATABASE \(database)")
         try await Self.onRemote(bed, "CREATE EXTENSION powa CASCADE", database: database)

@@ -4,21 +4,30 @@ import TestBed
 import Testing
 
 /// powa-web itself (pip, in the venv `scripts/powa-web-venv` makes: 4.1.4 for PoWA 4, 5.0.2
-/// for PoWA 5), logged in over HTTP against a scratch repository, asking the collector running
-/// in this process through LISTEN/NOTIFY, exactly as a user's browser would make it.
+/// for powa-archivist 5.0.2, 5.3.1 for 5.3.0), logged in over HTTP against a scratch repository,
+/// asking the collector running in this process through LISTEN/NOTIFY, exactly as a user's
+/// browser would make it.
 @Suite("powa-web as a real client", .timeLimit(.minutes(4)))
 struct PowaWebTests {
-    /// The powa-web release that matches each PoWA major version of the test beds.
-    static func webVersion(_ major: PoWAMajor) -> String { major == .five ? "5.0.2" : "4.1.4" }
+    /// The powa-web release that matches each shared bed's powa-archivist (powa-web 5 logs in
+    /// only to a repository of its own major.minor).
+    static func webVersion(_ kind: BedKind) -> String {
+        switch kind {
+        case .powa53: "5.3.1"
+        case _ where kind.major == .five: "5.0.2"
+        default: "4.1.4"
+        }
+    }
 
     @Test(
         "the config pages show every active server running, RELOAD is true, a deactivated server is no longer running",
-        arguments: PoWAMajor.allCases)
-    func configPages(major: PoWAMajor) async throws {
-        let venv = (ProcessInfo.processInfo.environment["POWA_WEB_VENV"] ?? "/tmp/powa-web-venv") + major.suffix
+        arguments: BedKind.sharedKinds)
+    func configPages(kind: BedKind) async throws {
+        let major = kind.major
+        let venv = (ProcessInfo.processInfo.environment["POWA_WEB_VENV"] ?? "/tmp/powa-web-venv") + kind.suffix
         try await TestBed.run(
-            "scripts/powa-web-venv", [], environment: ["POWA_WEB_VENV": venv, "POWA_WEB_VERSION": Self.webVersion(major)])
-        let bed = try await TestBed.shared(major)
+            "scripts/powa-web-venv", [], environment: ["POWA_WEB_VENV": venv, "POWA_WEB_VERSION": Self.webVersion(kind)])
+        let bed = try await TestBed.shared(kind)
         let repository = try await ScratchRepository.create(on: bed)
         let first = try await repository.register(port: bed.remotePorts[0], frequency: 5)
         let second = try await repository.register(port: bed.remotePorts[1], frequency: 5)

@@ -9,9 +9,22 @@ import PostgresClient
 /// `TestBed.shared()` starts the default bed once per test process (or reuses the one
 /// `scripts/test` started). Tests that stop or kill a cluster take a private bed with
 /// `TestBed.start(name:port:remotes:)`, so they never disturb the others.
+///
+/// Ports: the shared beds take 5440-5442 (PoWA 4), 5540-5542 (PoWA 5.0.2) and 6000-6002
+/// (PoWA 5.3.0); private beds the ports their tests name (`grep -rn 'port:' Tests`), the beds of
+/// PoWA 5.3.0 and PostgreSQL 18 in 6000-6299. `POWA_TESTBED_BASE_PORT` (default 5440) moves every
+/// bed's ports by the same amount, and `POWA_TESTBED_DIR` (default `/tmp/powa-testbed`) names
+/// every bed's directory (private ones as `<dir>-<name>`): a second checkout's tests run beside
+/// the first's with both set, e.g. `POWA_TESTBED_BASE_PORT=6440 POWA_TESTBED_DIR=/tmp/wt-bed`.
 public struct TestBed: Sendable {
     /// The PoWA major version of the bed's clusters.
     public let major: PoWAMajor
+    /// powa's version on the repository (e.g. `5.3.0`; empty when testbed.env does not say).
+    public let powaVersion: String
+    /// The repository's PostgreSQL major.
+    public let repositoryPostgres: Int
+    /// Each remote's PostgreSQL major, remote1 first.
+    public let remotePostgres: [Int]
     /// The directory holding the clusters, their sockets and logs.
     public let directory: String
     /// The Unix socket directory of every cluster.
@@ -24,8 +37,10 @@ public struct TestBed: Sendable {
     public let remoteDataDirectories: [String]
     /// The repository cluster's data directory.
     public let repositoryDataDirectory: String
-    /// PostgreSQL's binaries.
+    /// The repository's PostgreSQL binaries (and every remote's, but in a bed of two majors).
     public let binDirectory: String
+    /// Each remote's PostgreSQL binaries, remote1 first.
+    public let remoteBinDirectories: [String]
 
     /// The password of the `powa_scram` role, which must authenticate with scram-sha-256 over TCP.
     public static let scramPassword = "scram-secret-pw"
@@ -37,38 +52,69 @@ public struct TestBed: Sendable {
         return url
     }()
 
-    private static let sharedBeds = [PoWAMajor.four: SharedBed(major: .four), .five: SharedBed(major: .five)]
+    private static let sharedBeds = Dictionary(
+        uniqueKeysWithValues: BedKind.sharedKinds.map { ($0, SharedBed(kind: $0)) })
 
     /// The default test bed of a PoWA major version, started on first use. Tests that add a
     /// database to one of its remotes leave it there: dropped, it could vanish between another
     /// test's PoWA 5 snapshot listing the databases and connecting to it (the bed is removed
     /// at the end of the run anyway).
     public static func shared(_ major: PoWAMajor = .four) async throws -> TestBed {
-        try await sharedBeds[major]!.get()
+        try await shared(major.bedKind)
+    }
+
+    /// The shared test bed of a kind (one of `BedKind.sharedKinds`), started on first use.
+    public static func shared(_ kind: BedKind) async throws -> TestBed {
+        guard let bed = sharedBeds[kind] else {
+            throw TestBedError(message: "no shared bed of \(kind): take a private one")
+        }
+        return try await bed.get()
+    }
+
+    /// What `POWA_TESTBED_BASE_PORT` adds to every bed's ports (0 unless set).
+    public static let portShift: Int = {
+        guard let base = ProcessInfo.processInfo.environment["POWA_TESTBED_BASE_PORT"].flatMap({ Int($0) }) else {
+            return 0
+        }
+        return base - 5440
+    }()
+
+    /// The directory of a bed: `POWA_TESTBED_DIR` (or `/tmp/powa-testbed`) followed by `tail`.
+    static func directory(_ tail: String) -> String {
+        (ProcessInfo.processInfo.environment["POWA_TESTBED_DIR"] ?? "/tmp/powa-testbed") + tail
     }
 
     /// Starts (anew) a private test bed in `/tmp/powa-testbed-<name>` with its own ports
     /// (`port` for PoWA 4; PoWA 5 beds take the ports 100 above, and `-5` after the name).
-    /// `knobs` are more of scripts/testbed's variables (`POWA_TESTBED_POWA`, `_PG`...).
-    public static func start(
-        name: String, port: Int, remotes: Int, major: PoWAMajor = .four, knobs: [String: String] = [:]
-    ) async throws -> TestBed {
-        let directory = "/tmp/powa-testbed-\(name)\(major.suffix)"
+    public static func start(name: String, port: Int, remotes: Int, major: PoWAMajor = .four) async throws -> TestBed {
+        try await start(name: name, port: port, remotes: remotes, kind: major.bedKind)
+    }
+
+    /// Starts (anew) a private test bed of a kind in `/tmp/powa-testbed-<name><kind's suffix>`,
+    /// its repository on `port` plus the kind's offset, its remotes on the next ports.
+    public static func start(name: String, port: Int, remotes: Int, kind: BedKind) async throws -> TestBed {
+        let directory = Self.directory("-\(name)\(kind.suffix)")
         try await run(
             "scripts/testbed", ["start"],
-            environment: [
-                "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port + major.portOffset)",
-                "POWA_TESTBED_REMOTES": "\(remotes)", "POWA_TESTBED_MAJOR": "\(major.rawValue)",
-            ].merging(knobs) { $1 })
+            environment: kind.environment.merging([
+                "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port + kind.portOffset + portShift)",
+                "POWA_TESTBED_REMOTES": "\(remotes)",
+            ]) { $1 })
         return try load(directory: directory)
     }
 
     /// Runs `body` with a private test bed, and stops it afterwards whatever happened.
     public static func withPrivate<T>(
-        name: String, port: Int, remotes: Int, major: PoWAMajor = .four, knobs: [String: String] = [:],
-        _ body: (TestBed) async throws -> T
+        name: String, port: Int, remotes: Int, major: PoWAMajor = .four, _ body: (TestBed) async throws -> T
     ) async throws -> T {
-        let bed = try await start(name: name, port: port, remotes: remotes, major: major, knobs: knobs)
+        try await withPrivate(name: name, port: port, remotes: remotes, kind: major.bedKind, body)
+    }
+
+    /// Runs `body` with a private test bed of a kind, and stops it afterwards whatever happened.
+    public static func withPrivate<T>(
+        name: String, port: Int, remotes: Int, kind: BedKind, _ body: (TestBed) async throws -> T
+    ) async throws -> T {
+        let bed = try await start(name: name, port: port, remotes: remotes, kind: kind)
         do {
             let result = try await body(bed)
             try await bed.stop()
@@ -95,15 +141,27 @@ public struct TestBed: Sendable {
         func list(_ key: String) -> [String] {
             (values[key] ?? "").split(separator: ",").map(String.init)
         }
+        let binDirectory = values["POWA_TESTBED_PGBIN"] ?? "/usr/lib/postgresql/15/bin"
+        let repositoryPostgres = Int(values["POWA_TESTBED_PG"] ?? "") ?? 15
+        let remotePorts = list("POWA_TESTBED_REMOTE_PORTS").compactMap { Int($0) }
+        // (A bed made before the PostgreSQL 18 knobs: one major, one set of binaries.)
+        let remotePostgres = list("POWA_TESTBED_REMOTE_PGS").compactMap { Int($0) }
+        let remoteBinDirectories = list("POWA_TESTBED_REMOTE_PGBINS")
         return TestBed(
             major: PoWAMajor(rawValue: Int(values["POWA_TESTBED_MAJOR"] ?? "") ?? 4) ?? .four,
+            powaVersion: values["POWA_TESTBED_POWA"] ?? "",
+            repositoryPostgres: repositoryPostgres,
+            remotePostgres: remotePostgres.count == remotePorts.count
+                ? remotePostgres : Array(repeating: repositoryPostgres, count: remotePorts.count),
             directory: directory,
             socketDirectory: values["POWA_TESTBED_SOCKETS"] ?? directory + "/sockets",
             repositoryPort: Int(values["POWA_TESTBED_REPO_PORT"] ?? "") ?? 5440,
-            remotePorts: list("POWA_TESTBED_REMOTE_PORTS").compactMap { Int($0) },
+            remotePorts: remotePorts,
             remoteDataDirectories: list("POWA_TESTBED_REMOTE_DATA"),
             repositoryDataDirectory: values["POWA_TESTBED_REPO_DATA"] ?? directory + "/repo",
-            binDirectory: values["POWA_TESTBED_PGBIN"] ?? "/usr/lib/postgresql/15/bin"
+            binDirectory: binDirectory,
+            remoteBinDirectories: remoteBinDirectories.count == remotePorts.count
+                ? remoteBinDirectories : Array(repeating: binDirectory, count: remotePorts.count)
         )
     }
 
@@ -127,12 +185,14 @@ public struct TestBed: Sendable {
 
     // MARK: Cluster control
 
-    /// Runs `pg_ctl` as the postgres user on a data directory, e.g. `["stop", "-m", "immediate"]`.
+    /// Runs `pg_ctl` as the postgres user on a data directory, e.g. `["stop", "-m", "immediate"]`,
+    /// with the binaries of that cluster's PostgreSQL.
     public func pgCtl(_ dataDirectory: String, _ arguments: [String]) async throws {
         let log = directory + "/logs/" + URL(fileURLWithPath: dataDirectory).lastPathComponent + ".log"
+        let bin = remoteDataDirectories.firstIndex(of: dataDirectory).map { remoteBinDirectories[$0] } ?? binDirectory
         try await Self.run(
             "/usr/sbin/runuser",
-            ["-u", "postgres", "--", binDirectory + "/pg_ctl", "-D", dataDirectory, "-l", log, "-w"] + arguments)
+            ["-u", "postgres", "--", bin + "/pg_ctl", "-D", dataDirectory, "-l", log, "-w"] + arguments)
     }
 
     /// Runs a command (relative paths are from the package root) to its end, and throws with
@@ -154,11 +214,77 @@ public enum PoWAMajor: Int, Sendable, CaseIterable, CustomStringConvertible {
     case five = 5
 
     /// Added to a PoWA 4 bed's ports.
-    public var portOffset: Int { self == .five ? 100 : 0 }
+    public var portOffset: Int { bedKind.portOffset }
     /// Added to a PoWA 4 bed's directory.
-    public var suffix: String { self == .five ? "-5" : "" }
+    public var suffix: String { bedKind.suffix }
+
+    /// The default bed of this major: Debian 12's PoWA 4.1.4, or powa-archivist 5.0.2, on
+    /// PostgreSQL 15.
+    public var bedKind: BedKind { self == .five ? .powa5 : .powa4 }
 
     public var description: String { "PoWA \(rawValue)" }
+}
+
+/// What a test bed runs: the PoWA major, powa-archivist's version, the PostgreSQL major of the
+/// repository and of each remote (`scripts/testbed`'s knobs), and where its beds go by default.
+public struct BedKind: Sendable, Hashable, CustomStringConvertible {
+    /// The PoWA major version.
+    public let major: PoWAMajor
+    /// `POWA_TESTBED_POWA`: powa-archivist's version on every cluster (nil: the major's default).
+    public let powa: String?
+    /// `POWA_TESTBED_PG`: the repository's PostgreSQL major.
+    public let postgres: Int
+    /// `POWA_TESTBED_REMOTE_PG`: the remotes' majors, the i-th for remote<i>, the last for the
+    /// remotes past the list (empty: the repository's).
+    public let remotePostgres: [Int]
+    /// Added to a bed's ports (the shared bed's: 5440 + offset).
+    public let portOffset: Int
+    /// Added to a bed's directory.
+    public let suffix: String
+
+    public init(
+        major: PoWAMajor, powa: String? = nil, postgres: Int = 15, remotePostgres: [Int] = [], portOffset: Int = 0,
+        suffix: String = ""
+    ) {
+        self.major = major
+        self.powa = powa
+        self.postgres = postgres
+        self.remotePostgres = remotePostgres
+        self.portOffset = portOffset
+        self.suffix = suffix
+    }
+
+    /// Debian 12's PoWA 4.1.4 on PostgreSQL 15 (ports 5440 on, `/tmp/powa-testbed`).
+    public static let powa4 = BedKind(major: .four)
+    /// powa-archivist 5.0.2 on PostgreSQL 15 (ports 5540 on, `-5`).
+    public static let powa5 = BedKind(major: .five, portOffset: 100, suffix: "-5")
+    /// powa-archivist 5.3.0 on PostgreSQL 15 (ports 6000 on, `-5.3`).
+    public static let powa53 = BedKind(major: .five, powa: "5.3.0", portOffset: 560, suffix: "-5.3")
+
+    /// The kinds with a shared bed.
+    public static let sharedKinds: [BedKind] = [.powa4, .powa5, .powa53]
+
+    /// powa-archivist 5.3.0 with PostgreSQL `postgres` on the repository and `remotes` (one per
+    /// remote, the last for the others) on the remotes, for a private bed (ports as given).
+    public static func postgres(_ postgres: Int, remotes: [Int]) -> BedKind {
+        BedKind(major: .five, powa: "5.3.0", postgres: postgres, remotePostgres: remotes)
+    }
+
+    /// `scripts/testbed`'s environment for this kind.
+    /// Every knob set (empty for the script's default), whatever the tests' own environment says.
+    var environment: [String: String] {
+        [
+            "POWA_TESTBED_MAJOR": "\(major.rawValue)", "POWA_TESTBED_POWA": powa ?? "",
+            "POWA_TESTBED_PG": "\(postgres)",
+            "POWA_TESTBED_REMOTE_PG": remotePostgres.map(String.init).joined(separator: ","),
+        ]
+    }
+
+    public var description: String {
+        let version = powa ?? (major == .five ? "5.0.2" : "4.1.4")
+        let remotes = remotePostgres.isEmpty ? "" : ", remotes \(remotePostgres.map(String.init).joined(separator: ","))"
+        return "powa \(version), PostgreSQL \(postgres)\(remotes)"
+    }
 }
 
 /// A test bed command that failed.
@@ -172,9 +298,9 @@ public struct TestBedError: Error, CustomStringConvertible {
 /// `scripts/test` does), it is reused as it is.
 private actor SharedBed {
     private var starting: Task<TestBed, any Error>?
-    let major: PoWAMajor
+    let kind: BedKind
 
-    init(major: PoWAMajor) { self.major = major }
+    init(kind: BedKind) { self.kind = kind }
 
     func get() async throws -> TestBed {
         if let starting { return try await starting.value }
@@ -185,17 +311,17 @@ private actor SharedBed {
 
     private func start() async throws -> TestBed {
         let environment = ProcessInfo.processInfo.environment
-        let directory = (environment["POWA_TESTBED_DIR"] ?? "/tmp/powa-testbed") + major.suffix
+        let directory = TestBed.directory(kind.suffix)
         let reusable =
             environment["POWA_TESTBED_REUSE"] == "1"
             && FileManager.default.fileExists(atPath: directory + "/testbed.env")
         if !reusable {
             try await TestBed.run(
                 "scripts/testbed", ["start"],
-                environment: [
-                    "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(5440 + major.portOffset)",
-                    "POWA_TESTBED_MAJOR": "\(major.rawValue)",
-                ])
+                environment: kind.environment.merging([
+                    "POWA_TESTBED_DIR": directory,
+                    "POWA_TESTBED_PORT": "\(5440 + kind.portOffset + TestBed.portShift)",
+                ]) { $1 })
         }
         try TestBed.passFile.get()
         return try TestBed.load(directory: directory)
