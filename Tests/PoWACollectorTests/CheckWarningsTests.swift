@@ -18,7 +18,8 @@ struct CheckWarningsTests {
         var warnings: [Int: [[String: String]]] = [:]
         for server in json["servers"] as? [[String: Any]] ?? [] {
             let id = try #require(server["srvid"] as? Int)
-            warnings[id] = (server["warnings"] as? [[String: Any]] ?? []).map { $0.compactMapValues { $0 as? String } }
+            let list = try #require(server["warnings"] as? [[String: Any]], "no warnings in \(server)")
+            warnings[id] = list.map { $0.compactMapValues { $0 as? String } }
         }
         return (code, warnings)
     }
@@ -45,50 +46,66 @@ struct CheckWarningsTests {
             #expect(clean.code == 0)
             #expect(clean.warnings == [old: [], new: []])
 
-            // A server registered before an upgrade that added a module (to server 0 only); a
-            // module newer than the repository's PostgreSQL (as pg_stat_lock needs 19); and
-            // powa_databases_purge's module, which the old server lacks and server 0 no longer
-            // has active either (so that only the retention speaks of it).
+            // A server registered before upgrades that added a module and a per-database
+            // module (to server 0 only), and that lacks powa_databases_purge's module; and a
+            // module newer than the repository's PostgreSQL (as pg_stat_lock needs 19).
             try await repository.execute(
                 """
                 DELETE FROM powa_module_config WHERE srvid = \(old) AND module IN ('pg_stat_archiver', 'pg_database');
-                UPDATE powa_module_config SET enabled = false WHERE srvid = 0 AND module = 'pg_database';
+                DELETE FROM powa_db_module_config WHERE srvid = \(old) AND db_module = 'pg_stat_user_functions';
                 UPDATE powa_modules SET min_version = 180000 WHERE module = 'pg_stat_slru';
                 """)
             let warned = try await Self.check(path)
             #expect(warned.code == 0, "warnings do not make a server unusable")
-            let oldWarnings = warned.warnings[old] ?? []
-            #expect(oldWarnings.map { $0["check"] } == ["modules", "retention"], "\(oldWarnings)")
-            #expect(oldWarnings.first?["detail"]?.contains("module pg_stat_archiver is active on the repository") == true)
-            #expect(oldWarnings.first?["hint"] == "SELECT powa_activate_module(\(old), 'pg_stat_archiver') in the repository")
-            #expect(oldWarnings.last?["detail"]?.contains("retention of module pg_database") == true, "\(oldWarnings)")
-            #expect(oldWarnings.last?["detail"]?.contains("not declared in the config table") == true)
-            #expect(oldWarnings.last?["hint"] == "SELECT powa_activate_module(\(old), 'pg_database') in the repository")
+            let oldWarnings = try #require(warned.warnings[old])
+            #expect(oldWarnings.map { $0["check"] } == ["retention", "modules", "modules"], "\(oldWarnings)")
+            let activate = "in the repository database: SELECT \"public\".\"powa_activate_"
+            // pg_database: once, for what its absence breaks.
+            #expect(oldWarnings[0]["detail"]?.contains("retention of module pg_database") == true, "\(oldWarnings)")
+            #expect(oldWarnings[0]["detail"]?.contains("not declared in the config table") == true)
+            #expect(oldWarnings[0]["hint"] == activate + "module\"(\(old), 'pg_database');")
+            #expect(oldWarnings[1]["detail"]?.hasPrefix("module pg_stat_archiver is not activated") == true)
+            #expect(oldWarnings[1]["hint"] == activate + "module\"(\(old), 'pg_stat_archiver');")
+            #expect(oldWarnings[2]["detail"]?.hasPrefix("per-database module pg_stat_user_functions") == true)
+            #expect(oldWarnings[2]["hint"] == activate + "db_module\"(\(old), 'pg_stat_user_functions');")
             // Only the PostgreSQL 18 remote has what the module needs.
-            let newWarnings = warned.warnings[new] ?? []
+            let newWarnings = try #require(warned.warnings[new])
             #expect(newWarnings.count == 1, "\(newWarnings)")
             #expect(
                 newWarnings.first?["detail"]?.hasPrefix(
-                    "module pg_stat_slru needs PostgreSQL 18, which this server runs, but the repository runs PostgreSQL 15")
-                    == true, "\(newWarnings)")
+                    "module pg_stat_slru needs PostgreSQL 18 or later, which this server runs, but the repository runs"
+                        + " PostgreSQL 15") == true, "\(newWarnings)")
             #expect(newWarnings.first?["hint"] == "upgrade the repository's PostgreSQL to 18 or later")
 
             // The text says the same, marked ⚠, and counts them.
             let text = try DaemonProcess(DaemonProcess.collectorBinary, ["check", "--config", path])
             #expect(await text.wait() == 0)
-            #expect(text.output.contains("⚠ \(old) remote1 modules: module pg_stat_archiver"), "\(text.output)")
-            #expect(text.output.contains("2 servers: 2 usable, 3 warnings"), "\(text.output)")
+            #expect(text.output.contains("⚠ \(old) remote1 retention: powa cannot resolve"), "\(text.output)")
+            #expect(text.output.contains("2 servers: 2 usable, 4 warnings"), "\(text.output)")
 
-            // The hints fix what they say.
-            try await repository.execute(
-                """
-                SELECT powa_activate_module(\(old), 'pg_stat_archiver');
-                SELECT powa_activate_module(\(old), 'pg_database');
-                UPDATE powa_modules SET min_version = 0 WHERE module = 'pg_stat_slru';
-                """)
+            // The hints, pasted as they are, fix what they say.
+            for hint in oldWarnings.compactMap({ $0["hint"] }) {
+                try await repository.execute(String(hint.dropFirst("in the repository database: ".count)))
+            }
+            try await repository.execute("UPDATE powa_modules SET min_version = 0 WHERE module = 'pg_stat_slru'")
             let fixed = try await Self.check(path)
+            #expect(fixed.code == 0)
             #expect(fixed.warnings == [old: [], new: []])
         }
+    }
+
+    @Test("powa-archivist 5.0.2 (no per-feature retention): a registered server gets no warning")
+    func powa502() async throws {
+        let bed = try await TestBed.shared(.five)
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: bed.remotePorts[0], frequency: 5)
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.connectTimeout = 5
+        let path = try writeConfiguration(configuration)
+        defer { unlink(path) }
+        let checked = try await Self.check(path)
+        #expect(checked.code == 0)
+        #expect(checked.warnings == [server: []])
     }
 
     @Test("PostgreSQL's versions as it names them", arguments: [(190000, "19"), (180002, "18"), (90624, "9.6")])

@@ -116,8 +116,9 @@ public struct CollectorCheck {
         await checkSources(server, session: session, repository: repository, deadline: deadline, into: &result)
         if repository.isPoWA5 {
             await checkDatabases(server, remote: remote, options: options, deadline: deadline, into: &result)
+            // (A deadline of their own: the remote's checks may have spent the snapshot's.)
             result.warnings = await ModuleConfigurationCheck(server: server, remoteVersion: remoteVersion)
-                .warnings(repository: repository, deadline: deadline)
+                .warnings(repository: repository, deadline: .now + .seconds(configuration.snapshotTimeout))
         }
         return result
     }

@@ -10,29 +10,41 @@ extension PoWARepository {
         let minimumVersion: Int
     }
 
-    /// A module, extension or per-database module (`datasource_type`) whose retention powa
-    /// cannot resolve for a server, and what powa said.
-    struct UnresolvedRetention: Sendable, Equatable {
+    /// A module or per-database module (`datasource_type`: `module`, `db_module`).
+    struct Feature: Sendable, Hashable {
         let kind: String
         let name: String
+    }
+
+    /// A module, extension or per-database module whose retention powa cannot resolve for a
+    /// server, and what powa said.
+    struct UnresolvedRetention: Sendable, Equatable {
+        let feature: Feature
         let error: String
     }
 
-    /// The modules active on the repository itself (server 0) that the server has no row for:
-    /// powa's upgrade scripts add a new module to server 0 only, so a server registered before
-    /// the upgrade never snapshots it. Modules its PostgreSQL is too old for are left out.
-    func modulesMissing(serverID: Int, remoteVersion: Int, deadline: ContinuousClock.Instant?) async throws -> [Module] {
+    /// The modules and per-database modules powa activates for a server it registers, that
+    /// this server has no row for: powa's upgrade scripts add a new one to the repository's
+    /// own server only, so a server registered before the upgrade never snapshots it. Modules
+    /// its PostgreSQL is too old for are left out.
+    func featuresMissing(serverID: Int, remoteVersion: Int, deadline: ContinuousClock.Instant?) async throws
+        -> [Feature]
+    {
         try await connection.query(
             """
-            SELECT m.module, m.min_version
-            FROM \(powa("powa_module_config")) AS c0
-            JOIN \(powa("powa_modules")) AS m USING (module)
-            WHERE c0.srvid = 0 AND c0.enabled AND m.min_version <= $2::int
+            SELECT 'module', m.module FROM \(powa("powa_modules")) AS m
+            WHERE m.min_version <= $2::int
               AND NOT EXISTS (
                   SELECT 1 FROM \(powa("powa_module_config")) AS c WHERE c.srvid = $1::int AND c.module = m.module)
-            ORDER BY m.module
+            UNION ALL
+            SELECT 'db_module', d.db_module FROM \(powa("powa_db_modules")) AS d
+            WHERE NOT d.added_manually
+              AND NOT EXISTS (
+                  SELECT 1 FROM \(powa("powa_db_module_config")) AS c
+                  WHERE c.srvid = $1::int AND c.db_module = d.db_module)
+            ORDER BY 1 DESC, 2
             """, ["\(serverID)", "\(remoteVersion)"], deadline: deadline
-        ).rows.map { Module(name: $0[0] ?? "", minimumVersion: Int($0[1] ?? "") ?? 0) }
+        ).rows.map { Feature(kind: $0[0] ?? "", name: $0[1] ?? "") }
     }
 
     /// The modules the server's PostgreSQL has but the repository's has not, unless turned off
@@ -90,8 +102,11 @@ extension PoWARepository {
                                 "SELECT \(powa("powa_get_server_retention"))($1::int, $2, $3::\(powa("datasource_type")))",
                                 ["\(serverID)", name, kind], deadline: deadline)
                         }
-                    } catch let error as PostgresError where error.code == .server {
-                        unresolved.append(UnresolvedRetention(kind: kind, name: name, error: error.message))
+                    } catch let error as PostgresError where error.code == .server && error.sqlState != "25P02" {
+                        // (25P02: the savepoint could not be rolled back; nothing after it is
+                        // powa's answer, so the probe ends with that error.)
+                        unresolved.append(
+                            UnresolvedRetention(feature: Feature(kind: kind, name: name), error: error.message))
                     }
                 }
                 throw RetentionProbeRollback()
