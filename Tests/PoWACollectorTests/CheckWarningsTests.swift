@@ -28,7 +28,7 @@ struct CheckWarningsTests {
         "a module never activated for a server, a module hidden by the repository's PostgreSQL, a retention powa cannot resolve: each warned with its fix, which clears it"
     )
     func pitfalls() async throws {
-        try await TestBed.withPrivate(name: "pitfalls", port: 5890, remotes: 2, kind: .postgres(15, remotes: [15, 18])) {
+        try await TestBed.withPrivate(name: "pitfalls", port: 6130, remotes: 2, kind: .postgres(15, remotes: [15, 18])) {
             bed in
             let repository = try await bed.connect(port: bed.repositoryPort)
             defer { repository.close() }
