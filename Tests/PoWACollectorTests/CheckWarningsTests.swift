@@ -96,7 +96,7 @@ struct CheckWarningsTests {
 
     @Test("powa-archivist 5.0.2 (no per-feature retention): a registered server gets no warning")
     func powa502() async throws {
-        let bed = try await TestBed.shared(.five)
+        let bed = try await TestBed.shared(.powa502)
         let repository = try await ScratchRepository.create(on: bed)
         let server = try await repository.register(port: bed.remotePorts[0], frequency: 5)
         var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)

@@ -10,7 +10,7 @@ import Testing
 @Suite("PoWA 5", .timeLimit(.minutes(4)))
 struct PoWA5Tests {
     /// The powa-archivist releases every test runs against.
-    static let releases: [BedKind] = [.powa5, .powa53]
+    static let releases: [BedKind] = [.powa5, .powa502]
 
     /// Runs a statement on a remote cluster of the bed, in database `database`.
     static func onRemote(_ bed: TestBed, _ sql: String, port: Int? = nil, database: String = "powa") async throws {
@@ -134,7 +134,7 @@ struct PoWA5Tests {
         arguments: releases)
     func databasesComeAndGo(kind: BedKind) async throws {
         // A bed of its own: every snapshot of any server on this remote would see the
-        // databases that come and go (5548-5549 for 5.0.2, 6008-6009 for 5.3.0).
+        // databases that come and go (5548-5549 for 5.3.0, 6008-6009 for 5.0.2).
         try await TestBed.withPrivate(name: "databases", port: 5448, remotes: 1, kind: kind) { bed in
             try await databasesComeAndGo(bed: bed)
         }

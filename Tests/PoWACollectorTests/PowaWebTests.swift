@@ -12,9 +12,9 @@ struct PowaWebTests {
     /// The powa-web release that matches each shared bed's powa-archivist (powa-web 5 logs in
     /// only to a repository of its own major.minor).
     static func webVersion(_ kind: BedKind) -> String {
-        switch kind {
-        case .powa53: "5.3.1"
-        case _ where kind.major == .five: "5.0.2"
+        switch kind.powa {
+        case "5.3.0": "5.3.1"
+        case "5.0.2": "5.0.2"
         default: "4.1.4"
         }
     }

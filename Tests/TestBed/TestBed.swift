@@ -10,8 +10,8 @@ import PostgresClient
 /// `scripts/test` started). Tests that stop or kill a cluster take a private bed with
 /// `TestBed.start(name:port:remotes:)`, so they never disturb the others.
 ///
-/// Ports: the shared beds take 5440-5442 (PoWA 4), 5540-5542 (PoWA 5.0.2) and 6000-6002
-/// (PoWA 5.3.0); private beds the ports their tests name (`grep -rn 'port:' Tests`), the beds of
+/// Ports: the shared beds take 5440-5442 (PoWA 4), 5540-5542 (PoWA 5.3.0) and 6000-6002
+/// (PoWA 5.0.2); private beds the ports their tests name (`grep -rn 'port:' Tests`), the beds of
 /// PoWA 5.3.0 and PostgreSQL 18 in 6000-6299. `POWA_TESTBED_BASE_PORT` (default 5440) moves every
 /// bed's ports by the same amount, and `POWA_TESTBED_DIR` (default `/tmp/powa-testbed`) names
 /// every bed's directory (private ones as `<dir>-<name>`): a second checkout's tests run beside
@@ -256,13 +256,15 @@ public struct BedKind: Sendable, Hashable, CustomStringConvertible {
 
     /// Debian 12's PoWA 4.1.4 on PostgreSQL 15 (ports 5440 on, `/tmp/powa-testbed`).
     public static let powa4 = BedKind(major: .four)
-    /// powa-archivist 5.0.2 on PostgreSQL 15 (ports 5540 on, `-5`).
-    public static let powa5 = BedKind(major: .five, portOffset: 100, suffix: "-5")
-    /// powa-archivist 5.3.0 on PostgreSQL 15 (ports 6000 on, `-5.3`).
-    public static let powa53 = BedKind(major: .five, powa: "5.3.0", portOffset: 560, suffix: "-5.3")
+    /// powa-archivist 5.3.0, the release users install, on PostgreSQL 15 (ports 5540 on, `-5`):
+    /// the bed of every PoWA 5 test (`PoWAMajor.five`).
+    public static let powa5 = BedKind(major: .five, powa: "5.3.0", portOffset: 100, suffix: "-5")
+    /// powa-archivist 5.0.2 on PostgreSQL 15 (ports 6000 on, `-5.0.2`), for the PoWA 5 suite and
+    /// powa-web 5.0.2.
+    public static let powa502 = BedKind(major: .five, powa: "5.0.2", portOffset: 560, suffix: "-5.0.2")
 
     /// The kinds with a shared bed.
-    public static let sharedKinds: [BedKind] = [.powa4, .powa5, .powa53]
+    public static let sharedKinds: [BedKind] = [.powa4, .powa5, .powa502]
 
     /// powa-archivist 5.3.0 with PostgreSQL `postgres` on the repository and `remotes` (one per
     /// remote, the last for the others) on the remotes, for a private bed (ports as given).
