@@ -66,16 +66,11 @@ public struct ModuleConfigurationCheck {
             case "db_module": "powa_activate_db_module"
             default: "powa_activate_module"
             }
-        return "in the repository database: SELECT \(repository.powa(function))(\(server.id), \(Self.literal(feature.name)));"
+        return "in the repository database: SELECT \(repository.powa(function))(\(server.id), \(SQLLiteral.quote(feature.name)));"
     }
 
     /// `190000` as `19`, `90600` as `9.6`: how PostgreSQL names its major versions.
     public static func postgresVersion(_ number: Int) -> String {
         number >= 100_000 ? "\(number / 10_000)" : "\(number / 10_000).\(number / 100 % 100)"
-    }
-
-    /// A name as an SQL string literal, for a hint to paste.
-    static func literal(_ text: String) -> String {
-        "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
     }
 }

@@ -36,7 +36,7 @@ struct DatabaseSource: Sendable, Hashable {
     /// text of `now()`, so every row of a snapshot carries the same instant.
     func copyOutStatement(serverID: Int, timestamp: String) -> String {
         let instant =
-            kind == .module ? " '\(timestamp.replacingOccurrences(of: "'", with: "''"))'::pg_catalog.timestamptz AS ts," : ""
+            kind == .module ? " \(SQLLiteral.quote(timestamp))::pg_catalog.timestamptz AS ts," : ""
         return """
             COPY (SELECT \(serverID) AS srvid,\(instant) d.dbid, src.* FROM (\(query)) src \
             CROSS JOIN (SELECT oid AS dbid FROM pg_catalog.pg_database \
