@@ -51,6 +51,7 @@ public struct ConfigurationSource: Sendable {
     /// - Returns: the configuration, and where it came from, for the log.
     public func load() throws(ConfigurationError) -> (CollectorConfiguration, origin: String) {
         let dsn = try environmentDSN()
+        if let dsn { try Self.checkSyntax(dsn.value, origin: dsn.variable) }
         let dsnOrigin = dsn.map { ", repository.dsn from \($0.variable)" } ?? ""
         guard let file = try chosenFile() else {
             guard let dsn else {
@@ -59,10 +60,8 @@ public struct ConfigurationSource: Sendable {
                         + " (copy powa-collector.conf.sample there, pass --config PATH, set \(Self.configVariable),"
                         + " or set \(Self.dsnVariable) to run without a file)")
             }
-            try Self.checkSyntax(dsn.value, origin: dsn.variable)
             return (CollectorConfiguration(repositoryDSN: dsn.value), "no configuration file\(dsnOrigin)")
         }
-        if let dsn { try Self.checkSyntax(dsn.value, origin: dsn.variable) }
         let configuration: CollectorConfiguration
         do throws(ConfigurationError) {
             guard let data = FileManager.default.contents(atPath: file.path) else {
