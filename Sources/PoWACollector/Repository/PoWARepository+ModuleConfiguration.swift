@@ -10,7 +10,8 @@ extension PoWARepository {
         let minimumVersion: Int
     }
 
-    /// A module or per-database module (`datasource_type`: `module`, `db_module`).
+    /// A module, extension or per-database module (`datasource_type`: `module`, `extension`,
+    /// `db_module`).
     struct Feature: Sendable, Hashable {
         let kind: String
         let name: String
@@ -76,11 +77,11 @@ extension PoWARepository {
         extensions.powaVersion.map { $0 >= PoWAVersion(major: 5, minor: 1, patch: 2) } ?? false
     }
 
-    /// The features of a server whose retention `powa_get_server_retention` cannot resolve,
-    /// which makes that server's purge, and so its snapshots, fail. Asked of powa's own
-    /// function, each in a savepoint, in a transaction rolled back: the rules stay powa's.
-    /// The features are those the server has a row for, and `pg_database`, which powa purges
-    /// for every server.
+    /// The features of a server whose retention `powa_get_server_retention` cannot resolve:
+    /// the purges that ask for it fail (each reported in `powa_snapshot_metas.errors`; the
+    /// snapshot still lands). Asked of powa's own function, each in a savepoint, in a
+    /// transaction rolled back: the rules stay powa's. The features are those the server has a
+    /// row for, and `pg_database`, which `powa_databases_purge` asks for on every server.
     func unresolvedRetentions(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> [UnresolvedRetention] {
         guard resolvesRetentionPerFeature else { return [] }
         let features = try await connection.query(
@@ -91,22 +92,21 @@ extension PoWARepository {
             UNION SELECT 'db_module', db_module FROM \(powa("powa_db_module_config")) WHERE srvid = $1::int AND enabled
             ORDER BY 1, 2
             """, ["\(serverID)"], deadline: deadline
-        ).rows.map { ($0[0] ?? "", $0[1] ?? "") }
+        ).rows.map { Feature(kind: $0[0] ?? "", name: $0[1] ?? "") }
         var unresolved: [UnresolvedRetention] = []
         do {
             try await connection.inTransaction(deadline: deadline) {
-                for (kind, name) in features {
+                for feature in features {
                     do {
                         try await connection.inSavepoint("powa_collector_retention", deadline: deadline) {
                             _ = try await connection.query(
                                 "SELECT \(powa("powa_get_server_retention"))($1::int, $2, $3::\(powa("datasource_type")))",
-                                ["\(serverID)", name, kind], deadline: deadline)
+                                ["\(serverID)", feature.name, feature.kind], deadline: deadline)
                         }
                     } catch let error as PostgresError where error.code == .server && error.sqlState != "25P02" {
                         // (25P02: the savepoint could not be rolled back; nothing after it is
                         // powa's answer, so the probe ends with that error.)
-                        unresolved.append(
-                            UnresolvedRetention(feature: Feature(kind: kind, name: name), error: error.message))
+                        unresolved.append(UnresolvedRetention(feature: feature, error: error.message))
                     }
                 }
                 throw RetentionProbeRollback()
