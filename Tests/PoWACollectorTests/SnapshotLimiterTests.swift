@@ -4,68 +4,143 @@ import Testing
 
 @testable import PoWACollector
 
-/// The snapshot slots, without a network.
-@Suite("Snapshot slots", .timeLimit(.minutes(1)))
+/// The snapshot slots' decisions, without a network.
+@Suite("Snapshot slots")
+struct SnapshotSlotsTests {
+    @Test("the suspects' lane is half the regular slots, at least one, and apart from them")
+    func capacities() {
+        #expect(SnapshotSlots(permits: 4).suspectCapacity == 2)
+        #expect(SnapshotSlots(permits: 1).suspectCapacity == 1)
+        #expect(SnapshotSlots(permits: 0).regularCapacity == 1)
+        #expect(SnapshotSlots(permits: 4).sessionBound == 6)
+    }
+
+    @Test("each lane serves its own waiters in order; a full suspects' lane never holds back a healthy server")
+    func lanes() {
+        var slots = SnapshotSlots(permits: 2)
+        let step1 = slots.request(1, lane: .suspects)
+        #expect(step1)
+        let step2 = slots.request(2, lane: .suspects)
+        #expect(!step2)
+        let step3 = slots.request(3, lane: .regular)
+        #expect(step3)
+        let step4 = slots.request(4, lane: .regular)
+        #expect(step4)
+        let step5 = slots.request(5, lane: .regular)
+        #expect(!step5)
+        let step6 = slots.request(6, lane: .regular)
+        #expect(!step6)
+        #expect(slots.inUse == 3 && slots.waiting == 3)
+        let step7 = slots.release(.suspects)
+        #expect(step7 == 2)
+        let step8 = slots.release(.regular)
+        #expect(step8 == 5)
+        let step9 = slots.withdraw(6)
+        #expect(step9)
+        let step10 = slots.withdraw(6)
+        #expect(!step10)
+        let step11 = slots.release(.regular)
+        #expect(step11 == nil)
+        #expect(slots.inUse == 2 && slots.waiting == 0)
+    }
+
+    @Test("a silent snapshot leaves its regular slot for the suspects' lane, its slot going to the next waiter")
+    func moveToSuspects() {
+        var slots = SnapshotSlots(permits: 2)
+        let step12 = slots.request(1, lane: .regular)
+        #expect(step12)
+        let step13 = slots.request(2, lane: .regular)
+        #expect(step13)
+        let step14 = slots.request(3, lane: .regular)
+        #expect(!step14)
+        let step15 = slots.moveToSuspects()
+        #expect(step15 == .moved(handingOverTo: 3))
+        #expect(slots.regularInUse == 2 && slots.suspectsInUse == 1)
+        // The lane (one slot) is full: the next silent one must give its snapshot up.
+        let step16 = slots.moveToSuspects()
+        #expect(step16 == .laneFull)
+        #expect(slots.regularInUse == 2 && slots.suspectsInUse == 1)
+        let step17 = slots.release(.suspects)
+        #expect(step17 == nil)
+        let step18 = slots.moveToSuspects()
+        #expect(step18 == .moved(handingOverTo: nil))
+        #expect(slots.regularInUse == 1)
+    }
+
+    @Test("the silence limit is a quarter of the period, within 1 s and 10 s")
+    func silenceLimit() {
+        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(5)) == .milliseconds(1250))
+        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(2)) == .seconds(1))
+        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(300)) == .seconds(10))
+    }
+}
+
+/// The limiter that carries the slots' decisions out, with tasks but no network.
+@Suite("Snapshot limiter", .timeLimit(.minutes(1)))
 struct SnapshotLimiterTests {
-    /// How many holders of each kind are inside their permit.
+    /// How many holders of each lane are inside their slot.
     private final class Inside: Sendable {
         private let counts = Mutex((suspects: 0, healthy: 0))
-        func add(suspect: Bool, _ delta: Int) {
+        func add(_ lane: SnapshotSlots.Lane, _ delta: Int) {
             counts.withLock { counts in
-                if suspect { counts.suspects += delta } else { counts.healthy += delta }
+                if lane == .suspects { counts.suspects += delta } else { counts.healthy += delta }
             }
         }
         var suspects: Int { counts.withLock { $0.suspects } }
         var healthy: Int { counts.withLock { $0.healthy } }
     }
 
-    /// A snapshot that holds its permit until its task is cancelled.
-    private func hold(_ limiter: SnapshotLimiter, suspect: Bool, _ inside: Inside) -> Task<Void, Never> {
+    /// A snapshot that holds its slot until its task is cancelled.
+    private func hold(_ limiter: SnapshotLimiter, _ lane: SnapshotSlots.Lane, _ inside: Inside) -> Task<Void, Never> {
         Task {
-            try? await limiter.withPermit(suspect: suspect) {
-                inside.add(suspect: suspect, 1)
-                defer { inside.add(suspect: suspect, -1) }
+            try? await limiter.withSlot(lane) { _ in
+                inside.add(lane, 1)
+                defer { inside.add(lane, -1) }
                 try await Task.sleep(for: .seconds(60))
             }
         }
     }
 
-    @Test("servers whose last snapshot timed out hold at most half the slots; healthy ones get the rest")
+    @Test("suspects wait in their lane while healthy servers take the regular slots")
     func suspectLane() async throws {
         let limiter = SnapshotLimiter(permits: 4)
-        #expect(limiter.suspectPermits == 2)
         let inside = Inside()
-        let suspects = (0..<3).map { _ in hold(limiter, suspect: true, inside) }
-        #expect(try await eventually { inside.suspects == 2 })
-        // The third waits although two slots are free...
-        #expect(try await !eventually(timeout: .milliseconds(300)) { inside.suspects > 2 })
-        // ...and does not hold back the healthy servers behind it.
-        let healthy = (0..<3).map { _ in hold(limiter, suspect: false, inside) }
-        #expect(try await eventually { inside.healthy == 2 })
-        #expect(try await !eventually(timeout: .milliseconds(300)) { inside.healthy > 2 })
-
+        let suspects = (0..<3).map { _ in hold(limiter, .suspects, inside) }
+        let healthy = (0..<5).map { _ in hold(limiter, .regular, inside) }
+        #expect(try await eventually { inside.suspects == 2 && inside.healthy == 4 && limiter.usage().waiting == 2 })
         // A suspect leaves: its lane's slot goes to the waiting suspect, not to a healthy one.
         suspects[0].cancel()
-        #expect(try await eventually { inside.suspects == 2 && inside.healthy == 2 })
+        #expect(try await eventually { inside.suspects == 2 && limiter.usage().waiting == 1 })
+        #expect(inside.healthy == 4)
         // A healthy one leaves: the waiting healthy one takes its slot.
         healthy[0].cancel()
-        #expect(try await eventually { inside.healthy == 2 })
+        #expect(try await eventually { inside.healthy == 4 && limiter.usage().waiting == 0 })
         for task in suspects + healthy { task.cancel() }
         for task in suspects + healthy { await task.value }
-        #expect(inside.suspects == 0 && inside.healthy == 0)
+        #expect(inside.suspects == 0 && inside.healthy == 0 && limiter.usage() == (0, 0))
     }
 
-    @Test("one slot: suspects still get it in turn")
-    func singleSlot() async throws {
+    @Test("a slot moved to the suspects' lane wakes the healthy server waiting for a regular one")
+    func movedSlotWakesWaiter() async throws {
         let limiter = SnapshotLimiter(permits: 1)
         let inside = Inside()
-        let first = hold(limiter, suspect: true, inside)
-        #expect(try await eventually { inside.suspects == 1 })
-        let second = hold(limiter, suspect: false, inside)
-        #expect(try await !eventually(timeout: .milliseconds(200)) { inside.healthy == 1 })
-        first.cancel()
+        let moved = Mutex<Bool?>(nil)
+        let silent = Task {
+            try? await limiter.withSlot(.regular) { slot in
+                #expect(slot.silenceWatch(frequency: .seconds(5)).limit == .milliseconds(1250))
+                try await Task.sleep(for: .milliseconds(100))
+                moved.withLock { $0 = slot.moveToSuspects() }
+                try await Task.sleep(for: .seconds(60))
+            }
+        }
+        let waiting = hold(limiter, .regular, inside)
         #expect(try await eventually { inside.healthy == 1 })
-        second.cancel()
-        await second.value
+        #expect(moved.withLock { $0 } == true)
+        #expect(limiter.usage().inUse == 2)
+        silent.cancel()
+        waiting.cancel()
+        await silent.value
+        await waiting.value
+        #expect(limiter.usage() == (0, 0))
     }
 }

@@ -43,6 +43,9 @@ struct RemoteSnapshot {
     /// The server's `snapts` as this worker last saw it: another means another snapshot
     /// landed since (nil: not checked).
     var expectedMark: SnapshotMark? = nil
+    /// Watches the remote sessions while the snapshot waits for them (nil: not watched); see
+    /// `SnapshotSlots`.
+    var silence: SilenceWatch? = nil
     let logger: Logger
 
     /// How long the transaction may then sit idle: a collector that hangs while it holds the
@@ -105,6 +108,9 @@ struct RemoteSnapshot {
         case repository(any Error)
         /// The snapshot timeout passed while reading `source`.
         case timedOut(source: String)
+        /// The remote sent nothing for `after` while reading `source`, and the suspects' lane
+        /// had no room for the snapshot: given up, so that it holds no slot the others need.
+        case remoteSilent(source: String, after: Duration)
         /// The task was cancelled (shutdown, worker stopped).
         case cancelled
         /// Rolled back on purpose (see `Superseded`).
@@ -112,8 +118,10 @@ struct RemoteSnapshot {
 
         /// Whether the snapshot ran out of time.
         var isTimeout: Bool {
-            if case .timedOut = self { return true }
-            return false
+            switch self {
+            case .timedOut, .remoteSilent: true
+            default: false
+            }
         }
 
         var description: String {
@@ -121,6 +129,8 @@ struct RemoteSnapshot {
             case .remoteLost(let error): "lost the connection to the remote server: \(error)"
             case .repository(let error): "repository error: \(error)"
             case .timedOut(let source): "snapshot timed out while reading \(source)"
+            case .remoteSilent(let source, let after):
+                "the remote server sent nothing for \(after.secondsValue) s while reading \(source), and the repository's snapshot slots were needed by other servers: given up"
             case .cancelled: "snapshot interrupted"
             case .superseded(let reason): "snapshot rolled back: \(reason)"
             }
@@ -141,6 +151,8 @@ struct RemoteSnapshot {
             }
         }
         let connection = repository.connection
+        remote.connection.silenceWatch = silence
+        defer { remote.connection.silenceWatch = nil }
         do {
             try await connection.inTransaction(deadline: deadline) {
                 if let knownStatements, !knownStatements.isLoaded, sources.contains(where: \.isStatements) {
@@ -223,8 +235,9 @@ struct RemoteSnapshot {
     }
 
     /// Step 5: the cleanups, after the commit; returns the errors of those that failed.
-    func runCleanups(
-        _ cleanups: [(source: String, sql: String)], remote: PostgresConnection, deadline: ContinuousClock.Instant
+    static func runCleanups(
+        _ cleanups: [(source: String, sql: String)], remote: PostgresConnection, deadline: ContinuousClock.Instant,
+        logger: Logger
     ) async -> [String] {
         var errors: [String] = []
         for cleanup in cleanups {
@@ -425,6 +438,7 @@ struct RemoteSnapshot {
         defer { session.close() }
         outcome.databases += 1
         let connection = session.connection
+        connection.silenceWatch = silence
         do {
             try await connection.inTransaction(deadline: deadline) {
                 for source in work {
@@ -484,6 +498,7 @@ struct RemoteSnapshot {
     ) -> Failure? {
         if let failure = error as? Failure { return failure }
         if error is CancellationError || Task.isCancelled { return .cancelled }
+        if let silence, silence.gaveUp { return .remoteSilent(source: source, after: silence.limit) }
         if case .timedOut = (error as? PostgresError)?.code { return .timedOut(source: source) }
         if ContinuousClock.now >= deadline { return .timedOut(source: source) }
         if !repository.canContinueTransaction { return .repository(error) }

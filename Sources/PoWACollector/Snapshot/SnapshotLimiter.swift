@@ -1,58 +1,57 @@
+import PostgresClient
 import Synchronization
 
-/// Bounds how many snapshots write into the repository at once (a counting semaphore whose
-/// waiters are served in order and can be cancelled).
-///
-/// Servers whose last snapshot ran out of time (a hung source, a blackholed remote) are
-/// *suspect*: together they may hold at most half of the slots, so that a few hung remotes,
-/// each holding a slot until the snapshot timeout, cannot starve the healthy servers.
+/// Bounds how many snapshots hold a repository session at once, with the two lanes of
+/// `SnapshotSlots`: waiters are served in order, per lane, and can be cancelled.
 final class SnapshotLimiter: Sendable {
-    private struct Waiter {
-        let id: UInt64
-        let suspect: Bool
-        let continuation: CheckedContinuation<Void, any Error>
-    }
-
     private struct State {
-        var available: Int
-        var suspectsInUse = 0
-        var waiters: [Waiter] = []
+        var slots: SnapshotSlots
+        var waiters: [UInt64: CheckedContinuation<Void, any Error>] = [:]
         var nextID: UInt64 = 0
-
-        /// Takes a slot when one is free (and, for a suspect, when its lane has room).
-        mutating func grant(suspect: Bool, limit: Int) -> Bool {
-            guard available > 0, !suspect || suspectsInUse < limit else { return false }
-            available -= 1
-            if suspect { suspectsInUse += 1 }
-            return true
-        }
     }
 
     private let state: Mutex<State>
-    /// The slots suspect servers may hold together.
-    let suspectPermits: Int
     let permits: Int
+    /// The slots of the suspects' lane.
+    let suspectPermits: Int
 
     init(permits: Int) {
-        let permits = max(1, permits)
-        self.permits = permits
-        state = Mutex(State(available: permits))
-        suspectPermits = max(1, permits / 2)
+        let slots = SnapshotSlots(permits: permits)
+        self.permits = slots.regularCapacity
+        suspectPermits = slots.suspectCapacity
+        state = Mutex(State(slots: slots))
     }
 
     /// The slots held now, and the snapshots waiting for one (metrics).
     func usage() -> (inUse: Int, waiting: Int) {
-        state.withLock { (permits - $0.available, $0.waiters.count) }
+        state.withLock { ($0.slots.inUse, $0.slots.waiting) }
     }
 
-    /// Runs `body` holding a permit; `suspect`: the server's last snapshot timed out.
-    func withPermit<T>(suspect: Bool = false, _ body: () async throws -> T) async throws -> T {
-        try await acquire(suspect: suspect)
-        defer { release(suspect: suspect) }
-        return try await body()
+    /// Runs `body` holding a slot of `lane` (which it may leave for the suspects' one).
+    func withSlot<T>(_ lane: SnapshotSlots.Lane, _ body: (SnapshotSlot) async throws -> T) async throws -> T {
+        try await acquire(lane)
+        let slot = SnapshotSlot(lane: lane, limiter: self)
+        defer { release(slot.lane) }
+        return try await body(slot)
     }
 
-    private func acquire(suspect: Bool) async throws {
+    /// Runs `body` holding a regular slot: short repository work (start-up bookkeeping, an
+    /// error to record) that never waits for a remote.
+    func withPermit<T>(_ body: () async throws -> T) async throws -> T {
+        try await withSlot(.regular) { _ in try await body() }
+    }
+
+    fileprivate func moveToSuspects() -> Bool {
+        let (move, next) = state.withLock { state -> (SnapshotSlots.Move, CheckedContinuation<Void, any Error>?) in
+            let move = state.slots.moveToSuspects()
+            guard case .moved(let id?) = move else { return (move, nil) }
+            return (move, state.waiters.removeValue(forKey: id))
+        }
+        next?.resume()
+        return move != .laneFull
+    }
+
+    private func acquire(_ lane: SnapshotSlots.Lane) async throws {
         let id = state.withLock { state in
             state.nextID += 1
             return state.nextID
@@ -60,46 +59,63 @@ final class SnapshotLimiter: Sendable {
         try await withTaskCancellationHandler {
             try await withCheckedThrowingContinuation { (continuation: CheckedContinuation<Void, any Error>) in
                 let granted = state.withLock { state -> Bool in
-                    // Waiters left while a slot is free are suspects held back by their lane.
-                    if state.grant(suspect: suspect, limit: suspectPermits) { return true }
-                    state.waiters.append(Waiter(id: id, suspect: suspect, continuation: continuation))
+                    if state.slots.request(id, lane: lane) { return true }
+                    state.waiters[id] = continuation
                     return false
                 }
                 if granted {
                     continuation.resume()
                 } else if Task.isCancelled {
                     // Cancelled before the waiter was queued: onCancel found nothing.
-                    removeWaiter(id)?.resume(throwing: CancellationError())
+                    withdraw(id)?.resume(throwing: CancellationError())
                 }
             }
         } onCancel: {
-            removeWaiter(id)?.resume(throwing: CancellationError())
+            withdraw(id)?.resume(throwing: CancellationError())
         }
     }
 
-    private func removeWaiter(_ id: UInt64) -> CheckedContinuation<Void, any Error>? {
+    private func withdraw(_ id: UInt64) -> CheckedContinuation<Void, any Error>? {
         state.withLock { state in
-            state.waiters.firstIndex { $0.id == id }.map { state.waiters.remove(at: $0).continuation }
+            state.slots.withdraw(id) ? state.waiters.removeValue(forKey: id) : nil
         }
     }
 
-    private func release(suspect: Bool) {
-        let next = state.withLock { state -> [CheckedContinuation<Void, any Error>] in
-            state.available += 1
-            if suspect { state.suspectsInUse -= 1 }
-            // The first waiters that may take a slot now, in order: a suspect held back by its
-            // lane's limit does not hold back the healthy servers behind it.
-            var granted: [CheckedContinuation<Void, any Error>] = []
-            var index = 0
-            while index < state.waiters.count, state.available > 0 {
-                if state.grant(suspect: state.waiters[index].suspect, limit: suspectPermits) {
-                    granted.append(state.waiters.remove(at: index).continuation)
-                } else {
-                    index += 1
-                }
-            }
-            return granted
+    private func release(_ lane: SnapshotSlots.Lane) {
+        let next = state.withLock { state in
+            state.slots.release(lane).flatMap { state.waiters.removeValue(forKey: $0) }
         }
-        for continuation in next { continuation.resume() }
+        next?.resume()
+    }
+}
+
+/// The slot a snapshot holds, lent by `SnapshotLimiter.withSlot` for the snapshot's duration.
+final class SnapshotSlot: Sendable {
+    private let current: Mutex<SnapshotSlots.Lane>
+    private let limiter: SnapshotLimiter
+
+    fileprivate init(lane: SnapshotSlots.Lane, limiter: SnapshotLimiter) {
+        current = Mutex(lane)
+        self.limiter = limiter
+    }
+
+    /// The lane it is in now.
+    var lane: SnapshotSlots.Lane { current.withLock { $0 } }
+
+    /// Leaves the regular lane for the suspects' one (its remote went silent); false when that
+    /// lane is full, and the snapshot must be given up. True when already there.
+    func moveToSuspects() -> Bool {
+        current.withLock { lane in
+            guard lane == .regular else { return true }
+            guard limiter.moveToSuspects() else { return false }
+            lane = .suspects
+            return true
+        }
+    }
+
+    /// A watch that moves this slot to the suspects' lane when the remote is silent for the
+    /// server's limit, or gives the snapshot up when that lane is full.
+    func silenceWatch(frequency: Duration) -> SilenceWatch {
+        SilenceWatch(limit: SnapshotSlots.silenceLimit(frequency: frequency)) { [self] in moveToSuspects() }
     }
 }

@@ -52,189 +52,117 @@ struct Worker {
         context.metrics?.workerStatusChanged(server, to: status)
     }
 
-    /// Runs until the task is cancelled.
+    /// Runs until the task is cancelled or the server is handed over: carries out the actions
+    /// of its `WorkerCycle`, which makes every decision.
     func run() async {
         logger.info("worker started", metadata: ["frequency": "\(server.frequency)"])
+        var cycle = WorkerCycle(frequency: .seconds(server.frequency))
         var remote: PoWASession?
-        var schedule: SnapshotSchedule?
-        var backoff = Backoff()
-        var needsBookkeeping = true
         /// The statements whose texts the repository has (`skip_known_query_texts`).
         let knownStatements = context.configuration.skipKnownQueryTexts ? KnownStatements() : nil
-        var refusal: PoWACompatibility.Refusal?
-        /// The slot of the schedule whose snapshot was already retried on a new session.
-        var retriedSlot: Int?
-        /// The last snapshot ran out of time: the next one waits in the suspects' lane.
-        var suspect = false
-        /// The server's `snapts` as this worker last saw it (another: a snapshot landed
-        /// elsewhere since, and the schedule follows it).
-        var mark: SnapshotMark?
-        /// When the last snapshot that landed began (its slot taken, so about its `snapts`): a
-        /// scheduled one never begins within half a period of it, so that a late snapshot and the on-time one after it never land in
-        /// the same instant (powa-web would compute rates over milliseconds).
-        var lastLanded: ContinuousClock.Instant?
-        setStatus(.noRemoteConnection)
+        var shown = cycle.status
+        setStatus(shown)
         defer {
             remote?.close()
             setStatus(.stopped)
             logger.info("worker stopped")
         }
-
+        var action = cycle.start()
         while !Task.isCancelled {
-            // The persistent remote session.
-            if remote.map({ !$0.connection.probe() }) ?? true {
+            switch action {
+            case .connect:
                 remote?.close()
                 remote = nil
                 do {
                     remote = try await connectRemote()
-                    backoff.reset()
-                    needsBookkeeping = true
                     knownStatements?.forget()
                     remoteOutage.ended(logger)
+                    action = cycle.connected()
                 } catch {
                     if Task.isCancelled { return }
-                    setStatus(.noRemoteConnection)
+                    action = cycle.connectFailed(now: .now)
                     let message = "could not connect to the remote server: \(error)"
                     if remoteOutage.began(message, logger) {
                         _ = try? await context.limiter.withPermit { await recordErrors([message]) }
                     }
-                    // A mailbox request (FORCE_SNAPSHOT, a reload) never shortens the backoff.
-                    await pause(backoff.next())
+                }
+            case .prepare:
+                guard let session = remote else {
+                    action = cycle.lost()
                     continue
                 }
-            }
-            guard let session = remote else { continue }
-
-            // Versions and the first schedule, from the repository.
-            if needsBookkeeping || schedule == nil {
-                // Start-up work uses a repository connection too: bounded like snapshots, so
-                // that a thousand workers starting together do not exhaust max_connections.
-                let preparation = try? await context.limiter.withPermit {
-                    await prepare(remote: session.connection)
-                }
-                switch preparation ?? .retry(nil) {
+                switch await prepare(remote: session.connection) {
                 case .ready(let start, let lastMark):
                     preparationOutage.ended(logger)
-                    needsBookkeeping = false
-                    if schedule == nil { mark = lastMark }
-                    schedule = schedule ?? start
-                    backoff.reset()
-                    if refusal == nil { setStatus(.running) }
-                case .retry(let problem):
-                    if let problem { preparationOutage.began(problem, logger) }
-                    await pause(backoff.next())
-                    continue
+                    knownStatements?.forget()
+                    action = cycle.prepared(start: start, lastMark: lastMark, now: .now)
+                case .failed(let problem, let message):
+                    if let message { preparationOutage.began(message, logger) }
+                    action = cycle.preparationFailed(problem, now: .now)
                 }
-            }
-            guard var current = schedule else { continue }
-
-            let spaced = lastLanded.map { $0 + current.frequency / 2 } ?? current.nextDue
-            await mailbox.wait(until: max(current.nextDue, spaced))
-            if Task.isCancelled { return }
-            let requests = mailbox.take()
-            // Its server went to another collector: the snapshot it may have been taking is over.
-            if requests.contains(.retire) { return }
-            if requests.contains(.recheckVersions) {
-                needsBookkeeping = true
-                knownStatements?.forget()
-            }
-            let now = ContinuousClock.now
-            let due = now >= current.nextDue && now >= spaced
-            guard due || requests.contains(.forceSnapshot) else { continue }
-            if due {
-                current.skipMissed(now: now)
-                schedule = current
-            }
-            // A remote that restarted since the last snapshot ended this session: a new one,
-            // then this snapshot (still due), rather than a snapshot failing on the dead one.
-            guard session.connection.probe() else {
-                if requests.contains(.forceSnapshot) { mailbox.post(.forceSnapshot) }
-                continue
-            }
-
-            // The fleet: only while this collector owns the server (its lock may be on its way
-            // to another member, or the membership session is being restored).
-            var fence: Int32?
-            if let fleet = context.fleet {
-                fence = fleet.fence(serverID: server.id)
-                if fence == nil {
-                    if !fleet.isMember { setStatus(.noRepositoryConnection) }
-                    if requests.contains(.forceSnapshot) { mailbox.post(.forceSnapshot) }
+            case .pause(let until):
+                // A mailbox request (FORCE_SNAPSHOT, a reload) never shortens a backoff.
+                try? await Task.sleep(until: until, clock: .continuous)
+                action = cycle.resumed(now: .now, remoteAlive: remote?.connection.probe() ?? false)
+            case .wait(let until):
+                await mailbox.wait(until: until)
+                if Task.isCancelled { return }
+                let requests = mailbox.take()
+                action = cycle.woke(
+                    requests: requests, now: .now, remoteAlive: remote?.connection.probe() ?? false,
+                    ownership: ownership)
+                if cycle.isHeldBack {
                     logger.debug("snapshot held back: this collector does not own the server now")
-                    await mailbox.wait(until: .now + .seconds(1))
+                }
+            case .snapshot(let plan):
+                guard let session = remote else {
+                    action = cycle.lost()
                     continue
                 }
+                let refusal = cycle.refusal
+                let started = ContinuousClock.now
+                let result = await takeSnapshot(remote: session, plan: plan, knownStatements: knownStatements)
+                if let metrics = context.metrics, let outcome = result.metricsOutcome {
+                    metrics.snapshotEnded(server, outcome: outcome, duration: .now - started)
+                }
+                let end = result.end
+                action = cycle.snapshotEnded(end, now: .now)
+                log(end, refusalBefore: refusal, refusalNow: cycle.refusal)
+                if case .remoteLost = end { session.close() }
+                if case .reopen = end { session.close() }
+            case .stop:
+                return
             }
+            if cycle.status != shown {
+                shown = cycle.status
+                setStatus(shown)
+            }
+        }
+    }
 
-            let started = ContinuousClock.now
-            let result = await takeSnapshot(
-                remote: session, suspect: suspect, knownStatements: knownStatements, fence: fence, mark: mark)
-            if let metrics = context.metrics {
-                let outcome: CollectorMetrics.Outcome? =
-                    switch result {
-                    case .landed: .success
-                    case .timedOut: .timedOut
-                    case .failed, .remoteLost, .refused: .failed
-                    case .reopen, .superseded: nil
-                    }
-                if let outcome { metrics.snapshotEnded(server, outcome: outcome, duration: .now - started) }
+    /// What the fleet says of the server now.
+    private var ownership: WorkerCycle.Ownership {
+        guard let fleet = context.fleet else { return .owned(fence: nil) }
+        guard let fence = fleet.fence(serverID: server.id) else { return .notOwned(member: fleet.isMember) }
+        return .owned(fence: fence)
+    }
+
+    /// The lines a snapshot's end is worth beyond its own (a refusal once, its end once).
+    private func log(
+        _ end: WorkerCycle.SnapshotEnd, refusalBefore: PoWACompatibility.Refusal?,
+        refusalNow: PoWACompatibility.Refusal?
+    ) {
+        switch end {
+        case .landed:
+            if let refusalBefore {
+                logger.info("the remote server can be snapshotted again", metadata: ["was": "\(refusalBefore.description)"])
             }
-            switch result {
-            case .landed: suspect = false
-            case .timedOut: suspect = true
-            default: break
-            }
-            switch result {
-            case .landed(let landedMark, let began):
-                mark = landedMark ?? mark
-                lastLanded = began
-                if let previous = refusal {
-                    logger.info("the remote server can be snapshotted again", metadata: ["was": "\(previous.description)"])
-                    refusal = nil
-                }
-            case .failed, .timedOut:
-                break
-            case .refused(let reason):
-                if refusal != reason {
-                    logger.error("snapshot refused: \(reason.description)")
-                } else {
-                    logger.debug("snapshot refused: \(reason.description)")
-                }
-                refusal = reason
-            case .remoteLost:
-                session.close()
-                remote = nil
-                // Once per slot: a new session and the same snapshot, rather than a lost period
-                // (a session the remote ended just now may pass the probe).
-                if due, retriedSlot != current.index {
-                    retriedSlot = current.index
-                    continue
-                }
-            case .reopen:
-                // The remote's powa changed under the session: a fresh session, then the snapshot.
-                session.close()
-                remote = nil
-                continue
-            case .superseded(.landedElsewhere(let newMark, let secondsAgo)):
-                // Taken by another collector (the previous owner's last one, committed late):
-                // this one keeps its phase.
-                logger.info("snapshot left to the one that landed meanwhile")
-                mark = newMark
-                schedule = SnapshotSchedule.starting(
-                    frequency: current.frequency, lastSnapshot: secondsAgo.map { .secondsAgo($0) } ?? .never, now: .now)
-                continue
-            case .superseded(let reason):
-                // Another snapshot commits now, or the server is changing hands: the same slot
-                // in a moment, if this collector still owns the server then.
-                logger.info("snapshot rolled back: \(reason)")
-                if requests.contains(.forceSnapshot) { mailbox.post(.forceSnapshot) }
-                await mailbox.wait(until: .now + .seconds(1))
-                continue
-            }
-            if due {
-                current.advance(now: .now)
-                schedule = current
-            }
+        case .refused(let reason):
+            logger.log(level: refusalBefore != reason ? .error : .debug, "snapshot refused: \(reason.description)")
+        case .landedElsewhere:
+            logger.info("snapshot left to the one that landed meanwhile")
+        default:
+            break
         }
     }
 
@@ -252,19 +180,19 @@ struct Worker {
             return message
         }
         defer { session.close() }
-        let preparation = try? await context.limiter.withPermit { await prepare(remote: session.connection) }
-        if case .retry(let problem) = preparation ?? .retry(nil) {
+        if case .failed(_, let problem) = await prepare(remote: session.connection) {
             let message = problem ?? "could not reach the repository"
             logger.error("\(message)")
             return message
         }
         let knownStatements = context.configuration.skipKnownQueryTexts ? KnownStatements() : nil
-        switch await takeSnapshot(remote: session, suspect: false, knownStatements: knownStatements, fence: nil, mark: nil) {
+        let plan = WorkerCycle.SnapshotPlan(lane: .regular, mark: nil, fence: nil)
+        let result = await takeSnapshot(remote: session, plan: plan, knownStatements: knownStatements)
+        switch result.end {
         case .landed: return nil
-        case .failed(let reason), .remoteLost(let reason), .timedOut(let reason): return reason
         case .refused(let refusal): return refusal.description
         case .reopen: return "the remote server's powa changed during the snapshot: run it again"
-        case .superseded(let reason): return "\(reason)"
+        default: return result.message ?? "snapshot rolled back"
         }
     }
 
@@ -299,7 +227,6 @@ struct Worker {
             return repository
         } catch {
             if !Task.isCancelled {
-                setStatus(.noRepositoryConnection)
                 repositoryOutage.began("\(consequence): could not connect to the repository: \(error)", logger)
             }
             return nil
@@ -314,7 +241,7 @@ struct Worker {
     /// they are shown already, and (in a fleet) only while this collector owns the server;
     /// when the repository cannot be reached they are only logged (they were already). The
     /// caller holds a limiter permit.
-    private func recordErrors(_ errors: [String]) async {
+    private func recordErrors(_ errors: [String], once: Bool = true) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
         var owner: Int32?
         if let fleet = context.fleet {
@@ -325,7 +252,7 @@ struct Worker {
         defer { checkinRepository(repository) }
         do {
             try await repository.appendErrors(
-                serverID: server.id, errors, owner: owner, once: true, deadline: .now + context.connectTimeout)
+                serverID: server.id, errors, owner: owner, once: once, deadline: .now + context.connectTimeout)
         } catch {
             logger.warning("could not record the error in the repository: \(error)")
         }
@@ -336,81 +263,109 @@ struct Worker {
     private enum Preparation {
         /// The first schedule, and the server's `snapts` it follows.
         case ready(SnapshotSchedule, SnapshotMark?)
-        /// Try again after a backoff; the problem, if any, is for the log (once per outage).
-        case retry(String?)
+        /// Try again after a backoff; the message, if any, is for the log (once per outage).
+        case failed(WorkerCycle.PreparationProblem, String?)
     }
 
+    /// Start-up work uses a repository session too: it holds a regular slot, so that a
+    /// thousand workers starting together do not exhaust max_connections.
     private func prepare(remote: PostgresConnection) async -> Preparation {
+        do {
+            return try await context.limiter.withPermit { await prepareHoldingSlot(remote: remote) }
+        } catch {
+            return .failed(.repositoryDown, nil)  // cancelled while waiting for a slot
+        }
+    }
+
+    private func prepareHoldingSlot(remote: PostgresConnection) async -> Preparation {
         let deadline = ContinuousClock.now + context.snapshotTimeout
-        guard let repository = await checkoutRepository(failing: "worker start-up delayed") else { return .retry(nil) }
+        guard let repository = await checkoutRepository(failing: "worker start-up delayed") else {
+            return .failed(.repositoryDown, nil)
+        }
         defer { checkinRepository(repository) }
         do {
             try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
             let (last, mark) = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
             if last == .missing {
-                setStatus(.stopped)
-                return .retry(
+                return .failed(
+                    .unregistered,
                     "server \(server.id) has no row in powa_snapshot_metas: register it with powa_register_server()")
             }
             let frequency = Duration.seconds(server.frequency)
             return .ready(SnapshotSchedule.starting(frequency: frequency, lastSnapshot: last, now: .now), mark)
         } catch {
-            if Task.isCancelled { return .retry(nil) }
-            setStatus(remote.isHealthy ? .noRepositoryConnection : .noRemoteConnection)
-            return .retry("could not record the server's versions: \(error)")
+            if Task.isCancelled { return .failed(.repositoryDown, nil) }
+            return .failed(
+                remote.isHealthy ? .repositoryDown : .remoteDown, "could not record the server's versions: \(error)")
         }
     }
 
     // MARK: Snapshots
 
-    /// How a snapshot ended; a failure says why, in the words the log uses.
-    private enum SnapshotResult: Equatable {
-        /// With the server's `snapts` it set, and when it began (its slot taken).
-        case landed(SnapshotMark?, began: ContinuousClock.Instant)
-        case failed(String)
-        case remoteLost(String)
-        /// Ran out of time (`snapshot_timeout`), reported like a failure.
-        case timedOut(String)
-        /// The remote may not be snapshotted (reported in `powa_snapshot_metas.errors`).
-        case refused(PoWACompatibility.Refusal)
-        /// The remote session no longer matches the remote's powa: open a new one.
-        case reopen
-        /// Rolled back on purpose, reported nowhere (see `RemoteSnapshot.Superseded`).
-        case superseded(RemoteSnapshot.Superseded)
+    /// How a snapshot ended: for the cycle, for the metrics, and in the log's words.
+    private struct SnapshotResult {
+        let end: WorkerCycle.SnapshotEnd
+        /// Why it did not land (nil when it did, or was rolled back on purpose).
+        var message: String? = nil
+
+        var metricsOutcome: CollectorMetrics.Outcome? {
+            switch end {
+            case .landed: .success
+            case .timedOut: .timedOut
+            case .failed, .remoteLost, .refused: .failed
+            case .reopen, .landedElsewhere, .heldBack: nil
+            }
+        }
+
+        static func failed(_ message: String, repositoryDown: Bool = false) -> SnapshotResult {
+            SnapshotResult(end: .failed(repositoryDown: repositoryDown), message: message)
+        }
     }
 
+    /// Takes a snapshot in a slot of the plan's lane, then (the slot given back: they wait for
+    /// the remote only) runs the sources' cleanups.
     private func takeSnapshot(
-        remote: PoWASession, suspect: Bool, knownStatements: KnownStatements?, fence: Int32?, mark: SnapshotMark?
+        remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?
     ) async -> SnapshotResult {
         board.snapshotStarted(serverID: server.id, at: .now)
         defer { board.snapshotEnded(serverID: server.id) }
+        let landing: (SnapshotResult, cleanups: [(source: String, sql: String)])
         do {
-            return try await context.limiter.withPermit(suspect: suspect) {
+            landing = try await context.limiter.withSlot(plan.lane) { slot in
                 // The snapshot's time starts with its slot, not while it waits for one.
                 let started = ContinuousClock.now
                 let deadline = started + context.snapshotTimeout
                 guard let repository = await checkoutRepository(failing: "snapshot skipped") else {
-                    return .failed("snapshot skipped: could not connect to the repository")
+                    return (.failed("snapshot skipped: could not connect to the repository", repositoryDown: true), [])
                 }
                 defer { checkinRepository(repository) }
+                // A remote that goes silent leaves its regular slot to the others at once.
+                let silence = slot.lane == .regular ? slot.silenceWatch(frequency: .seconds(server.frequency)) : nil
                 return await takeSnapshot(
-                    remote: remote, repository: repository, knownStatements: knownStatements, fence: fence, mark: mark,
-                    started: started, deadline: deadline)
+                    remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,
+                    silence: silence, started: started, deadline: deadline)
             }
         } catch {
-            return .failed("snapshot interrupted")  // cancelled while waiting for a permit
+            return .failed("snapshot interrupted")  // cancelled while waiting for a slot
         }
+        if !landing.cleanups.isEmpty {
+            let failures = await RemoteSnapshot.runCleanups(
+                landing.cleanups, remote: remote.connection, deadline: .now + context.snapshotTimeout, logger: logger)
+            // Under the fence, as every error: none on a server another collector owns now.
+            _ = try? await context.limiter.withPermit { await recordErrors(failures, once: false) }
+        }
+        return landing.0
     }
 
     private func takeSnapshot(
         remote: PoWASession,
         repository: PoWARepository,
+        plan: WorkerCycle.SnapshotPlan,
         knownStatements: KnownStatements?,
-        fence: Int32?,
-        mark: SnapshotMark?,
+        silence: SilenceWatch?,
         started: ContinuousClock.Instant,
         deadline: ContinuousClock.Instant
-    ) async -> SnapshotResult {
+    ) async -> (SnapshotResult, cleanups: [(source: String, sql: String)]) {
         // What is installed on the remote now (powa may have been installed, upgraded or moved
         // since the session opened), and whether it may be snapshotted into this repository.
         var remote = remote
@@ -418,7 +373,7 @@ struct Worker {
         do {
             let installed = try await remote.currentExtensions(deadline: deadline)
             if installed.pinsCatalogSearchPath != remote.extensions.pinsCatalogSearchPath {
-                return .reopen
+                return (SnapshotResult(end: .reopen), [])
             }
             remote.extensions = installed
             // (The repository's extensions were read when its session was checked out.)
@@ -426,35 +381,32 @@ struct Worker {
                 remote: installed.version(of: "powa"), repository: repository.extensions.version(of: "powa"),
                 database: server.dbname)
             {
-                setStatus(refusal.status)
                 try await repository.replaceErrors(serverID: server.id, [refusal.description], deadline: deadline)
-                return .refused(refusal)
+                return (SnapshotResult(end: .refused(refusal)), [])
             }
             sources = try await repository.snapshotSources(serverID: server.id, deadline: deadline)
         } catch {
-            if Task.isCancelled { return .failed("snapshot interrupted") }  // shutting down
+            if Task.isCancelled { return (.failed("snapshot interrupted"), []) }  // shutting down
             if !remote.connection.isHealthy {
-                setStatus(.noRemoteConnection)
                 let message = "snapshot skipped: lost the connection to the remote server: \(error)"
                 logger.error("\(message)")
-                return .remoteLost(message)
+                return (SnapshotResult(end: .remoteLost, message: message), [])
             }
-            setStatus(.noRepositoryConnection)
             let message = "snapshot skipped: could not prepare it on the repository: \(error)"
             logger.error("\(message)")
-            return .failed(message)
+            return (.failed(message, repositoryDown: true), [])
         }
         guard !sources.isEmpty else {
             let message = "no snapshot source is enabled for this server: nothing to do"
             logger.warning("\(message)")
-            return .failed(message)
+            return (.failed(message), [])
         }
         let refresh = board.takeCatalogRefresh(serverID: server.id)
         let snapshot = RemoteSnapshot(
             server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
             connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
             connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
-            fence: fence, expectedMark: mark, logger: logger)
+            fence: plan.fence, expectedMark: plan.mark, silence: silence, logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             if outcome.statementTextsFailed {
@@ -462,7 +414,6 @@ struct Worker {
             } else if let seen = outcome.seenStatements {
                 knownStatements?.replace(with: seen)
             }
-            setStatus(.running)
             if outcome.takeSnapshotErrors != 0 {
                 logger.warning(
                     "powa_take_snapshot(\(server.id)) reported \(outcome.takeSnapshotErrors) error(s): see the repository server's log"
@@ -476,12 +427,7 @@ struct Worker {
                     "texts_left_out": "\(outcome.elidedTexts)", "texts_restored": "\(outcome.restoredTexts)",
                     "seconds": "\((ContinuousClock.now - started).secondsValue)",
                 ])
-            let failures = await snapshot.runCleanups(
-                outcome.cleanups, remote: remote.connection, deadline: .now + context.snapshotTimeout)
-            if !failures.isEmpty {
-                try? await repository.appendErrors(serverID: server.id, failures, deadline: .now + context.connectTimeout)
-            }
-            return .landed(outcome.mark, began: started)
+            return (SnapshotResult(end: .landed(outcome.mark, began: started)), outcome.cleanups)
         } catch {
             // Whatever failed, the known statements may be what did (a reset on the repository
             // made them stale): the next snapshot loads them afresh.
@@ -492,33 +438,39 @@ struct Worker {
             if case .cancelled = error {
                 let message = "snapshot interrupted, its worker stopping (shutdown, reload, server handed over): rolled back"
                 logger.info("\(message)")
-                return .failed(message)
+                return (.failed(message), [])
             }
-            if case .superseded(let reason) = error { return .superseded(reason) }
-            let message = "snapshot failed and was rolled back: \(error)"
-            logger.error("\(message)")
             switch error {
-            case .remoteLost:
-                setStatus(.noRemoteConnection)
-            case .repository:
-                if !repository.connection.isHealthy { setStatus(.noRepositoryConnection) }
-            case .timedOut, .cancelled, .superseded:
+            case .superseded(.landedElsewhere(let newMark, let secondsAgo)):
+                return (SnapshotResult(end: .landedElsewhere(newMark, secondsAgo: secondsAgo)), [])
+            case .superseded(let reason):
+                // Another snapshot commits now, or the server is changing hands: the same slot
+                // in a moment, if this collector still owns the server then.
+                logger.info("snapshot rolled back: \(reason)")
+                return (SnapshotResult(end: .heldBack), [])
+            default:
                 break
             }
+            let message = "snapshot failed and was rolled back: \(error)"
+            logger.error("\(message)")
+            // Only while this collector owns the server: one frozen or cut off meanwhile must
+            // not report a failure on a server another collector now runs well.
             if repository.connection.isHealthy {
-                // Only while this collector owns the server: one frozen or cut off meanwhile
-                // must not report a failure on a server another collector now runs well.
                 try? await repository.appendErrors(
-                    serverID: server.id, ["snapshot failed: \(error)"], owner: fence,
+                    serverID: server.id, ["snapshot failed: \(error)"], owner: plan.fence,
                     deadline: .now + context.connectTimeout)
             } else {
                 await recordErrors(["snapshot failed: \(error)"])
             }
-            // Out of time, whatever became of the session (the next loop reopens it if needed):
-            // such a server waits in the suspects' lane, and is not retried at once.
-            if error.isTimeout { return .timedOut(message) }
-            if case .remoteLost = error { return .remoteLost(message) }
-            return remote.connection.isHealthy ? .failed(message) : .remoteLost(message)
+            // Out of time, whatever became of the session (the next wake-up reopens it if
+            // needed): such a server waits in the suspects' lane, and is not retried at once.
+            if error.isTimeout { return (SnapshotResult(end: .timedOut, message: message), []) }
+            if case .remoteLost = error { return (SnapshotResult(end: .remoteLost, message: message), []) }
+            if !remote.connection.isHealthy { return (SnapshotResult(end: .remoteLost, message: message), []) }
+            if case .repository = error, !repository.connection.isHealthy {
+                return (.failed(message, repositoryDown: true), [])
+            }
+            return (.failed(message), [])
         }
     }
 }

@@ -109,6 +109,25 @@ extension PostgresConnection {
     /// server, drains it, and throws.
     func waitForSocket(_ events: SocketEvents, deadline: ContinuousClock.Instant?) async throws {
         guard let handle else { throw closedError() }
+        if events.contains(.read), let watch = silenceWatch, !watch.hasFired {
+            let silenceEnds = ContinuousClock.now + watch.limit
+            if deadline.map({ silenceEnds < $0 }) ?? true {
+                switch await SocketReactor.shared.wait(fd: PQsocket(handle), for: events, deadline: silenceEnds) {
+                case .ready:
+                    return
+                case .cancelled:
+                    await abandonStatement()
+                    throw CancellationError()
+                case .timedOut:
+                    guard watch.fire() else {
+                        giveUpOnSilentServer()
+                        throw PostgresError(
+                            code: .timedOut,
+                            message: "the server sent nothing for \(watch.limit): statement given up")
+                    }
+                }
+            }
+        }
         switch await SocketReactor.shared.wait(fd: PQsocket(handle), for: events, deadline: deadline) {
         case .ready:
             return
@@ -119,6 +138,13 @@ extension PostgresConnection {
             await abandonStatement()
             throw CancellationError()
         }
+    }
+
+    /// A server that stays silent is not waited for: a cancel request goes to it (so that a
+    /// backend still working ends its statement), and the connection is closed at once.
+    private func giveUpOnSilentServer() {
+        if let handle, state.abandon() != nil, let cancel = PQgetCancel(handle) { _ = CancelRequest(cancel) }
+        close()
     }
 
     /// Sends a cancel request for the statement (or COPY) in flight and drains its output for

@@ -28,6 +28,8 @@ public final class PostgresConnection {
     private let noticeSink: NoticeSink
     /// What the connection is doing (one statement at a time; COPY sub-protocols).
     var state = ConnectionState.idle
+    /// Watches every wait for the server's answers (nil: none); see `SilenceWatch`.
+    public var silenceWatch: SilenceWatch?
 
     private init(handle: OpaquePointer, secrets: [String], logger: Logger, noticeSink: NoticeSink) {
         self.handle = handle
