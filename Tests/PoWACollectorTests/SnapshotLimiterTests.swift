@@ -67,11 +67,12 @@ struct SnapshotSlotsTests {
         #expect(slots.regularInUse == 1)
     }
 
-    @Test("the silence limit is a quarter of the period, within 1 s and 10 s")
+    @Test("the silence limit: 0.5 s at first, then twice the remote's longest answer, at most half a period")
     func silenceLimit() {
-        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(5)) == .milliseconds(1250))
-        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(2)) == .seconds(1))
-        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(300)) == .seconds(10))
+        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(300), longestWait: nil) == .milliseconds(500))
+        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(300), longestWait: .milliseconds(10)) == .milliseconds(500))
+        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(300), longestWait: .seconds(3)) == .seconds(6))
+        #expect(SnapshotSlots.silenceLimit(frequency: .seconds(5), longestWait: .seconds(2)) == .milliseconds(2500))
     }
 }
 
@@ -127,7 +128,7 @@ struct SnapshotLimiterTests {
         let moved = Mutex<Bool?>(nil)
         let silent = Task {
             try? await limiter.withSlot(.regular) { slot in
-                #expect(slot.silenceWatch(frequency: .seconds(5)).limit == .milliseconds(1250))
+                #expect(slot.silenceWatch(limit: .seconds(1)).limit == .seconds(1))
                 try await Task.sleep(for: .milliseconds(100))
                 moved.withLock { $0 = slot.moveToSuspects() }
                 try await Task.sleep(for: .seconds(60))

@@ -21,8 +21,10 @@ struct WorkerCycleTests {
         return cycle
     }
 
-    private func plan(_ lane: SnapshotSlots.Lane = .regular, mark: SnapshotMark? = nil) -> WorkerCycle.Action {
-        .snapshot(WorkerCycle.SnapshotPlan(lane: lane, mark: mark, fence: 7))
+    private func plan(
+        _ lane: SnapshotSlots.Lane = .regular, mark: SnapshotMark? = nil, silenceLimit: Duration = .milliseconds(500)
+    ) -> WorkerCycle.Action {
+        .snapshot(WorkerCycle.SnapshotPlan(lane: lane, mark: mark, fence: 7, silenceLimit: silenceLimit))
     }
 
     @Test("a failed connect backs off, the next attempt reconnects, and the status says why")

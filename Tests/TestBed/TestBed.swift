@@ -92,11 +92,14 @@ public struct TestBed: Sendable {
 
     /// Starts (anew) a private test bed of a kind in `/tmp/powa-testbed-<name><kind's suffix>`,
     /// its repository on `port` plus the kind's offset, its remotes on the next ports.
-    public static func start(name: String, port: Int, remotes: Int, kind: BedKind) async throws -> TestBed {
+    /// `settings`: more of `scripts/testbed`'s knobs (e.g. `POWA_TESTBED_LISTEN`).
+    public static func start(
+        name: String, port: Int, remotes: Int, kind: BedKind, settings: [String: String] = [:]
+    ) async throws -> TestBed {
         let directory = Self.directory("-\(name)\(kind.suffix)")
         try await run(
             "scripts/testbed", ["start"],
-            environment: kind.environment.merging([
+            environment: kind.environment.merging(settings) { $1 }.merging([
                 "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port + kind.portOffset + portShift)",
                 "POWA_TESTBED_REMOTES": "\(remotes)",
             ]) { $1 })
@@ -112,9 +115,10 @@ public struct TestBed: Sendable {
 
     /// Runs `body` with a private test bed of a kind, and stops it afterwards whatever happened.
     public static func withPrivate<T>(
-        name: String, port: Int, remotes: Int, kind: BedKind, _ body: (TestBed) async throws -> T
+        name: String, port: Int, remotes: Int, kind: BedKind, settings: [String: String] = [:],
+        _ body: (TestBed) async throws -> T
     ) async throws -> T {
-        let bed = try await start(name: name, port: port, remotes: remotes, kind: kind)
+        let bed = try await start(name: name, port: port, remotes: remotes, kind: kind, settings: settings)
         do {
             let result = try await body(bed)
             try await bed.stop()

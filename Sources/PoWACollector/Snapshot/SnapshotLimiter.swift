@@ -113,9 +113,9 @@ final class SnapshotSlot: Sendable {
         }
     }
 
-    /// A watch that moves this slot to the suspects' lane when the remote is silent for the
-    /// server's limit, or gives the snapshot up when that lane is full.
-    func silenceWatch(frequency: Duration) -> SilenceWatch {
-        SilenceWatch(limit: SnapshotSlots.silenceLimit(frequency: frequency)) { [self] in moveToSuspects() }
+    /// A watch that moves this slot to the suspects' lane when the remote is silent for
+    /// `limit`, or gives the snapshot up when that lane is full.
+    func silenceWatch(limit: Duration) -> SilenceWatch {
+        SilenceWatch(limit: limit) { [self] in moveToSuspects() }
     }
 }

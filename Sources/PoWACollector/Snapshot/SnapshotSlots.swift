@@ -90,11 +90,12 @@ struct SnapshotSlots: Equatable, Sendable {
     }
 
     /// How long a snapshot's remote may send nothing before the snapshot leaves its regular
-    /// slot: a quarter of the server's period, within [1 s, 10 s]. A remote that streams, even
-    /// slowly (a large pg_stat_statements), sends something far more often; one that sends
-    /// nothing for that long is blocked or cut off, and a healthy server delayed that long
-    /// still snapshots within its period.
-    static func silenceLimit(frequency: Duration) -> Duration {
-        min(max(frequency / 4, .seconds(1)), .seconds(10))
+    /// slot. Short, because every remote cut off costs the others that long of a slot once
+    /// (fifty at 0.5 s over four slots: about 6 s): 0.5 s for a server's first snapshot, then
+    /// twice the longest its remote took to answer in its last snapshot that landed (a large
+    /// pg_stat_statements sends its first row only once it has read every text), at most
+    /// half a period. A server that needs longer still snapshots: in the suspects' lane.
+    static func silenceLimit(frequency: Duration, longestWait: Duration?) -> Duration {
+        min(max(.milliseconds(500), (longestWait ?? .zero) * 2), frequency / 2)
     }
 }

@@ -329,6 +329,27 @@ struct Worker {
     ) async -> SnapshotResult {
         board.snapshotStarted(serverID: server.id, at: .now)
         defer { board.snapshotEnded(serverID: server.id) }
+        // What is installed on the remote now (powa may have been installed, upgraded or moved
+        // since the session opened). Asked before a slot is taken: a remote that does not
+        // answer at all holds none while the worker waits for it.
+        var remote = remote
+        do {
+            let installed = try await remote.currentExtensions(deadline: .now + context.snapshotTimeout)
+            if installed.pinsCatalogSearchPath != remote.extensions.pinsCatalogSearchPath {
+                return SnapshotResult(end: .reopen)
+            }
+            remote.extensions = installed
+        } catch {
+            if Task.isCancelled { return .failed("snapshot interrupted") }
+            let timedOut = PostgresError.Code.timedOut ~= error
+            let message =
+                timedOut
+                ? "snapshot skipped: the remote server did not answer within snapshot_timeout"
+                : "snapshot skipped: lost the connection to the remote server: \(error)"
+            logger.error("\(message)")
+            if timedOut { _ = try? await context.limiter.withPermit { await recordErrors([message], once: false) } }
+            return SnapshotResult(end: timedOut ? .timedOut : .remoteLost, message: message)
+        }
         let landing: (SnapshotResult, cleanups: [(source: String, sql: String)])
         do {
             landing = try await context.limiter.withSlot(plan.lane) { slot in
@@ -340,7 +361,7 @@ struct Worker {
                 }
                 defer { checkinRepository(repository) }
                 // A remote that goes silent leaves its regular slot to the others at once.
-                let silence = slot.lane == .regular ? slot.silenceWatch(frequency: .seconds(server.frequency)) : nil
+                let silence = slot.lane == .regular ? slot.silenceWatch(limit: plan.silenceLimit) : nil
                 return await takeSnapshot(
                     remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,
                     silence: silence, started: started, deadline: deadline)
@@ -366,19 +387,12 @@ struct Worker {
         started: ContinuousClock.Instant,
         deadline: ContinuousClock.Instant
     ) async -> (SnapshotResult, cleanups: [(source: String, sql: String)]) {
-        // What is installed on the remote now (powa may have been installed, upgraded or moved
-        // since the session opened), and whether it may be snapshotted into this repository.
-        var remote = remote
+        // Whether the remote may be snapshotted into this repository (whose extensions were
+        // read when its session was checked out).
         let sources: [SnapshotSource]
         do {
-            let installed = try await remote.currentExtensions(deadline: deadline)
-            if installed.pinsCatalogSearchPath != remote.extensions.pinsCatalogSearchPath {
-                return (SnapshotResult(end: .reopen), [])
-            }
-            remote.extensions = installed
-            // (The repository's extensions were read when its session was checked out.)
             if let refusal = PoWACompatibility.check(
-                remote: installed.version(of: "powa"), repository: repository.extensions.version(of: "powa"),
+                remote: remote.extensions.version(of: "powa"), repository: repository.extensions.version(of: "powa"),
                 database: server.dbname)
             {
                 try await repository.replaceErrors(serverID: server.id, [refusal.description], deadline: deadline)
@@ -427,7 +441,10 @@ struct Worker {
                     "texts_left_out": "\(outcome.elidedTexts)", "texts_restored": "\(outcome.restoredTexts)",
                     "seconds": "\((ContinuousClock.now - started).secondsValue)",
                 ])
-            return (SnapshotResult(end: .landed(outcome.mark, began: started)), outcome.cleanups)
+            return (
+                SnapshotResult(end: .landed(outcome.mark, began: started, longestWait: silence?.longestWait)),
+                outcome.cleanups
+            )
         } catch {
             // Whatever failed, the known statements may be what did (a reset on the repository
             // made them stale): the next snapshot loads them afresh.

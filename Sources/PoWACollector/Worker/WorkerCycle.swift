@@ -32,12 +32,15 @@ struct WorkerCycle {
         let mark: SnapshotMark?
         /// The fleet's fence it commits under (nil: no fleet).
         let fence: Int32?
+        /// How long its remote may send nothing before it leaves a regular slot.
+        var silenceLimit: Duration = .milliseconds(500)
     }
 
     /// How a snapshot ended, as far as the cycle is concerned.
     enum SnapshotEnd: Equatable {
-        /// With the server's `snapts` it set, and when it began (its slot taken).
-        case landed(SnapshotMark?, began: Instant)
+        /// With the server's `snapts` it set, when it began (its slot taken), and the longest
+        /// its remote took to answer.
+        case landed(SnapshotMark?, began: Instant, longestWait: Duration? = nil)
         /// Failed and reported; `repositoryDown`: the repository cannot be reached.
         case failed(repositoryDown: Bool)
         /// Ran out of time, or was given up while its remote stayed silent.
@@ -100,6 +103,8 @@ struct WorkerCycle {
     private var lastLanded: Instant?
     /// The last snapshot ran out of time: the next one waits in the suspects' lane.
     private(set) var suspect = false
+    /// The longest the remote took to answer in the last snapshot that landed.
+    private var longestWait: Duration?
     /// The refusal last reported (logged once, until it changes).
     private(set) var refusal: PoWACompatibility.Refusal?
     /// The slot whose snapshot was already retried on a new session.
@@ -214,7 +219,10 @@ struct WorkerCycle {
         case .owned(let fence):
             forced = false
             snapshotWasDue = due
-            return .snapshot(SnapshotPlan(lane: suspect ? .suspects : .regular, mark: mark, fence: fence))
+            return .snapshot(
+                SnapshotPlan(
+                    lane: suspect ? .suspects : .regular, mark: mark, fence: fence,
+                    silenceLimit: SnapshotSlots.silenceLimit(frequency: frequency, longestWait: longestWait)))
         }
     }
 
@@ -223,8 +231,9 @@ struct WorkerCycle {
         let due = snapshotWasDue
         snapshotWasDue = false
         switch end {
-        case .landed(let landedMark, let began):
+        case .landed(let landedMark, let began, let wait):
             suspect = false
+            longestWait = wait ?? longestWait
             mark = landedMark ?? mark
             lastLanded = began
             refusal = nil

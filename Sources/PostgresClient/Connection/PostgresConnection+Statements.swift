@@ -109,8 +109,11 @@ extension PostgresConnection {
     /// server, drains it, and throws.
     func waitForSocket(_ events: SocketEvents, deadline: ContinuousClock.Instant?) async throws {
         guard let handle else { throw closedError() }
-        if events.contains(.read), let watch = silenceWatch, !watch.hasFired {
-            let silenceEnds = ContinuousClock.now + watch.limit
+        let watch = events.contains(.read) ? silenceWatch : nil
+        let waitBegan = ContinuousClock.now
+        defer { watch?.waited(.now - waitBegan) }
+        if let watch, !watch.hasFired {
+            let silenceEnds = waitBegan + watch.limit
             if deadline.map({ silenceEnds < $0 }) ?? true {
                 switch await SocketReactor.shared.wait(fd: PQsocket(handle), for: events, deadline: silenceEnds) {
                 case .ready:

@@ -12,6 +12,8 @@ public final class SilenceWatch: Sendable {
     private let decide: @Sendable () -> Bool
     /// 0: not fired; 1: fired, the wait went on; 2: fired, the statement was given up.
     private let state = Atomic<Int>(0)
+    /// The longest wait for the server that ended with an answer, in nanoseconds.
+    private let longest = Atomic<Int64>(0)
 
     /// - Parameter decide: called once, when the server has been silent for `limit`; returns
     ///   true for the wait to go on, false for the statement to be given up (the connection is
@@ -26,6 +28,15 @@ public final class SilenceWatch: Sendable {
 
     /// Whether the watch fired (either way).
     public var hasFired: Bool { state.load(ordering: .acquiring) != 0 }
+
+    /// The longest the server took to answer a wait while watched: what a server that is
+    /// merely slow needs, so that its owner can give it more next time.
+    public var longestWait: Duration { .nanoseconds(longest.load(ordering: .relaxed)) }
+
+    func waited(_ duration: Duration) {
+        let (seconds, attoseconds) = duration.components
+        longest.max(seconds * 1_000_000_000 + attoseconds / 1_000_000_000, ordering: .relaxed)
+    }
 
     /// Asks the owner, once; true when the wait goes on.
     func fire() -> Bool {
