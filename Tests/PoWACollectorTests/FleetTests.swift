@@ -2,6 +2,7 @@ import Foundation
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// Several collector processes on one repository: each server snapshotted by exactly one, at

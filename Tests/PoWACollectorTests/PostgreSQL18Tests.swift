@@ -1,6 +1,7 @@
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// PostgreSQL 18 with powa-archivist 5.3.0, as a remote of a PostgreSQL 15 repository and as a

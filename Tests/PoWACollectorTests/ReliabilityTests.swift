@@ -2,6 +2,7 @@ import Foundation
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// Defects found by attacking the daemon the way production does, each with the test that

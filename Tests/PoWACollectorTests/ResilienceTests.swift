@@ -1,6 +1,7 @@
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// Adds a source to a server that sleeps `seconds` on the remote before returning one row, and

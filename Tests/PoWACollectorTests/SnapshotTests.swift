@@ -1,6 +1,7 @@
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// Runs queries with WHERE clauses on a remote, so pg_stat_statements, pg_qualstats and

@@ -1,6 +1,7 @@
 import Foundation
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 @Suite("COPY streams and LISTEN/NOTIFY", .timeLimit(.minutes(4)))
