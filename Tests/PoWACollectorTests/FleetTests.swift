@@ -34,11 +34,9 @@ struct FleetTests {
         let firstOwners = try await log.owners()
         #expect(divided, "\(firstOwners)")
         for collector in collectors { try await collector.learnMemberID() }
+        // The 60 s watched: a window of observation, not a wait for an event.
         let steadyStart = try await log.now()
-        #expect(
-            try await eventually(timeout: .seconds(80)) {
-                try await log.now() - steadyStart >= 60
-            })
+        try await Task.sleep(for: .seconds(60))
         let steady = try await log.snapshots(from: steadyStart)
         for server in servers {
             let times = steady[server] ?? []
