@@ -110,7 +110,10 @@ struct ControlTests {
             try await weakClient.ask("FORCE_SNAPSHOT w1 \(server)", channel: "w1") == "FORCE_SNAPSHOT ERROR Permission denied")
         #expect(try await weakClient.ask("RELOAD w1", channel: "w1") == "RELOAD ERROR Permission denied")
         #expect(try await weakClient.ask("WORKERS_STATUS w1", channel: "w1") == "WORKERS_STATUS ERROR Permission denied")
-        // Nothing of them happens: no snapshot, no reload, within a second.
+        // Nothing of them happens: no snapshot, no reload, within a second. The answers came,
+        // so the channel handled them: an obeyed RELOAD logs "configuration reloaded" first
+        // thing, and an obeyed FORCE_SNAPSHOT wakes the worker at once, for a snapshot of an
+        // idle local remote (tenths of a second). The second bounds both.
         let obeyed = try await eventually(timeout: .seconds(1)) {
             try await repository.snapts(server) != before || running.logs.lines.contains { $0.contains("configuration reloaded") }
         }

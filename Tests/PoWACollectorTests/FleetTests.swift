@@ -369,8 +369,11 @@ struct FleetTests {
         owner.process.signal(SIGCONT)
         #expect(try await owner.process.waitForOutput("snapshot failed", timeout: .seconds(30)))
         // Its failure is no failure of the server's, which the other collector snapshots well.
+        // Were the failure recorded, it would be by what follows its log line: at most a new
+        // repository session and an append, each bounded by connect_timeout (3 s). 7 s from
+        // now bound them both, so a recorded failure would show within the window.
         var errors = ""
-        _ = try await eventually(timeout: .seconds(3)) {
+        _ = try await eventually(timeout: .seconds(7)) {
             errors = try await repository.errors(server)
             return errors != ""
         }

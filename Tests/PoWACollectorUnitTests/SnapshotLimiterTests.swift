@@ -30,6 +30,12 @@ struct SnapshotLimiterTests {
         }
     }
 
+    /// The holders the limiter has placed: given a slot, or queued.
+    private func placed(_ limiter: SnapshotLimiter) -> Int {
+        let usage = limiter.usage()
+        return usage.inUse + usage.waiting
+    }
+
     @Test("servers whose last snapshot timed out hold at most half the slots; healthy ones get the rest")
     func suspectLane() async throws {
         let limiter = SnapshotLimiter(permits: 4)
@@ -37,12 +43,13 @@ struct SnapshotLimiterTests {
         let inside = Inside()
         let suspects = (0..<3).map { _ in hold(limiter, suspect: true, inside) }
         #expect(try await eventually { inside.suspects == 2 })
-        // The third waits although two slots are free...
-        #expect(try await !eventually(timeout: .milliseconds(300)) { inside.suspects > 2 })
+        // The third waits although two slots are free (once the limiter placed all three)...
+        #expect(try await eventually { placed(limiter) == 3 })
+        #expect(limiter.usage() == (2, 1) && inside.suspects == 2)
         // ...and does not hold back the healthy servers behind it.
         let healthy = (0..<3).map { _ in hold(limiter, suspect: false, inside) }
-        #expect(try await eventually { inside.healthy == 2 })
-        #expect(try await !eventually(timeout: .milliseconds(300)) { inside.healthy > 2 })
+        #expect(try await eventually { inside.healthy == 2 && placed(limiter) == 6 })
+        #expect(limiter.usage() == (4, 2) && inside.healthy == 2)
 
         // A suspect leaves: its lane's slot goes to the waiting suspect, not to a healthy one.
         suspects[0].cancel()
@@ -62,7 +69,8 @@ struct SnapshotLimiterTests {
         let first = hold(limiter, suspect: true, inside)
         #expect(try await eventually { inside.suspects == 1 })
         let second = hold(limiter, suspect: false, inside)
-        #expect(try await !eventually(timeout: .milliseconds(200)) { inside.healthy == 1 })
+        #expect(try await eventually { placed(limiter) == 2 })
+        #expect(limiter.usage() == (1, 1) && inside.healthy == 0)
         first.cancel()
         #expect(try await eventually { inside.healthy == 1 })
         second.cancel()
