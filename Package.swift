@@ -84,25 +84,47 @@ let package = Package(
             swiftSettings: swiftSettings
         ),
 
-        // Tests: the real PostgreSQL test bed (scripts/testbed) and the suites that use it.
+        // Tests. Unit tests first: no PostgreSQL, no network, no test bed; they run alone
+        // with `swift test --filter UnitTests`.
+        .testTarget(
+            name: "PostgresClientUnitTests",
+            dependencies: ["PostgresClient", "TestWaiting"],
+            swiftSettings: swiftSettings
+        ),
+        .testTarget(
+            name: "PoWACollectorUnitTests",
+            dependencies: [
+                "PoWACollector", "TestWaiting",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
+            ],
+            swiftSettings: swiftSettings
+        ),
+        // How a test waits for a condition (every suite's, with a bed or without).
+        .target(
+            name: "TestWaiting",
+            path: "Tests/TestWaiting",
+            swiftSettings: swiftSettings
+        ),
+        // Integration tests: the real PostgreSQL test bed (scripts/testbed) and the suites that
+        // use it.
         .target(
             name: "TestBed",
-            dependencies: ["PostgresClient", .product(name: "Logging", package: "swift-log")],
+            dependencies: ["PostgresClient", "TestWaiting", .product(name: "Logging", package: "swift-log")],
             path: "Tests/TestBed",
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "PostgresClientTests",
-            dependencies: ["PostgresClient", "TestBed"],
+            dependencies: ["PostgresClient", "TestBed", "TestWaiting"],
             swiftSettings: swiftSettings
         ),
         .testTarget(
             name: "PoWACollectorTests",
             dependencies: [
-                "PoWACollector", "PostgresClient", "TestBed",
+                "PoWACollector", "PostgresClient", "TestBed", "TestWaiting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -107,9 +107,4 @@ struct CheckWarningsTests {
         #expect(checked.code == 0)
         #expect(checked.warnings == [server: []])
     }
-
-    @Test("PostgreSQL's versions as it names them", arguments: [(190000, "19"), (180002, "18"), (90624, "9.6")])
-    func postgresVersions(number: Int, name: String) {
-        #expect(ModuleConfigurationCheck.postgresVersion(number) == name)
-    }
 }

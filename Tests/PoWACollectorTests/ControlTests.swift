@@ -2,24 +2,11 @@ import Foundation
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 @Suite("Control protocol", .timeLimit(.minutes(4)))
 struct ControlTests {
-    @Test("requests are split as data; answers stay under 8000 bytes")
-    func parsing() {
-        #expect(ControlRequest(payload: "RELOAD r4242 ") == ControlRequest(payload: "RELOAD   r4242"))
-        let request = ControlRequest(payload: "WORKERS_STATUS r1 3")
-        #expect(request.command == "WORKERS_STATUS" && request.channel == "r1" && request.arguments == ["3"])
-        #expect(ControlRequest(payload: "RELOAD").channel == "-")
-        #expect(!ControlRequest(payload: "RELOAD -").wantsReply)
-        #expect(ControlRequest(payload: "").command == "")
-        let long = ControlReply(command: "X", status: .ok, data: String(repeating: "é", count: 5000))
-        #expect(long.payload == "X KO answer too long")
-        let hostile = ControlReply(command: String(repeating: "A", count: 9000), status: .unknown, data: "")
-        #expect(hostile.payload.utf8.count < 100)
-    }
-
     @Test("each command answers as the protocol says", arguments: PoWAMajor.allCases)
     func commands(major: PoWAMajor) async throws {
         let bed = try await TestBed.shared(major)
@@ -123,7 +110,10 @@ struct ControlTests {
             try await weakClient.ask("FORCE_SNAPSHOT w1 \(server)", channel: "w1") == "FORCE_SNAPSHOT ERROR Permission denied")
         #expect(try await weakClient.ask("RELOAD w1", channel: "w1") == "RELOAD ERROR Permission denied")
         #expect(try await weakClient.ask("WORKERS_STATUS w1", channel: "w1") == "WORKERS_STATUS ERROR Permission denied")
-        // Nothing of them happens: no snapshot, no reload, within a second.
+        // Nothing of them happens: no snapshot, no reload, within a second. The answers came,
+        // so the channel handled them: an obeyed RELOAD logs "configuration reloaded" first
+        // thing, and an obeyed FORCE_SNAPSHOT wakes the worker at once, for a snapshot of an
+        // idle local remote (tenths of a second). The second bounds both.
         let obeyed = try await eventually(timeout: .seconds(1)) {
             try await repository.snapts(server) != before || running.logs.lines.contains { $0.contains("configuration reloaded") }
         }

@@ -2,6 +2,7 @@ import Foundation
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// The HTTP endpoint (`http.listen`): metrics, liveness and readiness, scraped over HTTP from

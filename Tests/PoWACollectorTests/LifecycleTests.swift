@@ -2,6 +2,7 @@ import Foundation
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// The backend pids of a cluster's sessions whose application_name is `name`.

@@ -2,6 +2,7 @@ import Foundation
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// What an operator runs the daemon with: systemd, JSON logs, and the commands that talk to a

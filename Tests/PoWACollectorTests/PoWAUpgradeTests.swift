@@ -2,6 +2,7 @@ import Foundation
 import Glibc
 import PoWACollector
 import TestBed
+import TestWaiting
 import Testing
 
 /// powa-archivist upgraded with `ALTER EXTENSION powa UPDATE` under a running daemon, as the

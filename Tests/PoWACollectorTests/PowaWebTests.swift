@@ -1,6 +1,7 @@
 import Foundation
 import Glibc
 import TestBed
+import TestWaiting
 import Testing
 
 /// powa-web itself (pip, in the venv `scripts/powa-web-venv` makes: 4.1.4 for PoWA 4, 5.0.2

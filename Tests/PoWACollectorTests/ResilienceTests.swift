@@ -1,6 +1,7 @@
 import PoWACollector
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 /// Adds a source to a server that sleeps `seconds` on the remote before returning one row, and
@@ -93,7 +94,9 @@ struct ResilienceTests {
             try await bed.pgCtl(bed.repositoryDataDirectory, ["stop", "-m", "immediate"])
 
             #expect(try await collector.waitForLog("snapshot failed and was rolled back"))
-            // A wrongly placed cleanup would empty pg_qualstats: give it every chance to.
+            // A wrongly placed cleanup would empty pg_qualstats: give it every chance to. It would
+            // run at the rollback, which is logged, on the worker's live and idle remote session
+            // (one local statement): the second after that line is far more than it takes.
             let emptied = try await eventually(timeout: .seconds(1)) {
                 try await remote.query("SELECT count(*) FROM pg_qualstats").rows[0].decode(0, as: Int.self) < quals
             }

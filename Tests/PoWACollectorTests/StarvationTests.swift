@@ -1,6 +1,7 @@
 import Foundation
 import PostgresClient
 import TestBed
+import TestWaiting
 import Testing
 
 @testable import PoWACollector

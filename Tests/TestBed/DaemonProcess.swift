@@ -1,5 +1,6 @@
 import Foundation
 import Glibc
+import TestWaiting
 
 /// A program started by a test (the built `powa-collector`), its output going to a file the
 /// test can read at any time; stopped with a signal and awaited without blocking the pool.

@@ -5,6 +5,7 @@ import PostgresClient
 import ServiceLifecycle
 import Synchronization
 import TestBed
+import TestWaiting
 import Testing
 
 /// A PoWA repository database of its own on a test bed's repository cluster, so that tests

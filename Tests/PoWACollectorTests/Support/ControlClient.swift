@@ -1,5 +1,6 @@
 import PostgresClient
 import TestBed
+import TestWaiting
 
 /// A LISTEN client of the control protocol, as powa-web is: it LISTENs on a reply channel,
 /// sends `NOTIFY powa_collector, '<payload>'`, and waits for the answer.

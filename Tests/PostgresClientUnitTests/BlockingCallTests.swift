@@ -1,6 +1,6 @@
 import Foundation
 import Synchronization
-import TestBed
+import TestWaiting
 import Testing
 
 @testable import PostgresClient

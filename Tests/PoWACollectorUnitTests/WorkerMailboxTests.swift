@@ -1,5 +1,5 @@
 import Synchronization
-import TestBed
+import TestWaiting
 import Testing
 
 @testable import PoWACollector
@@ -43,7 +43,9 @@ struct WorkerMailboxTests {
             await mailbox.wait(until: .now + .seconds(30))
             ended.instant.withLock { $0 = .now }
         }
-        // The waiter sleeps: nothing ends its wait but the post.
+        // The waiter sleeps: nothing ends its wait but the post. (Its deadline is 30 s away: a
+        // wait that ended without a post would end at once, well within the 300 ms; and they
+        // leave the waiter time to be inside its wait when the post comes.)
         #expect(!(try await eventually(timeout: .milliseconds(300)) { ended.instant.withLock { $0 } != nil }))
         let posted = ContinuousClock.now
         mailbox.post(.recheckVersions)

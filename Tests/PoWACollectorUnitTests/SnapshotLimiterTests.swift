@@ -1,5 +1,5 @@
 import Synchronization
-import TestBed
+import TestWaiting
 import Testing
 
 @testable import PoWACollector

@@ -1,6 +1,5 @@
 import Foundation
 import PoWACollector
-import TestBed
 import Testing
 import Yams
 
@@ -8,6 +7,10 @@ import Yams
 /// it, and its configuration read as the collector in the pod would read it.
 @Suite("Kubernetes example", .timeLimit(.minutes(1)))
 struct KubernetesExampleTests {
+    /// The checkout this file is in (Tests/PoWACollectorUnitTests/ under it).
+    private static let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent()
+        .deletingLastPathComponent().deletingLastPathComponent()
+
     /// The example's documents by kind: the manifest, and the Secret it needs, apart so that
     /// applying the manifest never overwrites a real DSN with the example's.
     private static func documents() throws -> [String: [String: Any]] {
@@ -19,7 +22,7 @@ struct KubernetesExampleTests {
     }
 
     private static func load(_ file: String, into byKind: inout [String: [String: Any]]) throws {
-        let path = TestBed.packageRoot.appendingPathComponent("contrib/kubernetes/" + file).path
+        let path = packageRoot.appendingPathComponent("contrib/kubernetes/" + file).path
         let text = try String(contentsOfFile: path, encoding: .utf8)
         for document in try Yams.load_all(yaml: text) {
             let object = try #require(document as? [String: Any])
