@@ -44,12 +44,13 @@ struct CopyAndNotifyTests {
     @Test("a failing COPY source stores nothing and both connections stay usable")
     func failingSource() async throws {
         try await Self.withPipe(columns: "i int") { _, source, destination, table in
-            let error = try await #require(throws: PostgresError.self) {
+            let failure = try await #require(throws: CopyPipeError.self) {
                 try await PostgresConnection.pipeCopy(
                     from: source, "COPY (SELECT 1 / (100000 - i) FROM generate_series(1, 200000) i) TO STDOUT",
                     to: destination, "COPY \(table) FROM STDIN")
             }
-            #expect(error.sqlState == "22012")
+            #expect(failure.side == .source)
+            #expect((failure.underlying as? PostgresError)?.sqlState == "22012")
             #expect(try await destination.query("SELECT count(*) FROM \(table)").rows[0][0] == "0")
             #expect(try await source.query("SELECT 1").rows[0][0] == "1")
         }
@@ -91,12 +92,13 @@ struct CopyAndNotifyTests {
             #expect(try await destination.query("SELECT sum(i) FROM \(table)").rows[0][0] == "6")
 
             // A destination that cannot take the rows: its error, and the source's COPY is ended.
-            let error = try await #require(throws: PostgresError.self) {
+            let failure = try await #require(throws: CopyPipeError.self) {
                 try await PostgresConnection.pipeCopy(
                     from: source, "COPY (SELECT i FROM generate_series(1, 100000) i) TO STDOUT",
                     to: destination, "COPY \(table)_missing FROM STDIN")
             }
-            #expect(error.sqlState == "42P01")
+            #expect(failure.side == .destination)
+            #expect((failure.underlying as? PostgresError)?.sqlState == "42P01")
             #expect(try await source.query("SELECT 1").rows[0][0] == "1")
             #expect(try await destination.query("SELECT 1").rows[0][0] == "1")
         }

@@ -452,12 +452,11 @@ struct Worker {
             // Given back for the next snapshot, unless this one ran out of time: a refresh that
             // cannot fit in snapshot_timeout would otherwise stop every snapshot of the server.
             if let refresh, !error.isTimeout { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }
-            if case .cancelled = error {
+            switch error.kind {
+            case .cancelled:
                 let message = "snapshot interrupted, its worker stopping (shutdown, reload, server handed over): rolled back"
                 logger.info("\(message)")
                 return (.failed(message), [])
-            }
-            switch error {
             case .superseded(.landedElsewhere(let newMark, let secondsAgo)):
                 return (SnapshotResult(end: .landedElsewhere(newMark, secondsAgo: secondsAgo)), [])
             case .superseded(let reason):
@@ -481,11 +480,15 @@ struct Worker {
             }
             // Out of time, whatever became of the session (the next wake-up reopens it if
             // needed): such a server waits in the suspects' lane, and is not retried at once.
-            if error.isTimeout { return (SnapshotResult(end: .timedOut, message: message), []) }
-            if case .remoteLost = error { return (SnapshotResult(end: .remoteLost, message: message), []) }
-            if !remote.connection.isHealthy { return (SnapshotResult(end: .remoteLost, message: message), []) }
-            if case .repository = error, !repository.connection.isHealthy {
-                return (.failed(message, repositoryDown: true), [])
+            switch error.kind {
+            case .timedOut, .remoteSilent:
+                return (SnapshotResult(end: .timedOut, message: message), [])
+            case .remoteLost:
+                return (SnapshotResult(end: .remoteLost, message: message), [])
+            case .repositoryFailed:
+                return (.failed(message, repositoryDown: !repository.connection.isHealthy), [])
+            default:
+                break
             }
             return (.failed(message), [])
         }

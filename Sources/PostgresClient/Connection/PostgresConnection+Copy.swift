@@ -157,7 +157,8 @@ extension PostgresConnection {
     /// be ended by terminating its session.
     ///
     /// If either side fails, the other side's COPY is ended too (the destination's is aborted,
-    /// so it stores nothing of it) and the first error is thrown. Returns the rows stored.
+    /// so it stores nothing of it) and the first error is thrown, tagged with the side it came
+    /// from (`CopyPipeError`). Returns the rows stored.
     ///
     /// `rewrite`, when given, writes each row as it passes (see `CopyRowRewrite`); the pipe is
     /// otherwise a byte pipe.
@@ -171,16 +172,21 @@ extension PostgresConnection {
         deadline: ContinuousClock.Instant? = nil,
         rewrite: CopyRowRewrite? = nil,
         progress: CopyProgress? = nil
-    ) async throws -> Int {
-        try await source.startCopyOut(copyOutSQL, deadline: deadline)
+    ) async throws(CopyPipeError) -> Int {
         var buffer: [UInt8] = []
         buffer.reserveCapacity(batchSize + 64 * 1024)
-        var more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline, rewrite: rewrite)
+        var more: Bool
+        do {
+            try await source.startCopyOut(copyOutSQL, deadline: deadline)
+            more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline, rewrite: rewrite)
+        } catch {
+            throw CopyPipeError(side: .source, underlying: error)
+        }
         do {
             try await destination.startCopyIn(copyInSQL, deadline: deadline)
         } catch {
             await source.abandonCopyOut()
-            throw error
+            throw CopyPipeError(side: .destination, underlying: error)
         }
         while more {
             progress?.sent(buffer.count)
@@ -188,17 +194,21 @@ extension PostgresConnection {
                 try await destination.writeCopyData(buffer, deadline: deadline)
             } catch {
                 await source.abandonCopyOut()
-                throw error
+                throw CopyPipeError(side: .destination, underlying: error)
             }
             buffer.removeAll(keepingCapacity: true)
             do {
                 more = try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline, rewrite: rewrite)
             } catch {
                 try? await destination.abortCopyIn("source failed", deadline: .now + Self.cleanupGrace)
-                throw error
+                throw CopyPipeError(side: .source, underlying: error)
             }
         }
-        return try await destination.finishCopyIn(deadline: deadline)
+        do {
+            return try await destination.finishCopyIn(deadline: deadline)
+        } catch {
+            throw CopyPipeError(side: .destination, underlying: error)
+        }
     }
 
     /// Stops reading a COPY TO STDOUT that is no longer wanted.
@@ -206,4 +216,22 @@ extension PostgresConnection {
         guard state == .copyOut || state == .copyOutEnded else { return }
         await abandonStatement()
     }
+}
+
+/// A failed `pipeCopy`: the error, and the side it came from.
+public struct CopyPipeError: Error, CustomStringConvertible, CustomDebugStringConvertible {
+    public enum Side: Sendable {
+        case source, destination
+    }
+
+    public let side: Side
+    public let underlying: any Error
+
+    public init(side: Side, underlying: any Error) {
+        self.side = side
+        self.underlying = underlying
+    }
+
+    public var description: String { "\(underlying)" }
+    public var debugDescription: String { "CopyPipeError(\(side), \(String(reflecting: underlying)))" }
 }

@@ -1,0 +1,139 @@
+import Logging
+import PostgresClient
+
+/// Step 2 of a `RemoteSnapshot` in PoWA 5: for each connectable database of the remote, over
+/// a session to that database, the per-database modules and the catalogs due, streamed into
+/// their staging tables with the remote's snapshot instant, inside the repository transaction
+/// of the snapshot. A database that cannot be reached, or whose session breaks, is reported
+/// and the others go on; the repository failing, the deadline or the silence limit passing
+/// ends the snapshot.
+struct DatabaseSnapshot {
+    let snapshot: RemoteSnapshot
+    let databases: RemoteSnapshot.RemoteDatabases
+
+    private var deadline: ContinuousClock.Instant { snapshot.deadline }
+    private var server: RemoteServer { snapshot.server }
+    private var logger: Logger { snapshot.logger }
+
+    func copy(
+        serverVersionNumber version: Int, repository: PoWARepository, into outcome: inout RemoteSnapshot.Outcome
+    ) async throws(SnapshotError) {
+        let modules: [DatabaseSource]
+        var catalogs: [DatabaseSource]
+        do {
+            (modules, catalogs) = try await repository.connection.inSavepoint("powa_db_sources", deadline: deadline) {
+                (
+                    try await repository.databaseModules(
+                        serverID: server.id, serverVersionNumber: version, deadline: deadline),
+                    try await repository.catalogs(
+                        serverID: server.id, serverVersionNumber: version, refreshAll: snapshot.catalogRefresh != nil,
+                        deadline: deadline)
+                )
+            }
+        } catch {
+            // The global sources still land; the per-database ones are reported as missing.
+            if let failure = SnapshotError.classify(
+                error, side: .repository, step: .databaseSources, remote: nil, repository: repository.connection,
+                deadline: deadline, silence: snapshot.silence)
+            {
+                throw failure
+            }
+            logger.error("could not read the per-database sources", metadata: ["error": "\(error)"])
+            outcome.errors.append("Error while reading the per-database sources and catalogs: \(error)")
+            return
+        }
+        if case .databases(let names) = snapshot.catalogRefresh {
+            // A refresh of named databases: their catalogs only (the others stay as they are).
+            catalogs = catalogs.map { catalog in
+                var catalog = catalog
+                catalog.excludedDatabases = Set(databases.names).subtracting(names)
+                return catalog
+            }
+        }
+        for database in databases.names {
+            let work = modules.filter { $0.applies(to: database) } + catalogs.filter { $0.applies(to: database) }
+            guard !work.isEmpty else { continue }
+            try await copy(work, database: database, repository: repository, into: &outcome)
+        }
+    }
+
+    /// The sources of one database, over a session of its own (opened for this snapshot and
+    /// closed after it: an idle session kept on a database would block `DROP DATABASE`, and one
+    /// on `template1` every `CREATE DATABASE`).
+    private func copy(
+        _ work: [DatabaseSource], database: String, repository: PoWARepository,
+        into outcome: inout RemoteSnapshot.Outcome
+    ) async throws(SnapshotError) {
+        let session: PoWASession
+        do {
+            let remaining = deadline - .now
+            session = try await PoWASession.remote(
+                server, database: database,
+                applicationName: ApplicationName.workerDatabase(snapshot.workerName, database),
+                connectTimeout: min(snapshot.connectTimeout, max(remaining, .milliseconds(1))),
+                options: snapshot.connectionOptions, logger: logger)
+        } catch {
+            if Task.isCancelled { throw SnapshotError(.cancelled, step: .database(database, source: nil)) }
+            if ContinuousClock.now >= deadline {
+                throw SnapshotError(.timedOut, side: .remote, step: .database(database, source: nil), underlying: error)
+            }
+            logger.error("could not connect to a remote database", metadata: ["database": "\(database)", "error": "\(error)"])
+            outcome.errors.append("Could not connect to remote database \(database): \(error)")
+            return
+        }
+        defer { session.close() }
+        outcome.databases += 1
+        let connection = session.connection
+        connection.silenceWatch = snapshot.silence
+        do {
+            try await connection.inTransaction(deadline: deadline) {
+                for source in work {
+                    try await copy(source, database: database, from: connection, repository: repository, into: &outcome)
+                }
+            }
+        } catch let failure as SnapshotError {
+            // A database session that broke is that database's problem, not the snapshot's.
+            guard case .remoteLost = failure.kind else { throw failure }
+            let cause = failure.underlying.map { "\($0)" } ?? "\(failure)"
+            logger.error("lost a remote database session", metadata: ["database": "\(database)", "error": "\(cause)"])
+            outcome.errors.append("Lost the connection to remote database \(database): \(cause)")
+        } catch {
+            // The database session's own transaction failed (BEGIN, COMMIT): that database's
+            // problem, unless the repository or the snapshot's time is gone too.
+            if let failure = SnapshotError.classify(
+                error, side: .remote, step: .database(database, source: nil), remote: nil,
+                repository: repository.connection, deadline: deadline, silence: snapshot.silence)
+            {
+                throw failure
+            }
+            logger.error("remote database session failed", metadata: ["database": "\(database)", "error": "\(error)"])
+            outcome.errors.append("Database \(database): \(error)")
+        }
+    }
+
+    /// One source of a database: its failure alone is reported, and the database goes on.
+    private func copy(
+        _ source: DatabaseSource, database: String, from connection: PostgresConnection, repository: PoWARepository,
+        into outcome: inout RemoteSnapshot.Outcome
+    ) async throws(SnapshotError) {
+        do {
+            let rows = try await snapshot.pipe(
+                from: connection, source.copyOutStatement(serverID: server.id, timestamp: databases.instant),
+                to: repository.connection, source.copyInStatement)
+            outcome.landedDatabaseSources += 1
+            logger.trace(
+                "database source landed", metadata: ["database": "\(database)", "source": "\(source.name)", "rows": "\(rows)"])
+        } catch {
+            if let failure = SnapshotError.classify(
+                error, side: .repository, step: .database(database, source: source.name), remote: connection,
+                repository: repository.connection, deadline: deadline, silence: snapshot.silence)
+            {
+                throw failure
+            }
+            logger.error(
+                "database source failed",
+                metadata: ["database": "\(database)", "source": "\(source.name)", "error": "\(error)"])
+            outcome.errors.append("\(source.name) in database \(database): \(error)")
+        }
+    }
+}
