@@ -24,6 +24,18 @@ struct DaemonCommand: AsyncParsableCommand {
             """
     )
 
+    /// How long a graceful shutdown (SIGTERM, SIGINT) may take before the service group
+    /// escalates it to task cancellation: 7 s, so that the daemon exits within 10 s even with
+    /// its remotes frozen (`LifecycleTests`' frozen remotes and SIGTERM).
+    ///
+    /// A graceful stop cancels the workers (each rolls back the snapshot it may be taking) and
+    /// closes every session: within 5 s, a frozen remote included (its cancel request, which
+    /// gets no answer, is given up after 2 s). Anything still waiting at 7 s waits for what
+    /// only cancellation ends (the HTTP endpoint's connections, say), and cancellation leaves
+    /// it the 3 s that remain. (systemd's `TimeoutStopSec=` and Kubernetes' grace period, 90 s
+    /// and 30 s by default, are never reached.)
+    static let maximumGracefulShutdownDuration: Duration = .seconds(7)
+
     @OptionGroup var options: ConfigurationOptions
 
     @Option(name: .long, help: "Log lines as text or json (overrides log_format).")
@@ -52,12 +64,10 @@ struct DaemonCommand: AsyncParsableCommand {
             // First in the list: shut down last, after the workers.
             services.insert(.init(service: HTTPEndpoint.service(for: collector, address: address, logger: logger)), at: 0)
         }
-        let group = ServiceGroup(
-            configuration: .init(
-                services: services,
-                gracefulShutdownSignals: [.sigterm, .sigint],
-                logger: logger
-            ))
+        var groupConfiguration = ServiceGroupConfiguration(
+            services: services, gracefulShutdownSignals: [.sigterm, .sigint], logger: logger)
+        groupConfiguration.maximumGracefulShutdownDuration = Self.maximumGracefulShutdownDuration
+        let group = ServiceGroup(configuration: groupConfiguration)
         do {
             logger.info("powa-collector \(Collector.version) starting", metadata: ["file": "\(origin)"])
             try await group.run()

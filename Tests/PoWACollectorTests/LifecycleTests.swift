@@ -125,6 +125,34 @@ struct LifecycleTests {
         }
     }
 
+    @Test("SIGTERM with every remote frozen (blackholed), one mid-snapshot: exit 0 within 10 s")
+    func terminateWithFrozenRemotes() async throws {
+        let bed = try await TestBed.shared()
+        let repository = try await ScratchRepository.create(on: bed)
+        let proxies = try bed.remotePorts.map { try FaultProxy(targetPort: $0) }
+        defer { proxies.forEach { $0.close() } }
+        let tag = UInt32.random(in: 0...UInt32.max)
+        let slow = try await repository.register(port: proxies[0].port, alias: "frozen-slow-\(tag)")
+        try await addSlowSource(
+            repository: repository, serverID: slow, remotePort: bed.remotePorts[0], seconds: 4, name: "frozen_term_src")
+        let idle = try await repository.register(port: proxies[1].port, alias: "frozen-idle-\(tag)")
+        var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+        configuration.useServerAlias = true
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        _ = try await repository.waitForSnapshots(idle, count: 1)
+        _ = try await repository.waitForSnapshots(slow, count: 1)
+
+        // The network drops everything while the slow source runs: the rollback's cancel
+        // request gets no answer either.
+        try await waitForActiveQuery(bed: bed, port: bed.remotePorts[0], like: "%frozen_term_src%")
+        for proxy in proxies { proxy.stall() }
+        let started = ContinuousClock.now
+        daemon.signal(SIGTERM)
+        let code = await daemon.wait(orKillAfter: .seconds(20))
+        #expect(code == 0)
+        #expect(ContinuousClock.now - started < .seconds(10))
+    }
+
     @Test(
         "a collector frozen mid-snapshot (SIGSTOP): both servers end its transactions within snapshot_timeout + 10 s, not before 10 s; resumed, it snapshots again"
     )

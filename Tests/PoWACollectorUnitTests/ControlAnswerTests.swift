@@ -18,6 +18,7 @@ struct ControlAnswerTests {
         let counter: ReloadCounter
         var reloads: Int { counter.count.withLock { $0 } }
         let commands: ControlCommands
+        let outcome: ReloadOutcome
 
         init(reload outcome: ReloadOutcome = .reloaded) {
             for (id, mailbox) in mailboxes { board.register(serverID: id, mailbox: mailbox) }
@@ -25,16 +26,17 @@ struct ControlAnswerTests {
             board.setStatus(.noRemoteConnection, serverID: 2)
             board.setStatus(.running, serverID: 3)
             board.snapshotStarted(serverID: 3, at: .now - .seconds(60))
-            let counter = ReloadCounter()
-            commands = ControlCommands(board: board) {
-                counter.count.withLock { $0 += 1 }
-                return outcome
-            }
-            self.counter = counter
+            counter = ReloadCounter()
+            commands = ControlCommands(board: board)
+            self.outcome = outcome
         }
 
+        /// The answer; RELOAD's is its reload's (the collector's loop runs it: here, `outcome`).
         func answer(_ payload: String) async -> String {
-            await commands.answer(ControlRequest(payload: payload)).payload
+            let request = ControlRequest(payload: payload)
+            if let reply = commands.answer(request, statuses: { board.statuses(serverID: $0) }) { return reply.payload }
+            counter.count.withLock { $0 += 1 }
+            return ControlCommands.reply(toReload: outcome).payload
         }
     }
 

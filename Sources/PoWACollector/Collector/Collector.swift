@@ -7,7 +7,13 @@ import UnixSignals
 /// The powa-collector daemon as a service: checks the repository, runs one worker per active
 /// remote server, reloads on SIGHUP (and on a RELOAD request), and on graceful shutdown stops
 /// every worker, rolling back any snapshot in flight.
+///
+/// One task group owns every child (the workers' own group, `WorkerFleet.run`; the control
+/// channel; the signals), and one loop reacts to what they post (`CollectorEvent`): reloads,
+/// the fleet's changes of ownership, powa-web's requests, the shutdown.
 public final class Collector: Service, Sendable {
+    private typealias Runs = ReloadRuns<(ReloadOutcome) -> Void>
+
     /// The release, as `--version`, `application_name`, the package and the image say it.
     /// Bumped in the same commit as CHANGELOG.md, whose latest release a test compares with it.
     public static let version = "2.0.0"
@@ -19,8 +25,10 @@ public final class Collector: Service, Sendable {
     /// What the control channel reads and commands.
     public let board = WorkerBoard()
     private let fleet: WorkerFleet
-    /// Every reload goes through it, one at a time.
-    private let reloads: ReloadQueue
+    /// What the loop reacts to, from every source.
+    private let events = AsyncStream<CollectorEvent>.makeStream()
+    /// The version of the fleet's ownership the last reconcile followed (`FleetMembership`).
+    private let followed = Mutex<UInt64?>(nil)
     /// systemd's `Type=notify` protocol, when systemd started the daemon.
     private let notifier: SystemdNotifier?
     /// The metrics, when the HTTP endpoint serves them (nil: nothing is counted).
@@ -55,7 +63,6 @@ public final class Collector: Service, Sendable {
         self.levelSwitch = levelSwitch
         self.fleet = WorkerFleet(
             board: board, permits: configuration.maxConcurrentSnapshots, fleet: membership, metrics: metrics)
-        reloads = ReloadQueue()
     }
 
     /// The configuration in force.
@@ -66,9 +73,10 @@ public final class Collector: Service, Sendable {
         do {
             try await cancelWhenGracefulShutdown {
                 try await self.checkRepository()
-                // The first server list, however long the repository takes to give it.
+                // The first server list, however long the repository takes to give it (before the
+                // loop runs: nothing else reloads yet).
                 var backoff = Backoff()
-                while await !self.reload(rereadFile: false) {
+                while await self.reloadNow(rereadFile: false) != .reloaded {
                     try await Task.sleep(for: backoff.next())
                 }
             }
@@ -77,33 +85,106 @@ public final class Collector: Service, Sendable {
             notifier?.stopping()
             return
         }
-        await withTaskGroup(of: Void.self) { group in
-            group.addTask { await self.reloadOnHangup() }
+        await withDiscardingTaskGroup { group in
+            group.addTask { await self.fleet.run() }
             group.addTask { await self.controlChannel.run() }
+            group.addTask {
+                for await _ in await UnixSignalsSequence(trapping: .sighup) { self.events.continuation.yield(.hangup) }
+            }
             group.addTask {
                 // Ready once this collector has joined the fleet and started the workers of
                 // the servers it took.
                 await self.membership.joined()
-                guard !Task.isCancelled else { return }
-                await self.followAssignment()
+                guard !Task.isCancelled,
+                    await self.events.continuation.ask({ .ownershipChanged(answer: $0) }) != nil
+                else { return }
                 self.notifier?.ready(status: StatusSummary.line(self.board.statuses()))
-                // (Stays in the group until the end: a task that ends would end the daemon.)
-                try? await gracefulShutdown()
             }
             if let notifier = self.notifier {
                 group.addTask { await self.keepSystemdInformed(notifier) }
             }
             group.addTask {
-                // Runs until the graceful shutdown (or cancellation) arrives.
+                // Until the graceful shutdown (or cancellation) arrives.
                 try? await gracefulShutdown()
+                self.events.continuation.yield(.shutdown)
             }
-            await group.next()
+            await self.react(runningIn: &group)
+            notifier?.stopping()
+            logger.info("shutting down: stopping every worker")
+            // The workers' group with the rest: each worker is cancelled and waited for.
             group.cancelAll()
         }
-        notifier?.stopping()
-        logger.info("shutting down: stopping every worker")
-        await fleet.stopAll()
         logger.info("collector stopped")
+    }
+
+    /// The loop: carries out the events until the shutdown (or cancellation), one run (a reload,
+    /// or the workers following the fleet) at a time, a child of `group`; the requests that need
+    /// no run are answered at once, even while a run goes on.
+    private func react(runningIn group: inout DiscardingTaskGroup) async {
+        var runs = Runs()
+        let commands = ControlCommands(board: board)
+        var iterator = events.stream.makeAsyncIterator()
+        loop: while let event = await iterator.next() {
+            var start: Runs.Run?
+            switch event {
+            case .reload(let rereadFile, let answer):
+                start = runs.request(.reload(rereadFile: rereadFile), waiter: answer.map { answer in { answer.give($0) } })
+            case .hangup:
+                logger.info("SIGHUP received: reloading")
+                start = runs.request(.reload(rereadFile: true))
+            case .ownershipChanged(let answer):
+                start = runs.request(.followAssignment, waiter: answer.map { answer in { answer.give($0) } })
+            case .command(let request, let answer):
+                if let reply = commands.answer(request, statuses: fleetStatuses) {
+                    answer.give(reply)
+                } else {
+                    start = runs.request(
+                        .reload(rereadFile: true), waiter: { answer.give(ControlCommands.reply(toReload: $0)) })
+                }
+            case .runEnded(let outcome):
+                let (served, next) = runs.ended()
+                for waiter in served { waiter(outcome) }
+                start = next
+            case .shutdown:
+                break loop
+            }
+            if let start {
+                group.addTask {
+                    let outcome = await self.perform(start)
+                    self.events.continuation.yield(.runEnded(outcome))
+                }
+            }
+        }
+        // No run comes now: whoever waits for one, or for the one cut short, is told so.
+        events.continuation.finish()
+        for waiter in runs.abandon() { waiter(.interrupted) }
+        while let event = await iterator.next() {
+            switch event {
+            case .reload(_, let answer), .ownershipChanged(let answer): answer?.give(.interrupted)
+            case .command(_, let answer): answer.give(nil)
+            case .hangup, .runEnded, .shutdown: continue
+            }
+        }
+    }
+
+    private func perform(_ run: Runs.Run) async -> ReloadOutcome {
+        switch run {
+        case .reload(let rereadFile):
+            let outcome = await reloadNow(rereadFile: rereadFile)
+            if rereadFile { metrics?.reloaded(success: outcome == .reloaded) }
+            return outcome
+        case .followAssignment:
+            // (A reload that ran meanwhile may have followed this ownership already.)
+            if followed.withLock({ $0 }) != membership.ownershipVersion {
+                await reconcileWorkers(configuration: configuration)
+            }
+            return .reloaded
+        }
+    }
+
+    /// WORKERS_STATUS's statuses: the fleet's, with the unusable rows no worker has.
+    private func fleetStatuses(serverID: Int?) -> [Int: WorkerStatus] {
+        listingUnusable(membership.fleetStatuses(local: board.statuses(), serverID: serverID), serverID: serverID)
     }
 
     /// Checks at start-up that the repository has a usable powa; retries while it cannot be
@@ -145,32 +226,18 @@ public final class Collector: Service, Sendable {
     private var controlChannel: ControlChannel {
         ControlChannel(
             repositoryDSN: { [self] in self.configuration.repositoryDSN },
-            connectTimeout: .seconds(configuration.connectTimeout),
-            commands: ControlCommands(
-                board: board, reload: { [self] in await self.requestReload(rereadFile: true) },
-                statuses: { [self] in
-                    self.listingUnusable(self.membership.fleetStatuses(local: self.board.statuses(), serverID: $0), serverID: $0)
-                }),
-            logger: logger, fleet: membership,
-            ownershipChanged: { [self] in Task { await self.followAssignment() } }, metrics: metrics)
-    }
-
-    /// Runs the workers of the servers this collector owns now (and retires the others'), one
-    /// reconcile at a time with the reloads (a reload does this too).
-    private func followAssignment() async {
-        _ = await reloads.request(replacesPending: false) { [self] in
-            await self.reconcileWorkers(configuration: self.configuration)
-            return .reloaded
-        }
+            connectTimeout: .seconds(configuration.connectTimeout), board: board, events: events.continuation,
+            logger: logger, fleet: membership, metrics: metrics)
     }
 
     /// Reconciles the workers with the active servers this collector owns; the lock of each
     /// server given up may go once its worker has stopped (`WorkerFleet` says when).
     private func reconcileWorkers(configuration: CollectorConfiguration) async {
-        let releasing = membership.releasing
-        let ownership: ReconcilePlan.Ownership = membership.ownedServers.map { .owned($0) } ?? .keepRunning
+        let (owned, releasing, version) = membership.ownership
         await fleet.reconcile(
-            servers: activeServers.withLock { $0 }, ownership: ownership, configuration: configuration, logger: logger)
+            servers: activeServers.withLock { $0 }, ownership: owned.map { .owned($0) } ?? .keepRunning,
+            configuration: configuration, logger: logger)
+        followed.withLock { $0 = version }
         // Given up and running no worker here (never started, or stopped before): free now.
         membership.workersStopped(releasing.subtracting(await fleet.runningServers))
     }
@@ -200,22 +267,11 @@ public final class Collector: Service, Sendable {
         }
     }
 
-    private func reloadOnHangup() async {
-        for await _ in await UnixSignalsSequence(trapping: .sighup) {
-            logger.info("SIGHUP received: reloading")
-            await reload(rereadFile: true)
-        }
-    }
-
     /// Re-reads the configuration file (keeping the current one if the new one is invalid) and
-    /// the server list, and reconciles the workers; one reload at a time (`ReloadQueue`).
-    /// Returns how it went.
+    /// the server list, and reconciles the workers: a run of the loop, shared by the requests
+    /// that wait for it (`ReloadRuns`). Returns how it went, once the workers follow.
     public func requestReload(rereadFile: Bool = true) async -> ReloadOutcome {
-        await reloads.request { [self] in
-            let outcome = await self.reloadNow(rereadFile: rereadFile)
-            if rereadFile { self.metrics?.reloaded(success: outcome == .reloaded) }
-            return outcome
-        }
+        await events.continuation.ask { .reload(rereadFile: rereadFile, answer: $0) } ?? .interrupted
     }
 
     /// `requestReload`, true when it reloaded everything.
@@ -264,13 +320,15 @@ public final class Collector: Service, Sendable {
         let configuration = self.configuration
         levelSwitch?.current = configuration.debug ? .debug : .info
         let list: ServerList
+        // The fleet dividing the new list (this collector's share is what the workers follow).
+        let assignment: PendingAnswer<Void>?
         do {
             let repository = try await connectRepository(configuration)
             defer { repository.close() }
             list = try await repository.activeServers(deadline: .now + .seconds(configuration.connectTimeout))
             activeServers.withLock { $0 = list.servers }
             unusableServers.withLock { $0 = Set(list.rejected.map(\.id).filter { $0 > 0 }) }
-            membership.setServers(list.servers.filter(\.isActive).map(\.id))
+            assignment = membership.setServers(list.servers.filter(\.isActive).map(\.id))
             // The members (this one too) divide the list now, not at their next tick.
             try? await repository.connection.execute(
                 "NOTIFY \(FleetMessage.channel), 'T'", deadline: .now + .seconds(configuration.connectTimeout))
@@ -293,6 +351,9 @@ public final class Collector: Service, Sendable {
             logger.error("server ignored: \(rejected)", metadata: ["srvid": "\(rejected.id)"])
         }
         logger.info("active remote servers: \(list.servers.count)")
+        // One pass: the membership's tick (woken by the NOTIFY) takes this collector's share
+        // of the list, and the workers follow it now, before the answer.
+        _ = await assignment?.value()
         await reconcileWorkers(configuration: configuration)
         return rejection.map { .configurationRejected($0) } ?? .reloaded
     }

@@ -1,21 +1,31 @@
 import Logging
 
-/// The running workers, one per active server, keyed by server id. Reconciles come one at a
-/// time (the collector's `ReloadQueue`), whether a SIGHUP or a RELOAD asked for them.
+/// The running workers, one per active server, keyed by server id, each a child of the task
+/// group `run()` owns. Reconciles come one at a time (the collector's loop), whether a SIGHUP,
+/// a RELOAD or the fleet's assignment asked for them.
 actor WorkerFleet {
     private struct Running {
         let server: RemoteServer
         let settings: CollectorConfiguration
         let mailbox: WorkerMailbox
-        let task: Task<Void, Never>
+        let run: WorkerRun
+    }
+
+    private struct Launch {
+        let run: WorkerRun
+        let worker: Worker
     }
 
     private var running: [Int: Running] = [:]
+    /// Workers started and not yet children of `run()`'s group.
+    private var launches: [Launch] = []
+    /// Wakes `run()` when there are launches.
+    private let launched = AsyncStream<Void>.makeStream(bufferingPolicy: .bufferingNewest(1))
     private let board: WorkerBoard
     private var permits: Int
     private var limiter: SnapshotLimiter
     private var pool: RepositoryPool
-    /// Set by `stopAll`: a reload still on its way starts nothing after the shutdown.
+    /// Set when `run()` is cancelled: a reload still on its way starts nothing after the shutdown.
     private var isStopped = false
     private let metrics: CollectorMetrics?
     /// The fences of the workers' snapshots.
@@ -31,6 +41,31 @@ actor WorkerFleet {
         self.permits = permits
         self.limiter = SnapshotLimiter(permits: permits)
         self.pool = RepositoryPool(capacity: permits)
+    }
+
+    /// Runs the workers, each a child of this task group, until the task is cancelled: then
+    /// every worker is cancelled too (an in-flight snapshot is rolled back) and waited for.
+    func run() async {
+        await withDiscardingTaskGroup { group in
+            for await _ in launched.stream {
+                for launch in takeLaunches() {
+                    group.addTask { await launch.run.run { await launch.worker.run() } }
+                }
+            }
+            // Cancelled (shutting down): so are the workers, which the group waits for.
+            isStopped = true
+            for id in running.keys { board.setStatus(.stopping, serverID: id) }
+        }
+        // Started too late to run: whoever stops them goes on.
+        for launch in takeLaunches() { launch.run.end() }
+        for id in running.keys { board.remove(serverID: id) }
+        running = [:]
+        pool.closeAll()
+    }
+
+    private func takeLaunches() -> [Launch] {
+        defer { launches = [] }
+        return launches
     }
 
     /// Starts workers for new servers, stops those of removed or deactivated servers, restarts
@@ -93,23 +128,24 @@ actor WorkerFleet {
         let mailbox = WorkerMailbox()
         board.register(serverID: server.id, mailbox: mailbox)
         metrics?.workerStarted(server)
-        let worker = Worker(server: server, context: context, mailbox: mailbox)
-        let task = Task { await worker.run() }
-        running[server.id] = Running(server: server, settings: context.configuration, mailbox: mailbox, task: task)
+        let run = WorkerRun()
+        launches.append(Launch(run: run, worker: Worker(server: server, context: context, mailbox: mailbox)))
+        launched.continuation.yield()
+        running[server.id] = Running(server: server, settings: context.configuration, mailbox: mailbox, run: run)
     }
 
     /// Waits until a worker has stopped once the snapshot it may be taking has ended (one not
     /// ended `within` is rolled back): its fence already keeps it from starting another.
     private static func retire(_ worker: Running, serverID: Int, board: WorkerBoard, within limit: Duration) async {
         worker.mailbox.post(.retire)
-        let task = worker.task
+        let run = worker.run
         // Not in a snapshot (its fence is closed: none starts now): nothing to wait for.
-        if !board.isSnapshotRunning(serverID: serverID) { task.cancel() }
+        if !board.isSnapshotRunning(serverID: serverID) { run.stop() }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await task.value }
+            group.addTask { await run.stopped() }
             group.addTask {
                 try? await Task.sleep(for: limit)
-                if !Task.isCancelled { task.cancel() }
+                if !Task.isCancelled { run.stop() }
             }
             await group.next()
             group.cancelAll()
@@ -119,20 +155,8 @@ actor WorkerFleet {
     private func stop(_ id: Int, keepEntry: Bool = false) async {
         guard let worker = running.removeValue(forKey: id) else { return }
         board.setStatus(.stopping, serverID: id)
-        worker.task.cancel()
-        await worker.task.value
+        worker.run.stop()
+        await worker.run.stopped()
         if !keepEntry { board.remove(serverID: id) }
-    }
-
-    /// Stops every worker (an in-flight snapshot is rolled back) and waits for them.
-    func stopAll() async {
-        isStopped = true
-        let ids = Array(running.keys)
-        for id in ids {
-            board.setStatus(.stopping, serverID: id)
-            running[id]?.task.cancel()
-        }
-        for id in ids { await stop(id) }
-        pool.closeAll()
     }
 }

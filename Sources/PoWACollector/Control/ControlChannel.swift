@@ -10,6 +10,9 @@ import PostgresClient
 /// member; FORCE_SNAPSHOT and REFRESH_DB_CAT are carried out by the member that runs the
 /// server's worker, whose answer the leader relays.
 ///
+/// Requests are carried out by the collector's loop (`CollectorEvent.command`), which answers
+/// at once but for RELOAD, answered once its reload is done.
+///
 /// The membership's tick is also the liveness check; when the connection drops it reconnects
 /// with backoff and joins again, without touching the workers (their fences hold their
 /// snapshots back until then).
@@ -18,12 +21,14 @@ struct ControlChannel {
 
     let repositoryDSN: @Sendable () -> String
     let connectTimeout: Duration
-    let commands: ControlCommands
+    /// The workers' statuses: whether this member runs a server's worker.
+    let board: WorkerBoard
+    /// Where requests go to be carried out, and this member's servers taken or given up are
+    /// told (the collector's loop).
+    let events: AsyncStream<CollectorEvent>.Continuation
     let logger: Logger
     /// This collector's part of the fleet.
     let fleet: FleetMembership
-    /// Called when this member took or gave up servers.
-    let ownershipChanged: @Sendable () -> Void
     /// Between two ticks of the membership (each one a statement: the heartbeat).
     var tick: Duration = .seconds(2)
     /// How long the repository lets the membership session stay silent (`idle_session_timeout`).
@@ -36,16 +41,16 @@ struct ControlChannel {
     private let relay = ReplyRelay()
 
     init(
-        repositoryDSN: @escaping @Sendable () -> String, connectTimeout: Duration, commands: ControlCommands,
-        logger: Logger, fleet: FleetMembership, ownershipChanged: @escaping @Sendable () -> Void,
+        repositoryDSN: @escaping @Sendable () -> String, connectTimeout: Duration, board: WorkerBoard,
+        events: AsyncStream<CollectorEvent>.Continuation, logger: Logger, fleet: FleetMembership,
         metrics: CollectorMetrics? = nil
     ) {
         self.repositoryDSN = repositoryDSN
         self.connectTimeout = connectTimeout
-        self.commands = commands
+        self.board = board
+        self.events = events
         self.logger = logger
         self.fleet = fleet
-        self.ownershipChanged = ownershipChanged
         self.metrics = metrics
     }
 
@@ -57,8 +62,7 @@ struct ControlChannel {
         while !Task.isCancelled {
             let repository: PoWARepository
             let dsn = repositoryDSN()
-            var member = FleetMember(
-                state: fleet, board: commands.board, lease: lease, logger: logger, ownershipChanged: ownershipChanged)
+            var member = FleetMember(state: fleet, board: board, lease: lease, logger: logger, events: events)
             do {
                 repository = try await connect(dsn)
                 do {
@@ -182,19 +186,16 @@ struct ControlChannel {
             // running): it is answered when done, on a session of its own, while this one goes
             // on answering the other requests from memory at once.
             pending.addTask {
-                let reply = await commands.answer(request)
-                metrics?.controlRequest(command: request.command, status: reply.status)
-                // (Cancelled: shutting down, and the reload answered nothing worth sending.)
+                // (None, or cancelled: shutting down, and the reload answered nothing worth sending.)
+                guard let reply = await answer(request) else { return }
                 if leads, request.wantsReply, !Task.isCancelled { await sendOnNewSession(reply, to: request.channel) }
             }
             return
         case "FORCE_SNAPSHOT", "REFRESH_DB_CAT":
             let serverID = request.arguments.first.flatMap(ControlCommands.serverID)
-            if let serverID, !commands.board.statuses(serverID: serverID).isEmpty {
+            if let serverID, !board.statuses(serverID: serverID).isEmpty {
                 // This member runs the server's worker: it acts, the leader answers.
-                let reply = await commands.answer(request)
-                metrics?.controlRequest(command: request.command, status: reply.status)
-                guard request.wantsReply else { return }
+                guard let reply = await answer(request), request.wantsReply else { return }
                 if leads {
                     try await notify(request.channel, reply.payload, on: connection)
                 } else {
@@ -211,9 +212,7 @@ struct ControlChannel {
                 relay.expect(request.channel)
                 pending.addTask {
                     try? await Task.sleep(for: relayTimeout)
-                    guard relay.take(request.channel), !Task.isCancelled else { return }
-                    let reply = await commands.answer(request)
-                    metrics?.controlRequest(command: request.command, status: reply.status)
+                    guard relay.take(request.channel), !Task.isCancelled, let reply = await answer(request) else { return }
                     await sendOnNewSession(reply, to: request.channel)
                 }
                 return
@@ -221,10 +220,15 @@ struct ControlChannel {
         default:
             guard leads else { return }
         }
-        let reply = await commands.answer(request)
-        metrics?.controlRequest(command: request.command, status: reply.status)
-        guard request.wantsReply else { return }
+        guard let reply = await answer(request), request.wantsReply else { return }
         try await notify(request.channel, reply.payload, on: connection)
+    }
+
+    /// The collector's answer to `request` (counted); nil when the collector is stopping.
+    private func answer(_ request: ControlRequest) async -> ControlReply? {
+        guard let reply = await events.ask({ .command(request, answer: $0) }) else { return nil }
+        metrics?.controlRequest(command: request.command, status: reply.status)
+        return reply
     }
 
     /// Only roles allowed to signal backends may command the collector: members of

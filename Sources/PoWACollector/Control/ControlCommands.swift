@@ -10,34 +10,22 @@
 /// - anything else: `UNKNOWN`. Malformed arguments: `ERROR`.
 public struct ControlCommands: Sendable {
     let board: WorkerBoard
-    let reload: @Sendable () async -> ReloadOutcome
-    /// WORKERS_STATUS's statuses, of one server or all (in a fleet, every member's workers).
-    let statuses: @Sendable (Int?) -> [Int: WorkerStatus]
 
-    public init(
-        board: WorkerBoard, reload: @escaping @Sendable () async -> ReloadOutcome,
-        statuses: (@Sendable (Int?) -> [Int: WorkerStatus])? = nil
-    ) {
+    public init(board: WorkerBoard) {
         self.board = board
-        self.reload = reload
-        self.statuses = statuses ?? { board.statuses(serverID: $0) }
     }
 
-    /// Carries out a request and returns its answer.
-    public func answer(_ request: ControlRequest) async -> ControlReply {
+    /// Carries out a request and returns its answer; nil for RELOAD, which the reload it asks
+    /// for answers once done (`reply(toReload:)`). `statuses` are WORKERS_STATUS's, of one
+    /// server or all (in a fleet, every member's workers).
+    public func answer(_ request: ControlRequest, statuses: (Int?) -> [Int: WorkerStatus]) -> ControlReply? {
         let command = request.command
         func reply(_ status: ControlReply.Status, _ data: String) -> ControlReply {
             ControlReply(command: command, status: status, data: data)
         }
         switch command {
         case "RELOAD":
-            switch await reload() {
-            case .reloaded: return reply(.ok, "OK")
-            case .configurationRejected(let why):
-                return reply(.error, "configuration file rejected, the running one kept: \(why)")
-            case .serverListUnread: return reply(.error, "could not read the server list from the repository")
-            case .interrupted: return reply(.error, "the collector is stopping")
-            }
+            return nil
         case "WORKERS_STATUS":
             guard request.arguments.count <= 1 else { return reply(.error, "Command \"\(command)\" malformed") }
             var serverID: Int?
@@ -80,6 +68,19 @@ public struct ControlCommands: Sendable {
             return reply(.ok, "Catalogs will be refreshed during the next snapshot")
         default:
             return reply(.unknown, "Message \"\(command)\" invalid, command ignored")
+        }
+    }
+
+    /// RELOAD's answer: what its reload did.
+    public static func reply(toReload outcome: ReloadOutcome) -> ControlReply {
+        func reply(_ status: ControlReply.Status, _ data: String) -> ControlReply {
+            ControlReply(command: "RELOAD", status: status, data: data)
+        }
+        switch outcome {
+        case .reloaded: return reply(.ok, "OK")
+        case .configurationRejected(let why): return reply(.error, "configuration file rejected, the running one kept: \(why)")
+        case .serverListUnread: return reply(.error, "could not read the server list from the repository")
+        case .interrupted: return reply(.error, "the collector is stopping")
         }
     }
 

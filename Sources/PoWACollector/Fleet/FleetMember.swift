@@ -15,8 +15,8 @@ struct FleetMember {
     /// How long the repository lets the membership session stay silent before it ends it.
     let lease: Duration
     let logger: Logger
-    /// Called when servers were taken or given up: the workers must follow.
-    let ownershipChanged: @Sendable () -> Void
+    /// Where the collector hears that servers were taken or given up: the workers must follow.
+    let events: AsyncStream<CollectorEvent>.Continuation
 
     /// What the others were last told, per server (reset at each join).
     private var told: [Int: WorkerStatus] = [:]
@@ -32,13 +32,13 @@ struct FleetMember {
 
     init(
         state: FleetMembership, board: WorkerBoard, lease: Duration, logger: Logger,
-        ownershipChanged: @escaping @Sendable () -> Void
+        events: AsyncStream<CollectorEvent>.Continuation
     ) {
         self.state = state
         self.board = board
         self.lease = lease
         self.logger = logger
-        self.ownershipChanged = ownershipChanged
+        self.events = events
     }
 
     /// Takes a membership on `connection` (a fresh session): a member id not held by any live
@@ -101,7 +101,7 @@ struct FleetMember {
             logger.info("fleet: servers handed over", metadata: ["member": "\(me)", "servers": "\(released.sorted())"])
         }
 
-        let servers = state.withState { $0.servers }
+        let (servers, serversVersion) = state.withState { ($0.servers, $0.serversVersion) }
         let mine = FleetAssignment(servers: servers, members: Set(view.members.keys), currentOwners: view.owners)
             .servers(of: me)
         // Locks this session holds, whatever this member believes: one taken by a statement
@@ -148,7 +148,9 @@ struct FleetMember {
             logger.info(
                 "fleet: servers taken", metadata: ["member": "\(me)", "servers": "\(taken.union(reclaimed).sorted())"])
         }
-        if justJoined || !revoked.isEmpty || !taken.isEmpty || !reclaimed.isEmpty { ownershipChanged() }
+        let changed = justJoined || !revoked.isEmpty || !taken.isEmpty || !reclaimed.isEmpty
+        state.assigned(serversVersion, changed: changed)
+        if changed { events.yield(.ownershipChanged(answer: nil)) }
         justJoined = false
         state.ticked()
 

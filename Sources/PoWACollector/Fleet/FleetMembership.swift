@@ -22,6 +22,14 @@ public final class FleetMembership: Sendable {
         var view = FleetView()
         /// The active servers of the last reload.
         var servers: [Int] = []
+        /// Counts the changes of `servers`: the version a tick divided last is `assigned`.
+        var serversVersion: UInt64 = 0
+        var assigned: UInt64 = 0
+        /// Reloads waiting for a tick to divide their servers (`setServers`), by version.
+        var assignmentWaiters: [(version: UInt64, answer: PendingAnswer<Void>)] = []
+        /// Counts the ticks that took or gave up servers: a reconcile that followed the
+        /// latest needs no other.
+        var ownershipVersion: UInt64 = 0
         /// What the other members said of their servers: server → (member, status).
         var peers: [Int: (member: Int, status: WorkerStatus)] = [:]
     }
@@ -55,34 +63,72 @@ public final class FleetMembership: Sendable {
     var view: FleetView { state.withLock { $0.view } }
     var owned: Set<Int> { state.withLock { $0.owned } }
 
-    /// The servers a reconcile should run workers for: those owned; nil while this collector
-    /// is no member (its membership session is lost): then the workers stay as they are, their
-    /// snapshots held back by their fences, until the fleet is joined again.
-    var ownedServers: Set<Int>? { state.withLock { $0.memberPID == nil ? nil : $0.owned } }
-
     /// The pid of the membership session, when it holds `serverID`'s lock: what a snapshot of
     /// that server checks in its own transaction before it commits. Nil: no snapshot now.
     func fence(serverID: Int) -> Int32? {
         state.withLock { $0.owned.contains(serverID) ? $0.memberPID : nil }
     }
 
-    /// The active servers of a reload, which the assignment divides.
-    func setServers(_ servers: [Int]) { state.withLock { $0.servers = servers } }
+    /// The active servers of a reload, which the assignment divides. Returns what to await
+    /// until a tick of the membership has divided them (the reload's reconcile then follows
+    /// this collector's share at once); nil when there is nothing to wait for: the list is
+    /// unchanged and divided already, or this collector is no member now.
+    func setServers(_ servers: [Int]) -> PendingAnswer<Void>? {
+        state.withLock { state in
+            if state.servers != servers {
+                state.servers = servers
+                state.serversVersion += 1
+            }
+            guard state.memberPID != nil, state.assigned < state.serversVersion else { return nil }
+            let answer = PendingAnswer<Void>()
+            state.assignmentWaiters.append((state.serversVersion, answer))
+            return answer
+        }
+    }
+
+    /// What a reconcile follows, read together: the servers to run workers for (those owned;
+    /// nil while this collector is no member, its membership session lost: then the workers
+    /// stay as they are, their snapshots held back by their fences, until the fleet is joined
+    /// again), those given up and still locked (their workers may still be finishing a
+    /// snapshot), and the version of that ownership (`ownershipVersion`).
+    var ownership: (owned: Set<Int>?, releasing: Set<Int>, version: UInt64) {
+        state.withLock { ($0.memberPID == nil ? nil : $0.owned, $0.releasing, $0.ownershipVersion) }
+    }
+
+    /// The version of the ownership: it changes at each tick that took or gave up servers.
+    var ownershipVersion: UInt64 { state.withLock { $0.ownershipVersion } }
 
     // MARK: The membership session's bookkeeping
 
     func withState<R>(_ body: (inout State) -> R) -> R { state.withLock { body(&$0) } }
 
-    /// The membership session was lost: its locks went with it.
+    /// The membership session was lost: its locks went with it (and no tick divides the
+    /// servers of a reload until it joins again: the reload waits no longer).
     func left() {
-        state.withLock { state in
+        let waiters = state.withLock { state in
+            defer { state.assignmentWaiters = [] }
             state.memberPID = nil
             state.isLeader = false
             state.owned = []
             state.releasing = []
             state.released = []
             state.view = FleetView()
+            return state.assignmentWaiters
         }
+        for waiter in waiters { waiter.answer.give(nil) }
+    }
+
+    /// A tick divided the servers of `version` (taking or giving up servers when `changed`):
+    /// the reloads waiting for it go on.
+    func assigned(_ version: UInt64, changed: Bool) {
+        let done = state.withLock { state in
+            if changed { state.ownershipVersion += 1 }
+            state.assigned = max(state.assigned, version)
+            let done = state.assignmentWaiters.filter { $0.version <= state.assigned }
+            state.assignmentWaiters.removeAll { $0.version <= state.assigned }
+            return done
+        }
+        for waiter in done { waiter.answer.give(()) }
     }
 
     /// The workers of `servers` (given up earlier) have stopped: their locks may go.
@@ -93,9 +139,6 @@ public final class FleetMembership: Sendable {
             state.released.formUnion(stopped)
         }
     }
-
-    /// Servers given up and still locked (their workers may still be finishing a snapshot).
-    var releasing: Set<Int> { state.withLock { $0.releasing } }
 
     // MARK: Answers for the fleet
 
