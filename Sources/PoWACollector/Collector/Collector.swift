@@ -177,9 +177,8 @@ public final class Collector: Service, Sendable {
 
     private func connectRepository(_ configuration: CollectorConfiguration) async throws -> PoWARepository {
         try await PoWARepository.connect(
-            dsn: configuration.repositoryDSN,
-            applicationName: ApplicationName.main(version: Self.version),
-            connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+            to: RepositoryEndpoint(configuration, applicationName: ApplicationName.main(version: Self.version)),
+            logger: logger)
     }
 
     /// `WATCHDOG=1` at half the unit's `WatchdogSec=` (from a task of the cooperative pool: a

@@ -12,8 +12,7 @@ public struct CollectorControl {
     /// Connects to the repository of `configuration`.
     public static func connect(_ configuration: CollectorConfiguration, logger: Logger) async throws -> CollectorControl {
         let repository = try await PoWARepository.connect(
-            dsn: configuration.repositoryDSN, applicationName: ApplicationName.command,
-            connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+            to: RepositoryEndpoint(configuration, applicationName: ApplicationName.command), logger: logger)
         // Another host's command may run at the same time: a channel of this run's own.
         return CollectorControl(
             repository: repository, channel: "powa_collector_command_\(getpid())_\(UInt32.random(in: 0...UInt32.max))")

@@ -101,8 +101,9 @@ struct ControlChannel {
 
     private func connect(_ dsn: String) async throws -> PoWARepository {
         let repository = try await PoWARepository.connect(
-            dsn: dsn, applicationName: ApplicationName.main(version: Collector.version),
-            connectTimeout: connectTimeout, logger: logger)
+            to: RepositoryEndpoint(
+                dsn: dsn, connectTimeout: connectTimeout, applicationName: ApplicationName.main(version: Collector.version)),
+            logger: logger)
         do {
             try await repository.connection.execute("LISTEN \(Self.channel)", deadline: .now + connectTimeout)
         } catch {
@@ -265,7 +266,8 @@ struct ControlChannel {
     private func sendOnNewSession(_ reply: ControlReply, to channel: String) async {
         do {
             let repository = try await PoWARepository.connect(
-                dsn: repositoryDSN(), applicationName: ApplicationName.controlReply, connectTimeout: connectTimeout,
+                to: RepositoryEndpoint(
+                    dsn: repositoryDSN(), connectTimeout: connectTimeout, applicationName: ApplicationName.controlReply),
                 logger: logger)
             defer { repository.close() }
             try await notify(channel, reply.payload, on: repository.connection)

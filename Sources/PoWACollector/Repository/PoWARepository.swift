@@ -18,15 +18,8 @@ struct PoWARepository {
     var isPoWA5: Bool { (extensions.powaVersion?.major ?? 4) >= 5 }
 
     /// Opens a repository session (see `PoWASession`).
-    static func connect(
-        dsn: String,
-        applicationName: String,
-        connectTimeout: Duration,
-        logger: Logger
-    ) async throws -> PoWARepository {
-        PoWARepository(
-            session: try await .repository(
-                dsn: dsn, applicationName: applicationName, connectTimeout: connectTimeout, logger: logger))
+    static func connect(to endpoint: RepositoryEndpoint, logger: Logger) async throws -> PoWARepository {
+        PoWARepository(session: try await .repository(endpoint, logger: logger))
     }
 
     func close() { connection.close() }

@@ -22,13 +22,11 @@ final class RepositoryPool: Sendable {
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
-    /// An idle connection to `dsn`, renamed `applicationName`, or a new one.
-    func checkout(dsn: String, applicationName: String, connectTimeout: Duration, logger: Logger) async throws
-        -> PoWARepository
-    {
+    /// An idle connection to the endpoint's DSN, renamed as the endpoint says, or a new one.
+    func checkout(_ endpoint: RepositoryEndpoint, logger: Logger) async throws -> PoWARepository {
         while let candidate = idle.withLock({ $0.popLast() }) {
             var repository = candidate.repository
-            guard candidate.dsn == dsn, repository.connection.isHealthy,
+            guard candidate.dsn == endpoint.dsn, repository.connection.isHealthy,
                 repository.connection.transactionStatus == .idle
             else {
                 repository.close()
@@ -42,7 +40,7 @@ final class RepositoryPool: Sendable {
                 let rows = try await repository.connection.query(
                     PinnedSettings.extensionsQuery
                         + ", (SELECT pg_catalog.set_config('application_name', $1, false)) AS renamed",
-                    [applicationName], deadline: .now + connectTimeout
+                    [endpoint.applicationName], deadline: .now + endpoint.connectTimeout
                 ).rows
                 repository.session.extensions = InstalledExtensions(rows: rows)
                 return repository
@@ -50,8 +48,7 @@ final class RepositoryPool: Sendable {
                 repository.close()
             }
         }
-        return try await PoWARepository.connect(
-            dsn: dsn, applicationName: applicationName, connectTimeout: connectTimeout, logger: logger)
+        return try await PoWARepository.connect(to: endpoint, logger: logger)
     }
 
     /// Keeps the connection for the next snapshot when it is healthy, idle, and there is room.

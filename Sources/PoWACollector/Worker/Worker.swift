@@ -293,8 +293,8 @@ struct Worker {
     private func checkoutRepository(failing consequence: String) async -> PoWARepository? {
         do {
             let repository = try await context.pool.checkout(
-                dsn: context.configuration.repositoryDSN, applicationName: ApplicationName.workerRepository(name),
-                connectTimeout: context.connectTimeout, logger: logger)
+                RepositoryEndpoint(context.configuration, applicationName: ApplicationName.workerRepository(name)),
+                logger: logger)
             repositoryOutage.ended(logger)
             return repository
         } catch {
