@@ -288,15 +288,17 @@ struct Worker {
         return session
     }
 
-    /// A pooled repository session; when none can be had, sets the status and logs what could
-    /// not happen. Give it back with `checkinRepository`.
-    private func checkoutRepository(failing consequence: String) async -> PoWARepository? {
+    /// Lends `body` a pooled repository session; when none can be had, sets the status, logs
+    /// what could not happen (`consequence`), and returns nil.
+    private func withRepository<T>(failing consequence: String, _ body: (PoWARepository) async -> T) async -> T? {
         do {
-            let repository = try await context.pool.checkout(
+            return try await context.pool.withRepository(
                 RepositoryEndpoint(context.configuration, applicationName: ApplicationName.workerRepository(name)),
-                logger: logger)
-            repositoryOutage.ended(logger)
-            return repository
+                logger: logger
+            ) { repository in
+                repositoryOutage.ended(logger)
+                return await body(repository)
+            }
         } catch {
             if !Task.isCancelled {
                 setStatus(.noRepositoryConnection)
@@ -304,10 +306,6 @@ struct Worker {
             }
             return nil
         }
-    }
-
-    private func checkinRepository(_ repository: PoWARepository) {
-        context.pool.checkin(repository, dsn: context.configuration.repositoryDSN)
     }
 
     /// Appends errors to the server's `powa_snapshot_metas.errors`, on a pooled session, unless
@@ -321,13 +319,13 @@ struct Worker {
             guard let fence = fleet.fence(serverID: server.id) else { return }
             owner = fence
         }
-        guard let repository = await checkoutRepository(failing: "error not recorded") else { return }
-        defer { checkinRepository(repository) }
-        do {
-            try await repository.appendErrors(
-                serverID: server.id, errors, owner: owner, once: true, deadline: .now + context.connectTimeout)
-        } catch {
-            logger.warning("could not record the error in the repository: \(error)")
+        _ = await withRepository(failing: "error not recorded") { repository in
+            do {
+                try await repository.appendErrors(
+                    serverID: server.id, errors, owner: owner, once: true, deadline: .now + context.connectTimeout)
+            } catch {
+                logger.warning("could not record the error in the repository: \(error)")
+            }
         }
     }
 
@@ -342,23 +340,23 @@ struct Worker {
 
     private func prepare(remote: PostgresConnection) async -> Preparation {
         let deadline = ContinuousClock.now + context.snapshotTimeout
-        guard let repository = await checkoutRepository(failing: "worker start-up delayed") else { return .retry(nil) }
-        defer { checkinRepository(repository) }
-        do {
-            try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
-            let (last, mark) = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
-            if last == .missing {
-                setStatus(.stopped)
-                return .retry(
-                    "server \(server.id) has no row in powa_snapshot_metas: register it with powa_register_server()")
+        return await withRepository(failing: "worker start-up delayed") { repository -> Preparation in
+            do {
+                try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
+                let (last, mark) = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
+                if last == .missing {
+                    setStatus(.stopped)
+                    return .retry(
+                        "server \(server.id) has no row in powa_snapshot_metas: register it with powa_register_server()")
+                }
+                let frequency = Duration.seconds(server.frequency)
+                return .ready(SnapshotSchedule.starting(frequency: frequency, lastSnapshot: last, now: .now), mark)
+            } catch {
+                if Task.isCancelled { return .retry(nil) }
+                setStatus(remote.isHealthy ? .noRepositoryConnection : .noRemoteConnection)
+                return .retry("could not record the server's versions: \(error)")
             }
-            let frequency = Duration.seconds(server.frequency)
-            return .ready(SnapshotSchedule.starting(frequency: frequency, lastSnapshot: last, now: .now), mark)
-        } catch {
-            if Task.isCancelled { return .retry(nil) }
-            setStatus(remote.isHealthy ? .noRepositoryConnection : .noRemoteConnection)
-            return .retry("could not record the server's versions: \(error)")
-        }
+        } ?? .retry(nil)
     }
 
     // MARK: Snapshots
@@ -389,13 +387,11 @@ struct Worker {
                 // The snapshot's time starts with its slot, not while it waits for one.
                 let started = ContinuousClock.now
                 let deadline = started + context.snapshotTimeout
-                guard let repository = await checkoutRepository(failing: "snapshot skipped") else {
-                    return .failed("snapshot skipped: could not connect to the repository")
-                }
-                defer { checkinRepository(repository) }
-                return await takeSnapshot(
-                    remote: remote, repository: repository, knownStatements: knownStatements, fence: fence, mark: mark,
-                    started: started, deadline: deadline)
+                return await withRepository(failing: "snapshot skipped") { repository in
+                    await takeSnapshot(
+                        remote: remote, repository: repository, knownStatements: knownStatements, fence: fence,
+                        mark: mark, started: started, deadline: deadline)
+                } ?? .failed("snapshot skipped: could not connect to the repository")
             }
         } catch {
             return .failed("snapshot interrupted")  // cancelled while waiting for a permit
@@ -421,7 +417,7 @@ struct Worker {
                 return .reopen
             }
             remote.extensions = installed
-            // (The repository's extensions were read when its session was checked out.)
+            // (The repository's extensions were read when its session was lent.)
             if let refusal = PoWACompatibility.check(
                 remote: installed.version(of: "powa"), repository: repository.extensions.version(of: "powa"),
                 database: server.dbname)
