@@ -342,7 +342,8 @@ struct Worker {
         let deadline = ContinuousClock.now + context.snapshotTimeout
         return await withRepository(failing: "worker start-up delayed") { repository -> Preparation in
             do {
-                try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
+                try await repository.recordVersions(
+                    try await RemoteVersions.read(remote, deadline: deadline), serverID: server.id, deadline: deadline)
                 let (last, mark) = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
                 if last == .missing {
                     setStatus(.stopped)
