@@ -271,8 +271,9 @@ public final class Collector: Service, Sendable {
             unusableServers.withLock { $0 = Set(list.rejected.map(\.id).filter { $0 > 0 }) }
             membership.setServers(list.servers.filter(\.isActive).map(\.id))
             // The members (this one too) divide the list now, not at their next tick.
-            try? await repository.connection.execute(
-                "NOTIFY \(FleetMessage.channel), 'T'", deadline: .now + .seconds(configuration.connectTimeout))
+            try? await repository.notify(
+                channel: FleetMessage.channel, payload: FleetMessage.tickNowPayload,
+                deadline: .now + .seconds(configuration.connectTimeout))
             // An unusable row is said where powa-web shows it until it is fixed (the server's
             // next snapshot resets it).
             do {
