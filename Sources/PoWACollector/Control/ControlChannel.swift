@@ -62,7 +62,7 @@ struct ControlChannel {
             do {
                 repository = try await connect(dsn)
                 do {
-                    try await member.join(repository.connection, deadline: .now + connectTimeout)
+                    try await member.join(repository, deadline: .now + connectTimeout)
                 } catch {
                     repository.close()
                     throw error
@@ -124,7 +124,7 @@ struct ControlChannel {
                     guard repositoryDSN() == dsn else { throw RepositoryMoved() }
                     // A slow tick (a loaded repository) is no lost session: it may take as long
                     // as the lease the repository enforces, then the session counts as lost.
-                    try await member.tick(connection, deadline: .now + max(connectTimeout, lease))
+                    try await member.tick(repository, deadline: .now + max(connectTimeout, lease))
                     lastTick = .now
                     nextTick = lastTick + tick
                 }
