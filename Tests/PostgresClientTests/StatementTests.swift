@@ -149,6 +149,23 @@ struct StatementTests {
         let warnings = capture.all.filter { $0.level == .warning }
         #expect(warnings.map(\.message) == ["server warning: a warning from the server"])
     }
+
+    @Test("a connection lent with a logger logs there for the loan only")
+    func lentLogger() async throws {
+        let bed = try await TestBed.shared()
+        let owner = LogCapture()
+        let borrower = LogCapture()
+        let connection = try await PostgresConnection.connect(
+            .init(connectionString: bed.connectionString(port: bed.repositoryPort)), logger: owner.logger())
+        defer { connection.close() }
+        try await connection.withLogger(borrower.logger()) {
+            try await connection.execute("DO $$ BEGIN RAISE WARNING 'during the loan'; END $$")
+        }
+        try await connection.execute("DO $$ BEGIN RAISE WARNING 'after the loan'; END $$")
+        let warnings = { (capture: LogCapture) in capture.all.filter { $0.level == .warning }.map(\.message) }
+        #expect(warnings(borrower) == ["server warning: during the loan"])
+        #expect(warnings(owner) == ["server warning: after the loan"])
+    }
 }
 
 /// Records the order in which concurrent tasks finished.

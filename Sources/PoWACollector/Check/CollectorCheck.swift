@@ -22,8 +22,7 @@ public struct CollectorCheck {
         let repository: PoWARepository
         do {
             repository = try await PoWARepository.connect(
-                dsn: configuration.repositoryDSN, applicationName: ApplicationName.check,
-                connectTimeout: connectTimeout, logger: logger)
+                to: RepositoryEndpoint(configuration, applicationName: ApplicationName.check), logger: logger)
         } catch {
             return CheckReport(repository: .init(check: "repository", ok: false, detail: "\(error)", hint: Self.hint(for: error)))
         }

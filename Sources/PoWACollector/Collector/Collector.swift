@@ -244,9 +244,8 @@ public final class Collector: Service, Sendable {
 
     private func connectRepository(_ configuration: CollectorConfiguration) async throws -> PoWARepository {
         try await PoWARepository.connect(
-            dsn: configuration.repositoryDSN,
-            applicationName: ApplicationName.main(version: Self.version),
-            connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+            to: RepositoryEndpoint(configuration, applicationName: ApplicationName.main(version: Self.version)),
+            logger: logger)
     }
 
     /// `WATCHDOG=1` at half the unit's `WatchdogSec=` (from a task of the cooperative pool: a
@@ -330,8 +329,9 @@ public final class Collector: Service, Sendable {
             unusableServers.withLock { $0 = Set(list.rejected.map(\.id).filter { $0 > 0 }) }
             assignment = membership.setServers(list.servers.filter(\.isActive).map(\.id))
             // The members (this one too) divide the list now, not at their next tick.
-            try? await repository.connection.execute(
-                "NOTIFY \(FleetMessage.channel), 'T'", deadline: .now + .seconds(configuration.connectTimeout))
+            try? await repository.notify(
+                channel: FleetMessage.channel, payload: FleetMessage.tickNowPayload,
+                deadline: .now + .seconds(configuration.connectTimeout))
             // An unusable row is said where powa-web shows it until it is fixed (the server's
             // next snapshot resets it).
             do {

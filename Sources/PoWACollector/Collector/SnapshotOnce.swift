@@ -25,8 +25,8 @@ public struct SnapshotOnce {
     /// when empty). Throws when the server list cannot be read.
     public func run(servers selectors: [String]) async throws -> [Outcome] {
         let repository = try await PoWARepository.connect(
-            dsn: configuration.repositoryDSN, applicationName: ApplicationName.main(version: Collector.version),
-            connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+            to: RepositoryEndpoint(configuration, applicationName: ApplicationName.main(version: Collector.version)),
+            logger: logger)
         let list: ServerList
         do {
             list = try await repository.activeServers(deadline: .now + .seconds(configuration.connectTimeout))

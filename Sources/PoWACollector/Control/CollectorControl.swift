@@ -12,8 +12,7 @@ public struct CollectorControl {
     /// Connects to the repository of `configuration`.
     public static func connect(_ configuration: CollectorConfiguration, logger: Logger) async throws -> CollectorControl {
         let repository = try await PoWARepository.connect(
-            dsn: configuration.repositoryDSN, applicationName: ApplicationName.command,
-            connectTimeout: .seconds(configuration.connectTimeout), logger: logger)
+            to: RepositoryEndpoint(configuration, applicationName: ApplicationName.command), logger: logger)
         // Another host's command may run at the same time: a channel of this run's own.
         return CollectorControl(
             repository: repository, channel: "powa_collector_command_\(getpid())_\(UInt32.random(in: 0...UInt32.max))")
@@ -24,13 +23,11 @@ public struct CollectorControl {
     /// Sends `command` with `arguments` and returns the collector's answer, nil when none came
     /// within `timeout`.
     public func ask(_ command: String, _ arguments: [String] = [], timeout: Duration) async throws -> ControlReply? {
-        let connection = repository.connection
         let deadline = ContinuousClock.now + timeout
-        try await connection.execute("LISTEN \(SQLIdentifier.quote(channel))", deadline: deadline)
+        try await repository.listen(channel, deadline: deadline)
         let payload = ([command, channel] + arguments).joined(separator: " ")
-        _ = try await connection.query(
-            "SELECT pg_catalog.pg_notify($1, $2)", [ControlChannel.channel, payload], deadline: deadline)
-        while let notification = try await connection.nextNotification(deadline: deadline) {
+        try await repository.notify(channel: ControlChannel.channel, payload: payload, deadline: deadline)
+        while let notification = try await repository.connection.nextNotification(deadline: deadline) {
             guard notification.channel == channel else { continue }
             let reply = ControlReply(payload: notification.payload)
             // (An answer to an earlier question of this session, come late, is not this one's.)
@@ -40,16 +37,8 @@ public struct CollectorControl {
         return nil
     }
 
-    /// The active servers as `powa_servers` names them: id, `host:port` and alias.
+    /// The servers as `powa_servers` names them: id, `host:port` and alias.
     public func serverNames(deadline: ContinuousClock.Instant) async throws -> [Int: (address: String, alias: String?)] {
-        let rows = try await repository.connection.query(
-            "SELECT id, hostname, port, alias FROM \(repository.powa("powa_servers")) WHERE id > 0", deadline: deadline
-        ).rows
-        var names: [Int: (address: String, alias: String?)] = [:]
-        for row in rows {
-            guard let id = Int(row[0] ?? "") else { continue }
-            names[id] = ("\(row[1] ?? "?"):\(row[2] ?? "?")", row[3])
-        }
-        return names
+        try await repository.serverNames(deadline: deadline)
     }
 }

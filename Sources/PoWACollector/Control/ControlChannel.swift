@@ -66,7 +66,7 @@ struct ControlChannel {
             do {
                 repository = try await connect(dsn)
                 do {
-                    try await member.join(repository.connection, deadline: .now + connectTimeout)
+                    try await member.join(repository, deadline: .now + connectTimeout)
                 } catch {
                     repository.close()
                     throw error
@@ -105,10 +105,11 @@ struct ControlChannel {
 
     private func connect(_ dsn: String) async throws -> PoWARepository {
         let repository = try await PoWARepository.connect(
-            dsn: dsn, applicationName: ApplicationName.main(version: Collector.version),
-            connectTimeout: connectTimeout, logger: logger)
+            to: RepositoryEndpoint(
+                dsn: dsn, connectTimeout: connectTimeout, applicationName: ApplicationName.main(version: Collector.version)),
+            logger: logger)
         do {
-            try await repository.connection.execute("LISTEN \(Self.channel)", deadline: .now + connectTimeout)
+            try await repository.listen(Self.channel, deadline: .now + connectTimeout)
         } catch {
             repository.close()
             throw error
@@ -127,7 +128,7 @@ struct ControlChannel {
                     guard repositoryDSN() == dsn else { throw RepositoryMoved() }
                     // A slow tick (a loaded repository) is no lost session: it may take as long
                     // as the lease the repository enforces, then the session counts as lost.
-                    try await member.tick(connection, deadline: .now + max(connectTimeout, lease))
+                    try await member.tick(repository, deadline: .now + max(connectTimeout, lease))
                     lastTick = .now
                     nextTick = lastTick + tick
                 }
@@ -145,7 +146,7 @@ struct ControlChannel {
                     // Only the members' own sessions speak on the fleet's channel.
                     guard let message, fleet.view.members.values.contains(notification.senderPID) else { continue }
                     if case .answer(let channel, let payload) = message {
-                        if relay.take(channel) { try await notify(channel, payload, on: connection) }
+                        if relay.take(channel) { try await notify(channel, payload, on: repository) }
                     } else {
                         member.receive(message)
                     }
@@ -160,7 +161,6 @@ struct ControlChannel {
         _ notification: PostgresNotification, on repository: PoWARepository,
         pending: inout ThrowingDiscardingTaskGroup<any Error>
     ) async throws {
-        let connection = repository.connection
         let request = ControlRequest(payload: notification.payload)
         guard !request.command.isEmpty else {
             logger.debug("control channel: empty request ignored")
@@ -170,14 +170,15 @@ struct ControlChannel {
             "control channel: request",
             metadata: ["command": "\(request.command.prefix(64))", "sender": "\(notification.senderPID)"])
         let leads = fleet.isLeader
-        guard try await mayCommand(senderPID: notification.senderPID, on: repository) else {
+        guard try await repository.mayCommandCollector(senderPID: notification.senderPID, deadline: .now + connectTimeout)
+        else {
             guard leads else { return }
             logger.warning(
                 "control channel: request refused, the sender may not signal backends",
                 metadata: ["command": "\(request.command.prefix(64))", "sender": "\(notification.senderPID)"])
             let reply = ControlReply(command: request.command, status: .error, data: "Permission denied")
             metrics?.controlRequest(command: request.command, status: reply.status)
-            if request.wantsReply { try await notify(request.channel, reply.payload, on: connection) }
+            if request.wantsReply { try await notify(request.channel, reply.payload, on: repository) }
             return
         }
         switch request.command {
@@ -197,10 +198,10 @@ struct ControlChannel {
                 // This member runs the server's worker: it acts, the leader answers.
                 guard let reply = await answer(request), request.wantsReply else { return }
                 if leads {
-                    try await notify(request.channel, reply.payload, on: connection)
+                    try await notify(request.channel, reply.payload, on: repository)
                 } else {
                     let relayed = FleetMessage.answerPayload(channel: request.channel, payload: reply.payload)
-                    try await notify(FleetMessage.channel, relayed, on: connection)
+                    try await notify(FleetMessage.channel, relayed, on: repository)
                 }
                 return
             }
@@ -221,7 +222,7 @@ struct ControlChannel {
             guard leads else { return }
         }
         guard let reply = await answer(request), request.wantsReply else { return }
-        try await notify(request.channel, reply.payload, on: connection)
+        try await notify(request.channel, reply.payload, on: repository)
     }
 
     /// The collector's answer to `request` (counted); nil when the collector is stopping.
@@ -231,63 +232,26 @@ struct ControlChannel {
         return reply
     }
 
-    /// Only roles allowed to signal backends may command the collector: members of
-    /// `pg_signal_backend`; in PoWA 5 also members of the roles `powa_roles` maps to
-    /// `powa_signal_backend`, `powa_write_all_data` or `powa_admin`; before PostgreSQL 14,
-    /// roles that may write PoWA's data.
-    private func mayCommand(senderPID: Int32, on repository: PoWARepository) async throws -> Bool {
-        let connection = repository.connection
-        let sql: String
-        var parameters = ["\(senderPID)"]
-        if repository.isPoWA5 {
-            sql = """
-                SELECT pg_catalog.pg_has_role(a.usesysid, 'pg_signal_backend', 'USAGE')
-                    OR EXISTS (
-                        SELECT 1 FROM \(repository.powa("powa_roles")) r
-                        JOIN pg_catalog.pg_roles g ON g.rolname = r.rolname
-                        WHERE r.powa_role IN ('powa_signal_backend', 'powa_write_all_data', 'powa_admin')
-                          AND pg_catalog.pg_has_role(a.usesysid, g.oid, 'USAGE'))
-                FROM pg_catalog.pg_stat_activity a WHERE a.pid = $1
-                """
-        } else if connection.serverVersionNumber >= 140000 {
-            sql = """
-                SELECT bool_or(pg_catalog.pg_has_role(usesysid, 'pg_signal_backend', 'USAGE'))
-                FROM pg_catalog.pg_stat_activity WHERE pid = $1
-                """
-        } else {
-            sql = """
-                SELECT bool_or(pg_catalog.has_table_privilege(usesysid, $2, 'INSERT'))
-                FROM pg_catalog.pg_stat_activity WHERE pid = $1
-                """
-            parameters.append(repository.powa("powa_statements"))
-        }
-        let result = try await connection.query(sql, parameters, deadline: .now + connectTimeout)
-        return result.rows.first?[0] == "t"
-    }
-
     /// Sends an answer on a short session of its own.
     private func sendOnNewSession(_ reply: ControlReply, to channel: String) async {
         do {
             let repository = try await PoWARepository.connect(
-                dsn: repositoryDSN(), applicationName: ApplicationName.controlReply, connectTimeout: connectTimeout,
+                to: RepositoryEndpoint(
+                    dsn: repositoryDSN(), connectTimeout: connectTimeout, applicationName: ApplicationName.controlReply),
                 logger: logger)
             defer { repository.close() }
-            try await notify(channel, reply.payload, on: repository.connection)
+            try await notify(channel, reply.payload, on: repository)
         } catch {
             logger.warning("control channel: could not answer \(reply.command.prefix(64)): \(error)")
         }
     }
 
-    /// Sends a payload with `pg_notify`: the channel and the payload travel as parameters.
-    private func notify(_ channel: String, _ payload: String, on connection: PostgresConnection) async throws {
-        // A channel is an identifier: PostgreSQL keeps its first 63 bytes, as NOTIFY "..." would.
-        var name = channel
-        while name.utf8.count > 63 { name.removeLast() }
+    /// Sends a payload on a channel; one the repository refuses is logged, the session goes on.
+    private func notify(_ channel: String, _ payload: String, on repository: PoWARepository) async throws {
         do {
-            _ = try await connection.query(
-                "SELECT pg_catalog.pg_notify($1, $2)", [name, payload], deadline: .now + connectTimeout)
+            try await repository.notify(channel: channel, payload: payload, deadline: .now + connectTimeout)
         } catch let error as PostgresError where error.code == .server {
-            logger.warning("control channel: could not answer on channel \(name.prefix(64)): \(error)")
+            logger.warning("control channel: could not answer on channel \(channel.prefix(63)): \(error)")
         }
     }
 }

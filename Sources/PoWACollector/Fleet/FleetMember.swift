@@ -41,9 +41,9 @@ struct FleetMember {
         self.events = events
     }
 
-    /// Takes a membership on `connection` (a fresh session): a member id not held by any live
+    /// Takes a membership on `repository` (a fresh session): a member id not held by any live
     /// session, the lease, and `LISTEN` on the fleet's own channel.
-    mutating func join(_ connection: PostgresConnection, deadline: ContinuousClock.Instant) async throws {
+    mutating func join(_ repository: PoWARepository, deadline: ContinuousClock.Instant) async throws {
         told = [:]
         members = []
         memberSessions = []
@@ -52,7 +52,7 @@ struct FleetMember {
         var joined = false
         for _ in 0..<8 {
             let id = state.memberID
-            if try await connection.query(FleetLocks.tryMember, ["\(id)"], deadline: deadline).rows.first?[0] == "t" {
+            if try await repository.tryMembership(id, deadline: deadline) {
                 joined = true
                 break
             }
@@ -61,32 +61,24 @@ struct FleetMember {
         }
         guard joined else { throw CollectorError("no free member id in the repository's advisory locks") }
         do {
-            try await connection.execute(
-                "SET idle_session_timeout = '\(Int(lease.secondsValue * 1000))ms'", deadline: deadline)
+            try await repository.endSession(afterSilence: lease, deadline: deadline)
         } catch let error as PostgresError where error.sqlState == "42704" {
             logger.warning(
                 "fleet: the repository (before PostgreSQL 14) has no idle_session_timeout: a hung collector keeps its servers until its connection breaks"
             )
         }
-        try await connection.execute("LISTEN \(FleetMessage.channel)", deadline: deadline)
-        let pid = connection.backendPID
+        try await repository.listen(FleetMessage.channel, deadline: deadline)
+        let pid = repository.connection.backendPID
         state.withState { $0.memberPID = pid }
         logger.info("fleet: joined", metadata: ["member": "\(state.memberID)"])
     }
 
     /// The heartbeat, and what the fleet's current shape asks of this member.
-    mutating func tick(_ connection: PostgresConnection, deadline: ContinuousClock.Instant) async throws {
-        let rows = try await connection.query(FleetLocks.viewQuery, deadline: deadline).rows
-        var view = FleetView(
-            rows: try rows.map {
-                (try $0.decode(0, as: Int64.self), try $0.decode(1, as: Int64.self), Int32(try $0.decode(2, as: Int.self)))
-            })
+    mutating func tick(_ repository: PoWARepository, deadline: ContinuousClock.Instant) async throws {
+        var view = try await repository.fleetView(deadline: deadline)
         let me = state.memberID
-        let pid = connection.backendPID
-        if view.leaderPID == nil,
-            try await connection.query(FleetLocks.tryMember, ["\(FleetLocks.leaderKey)"], deadline: deadline).rows.first?[0]
-                == "t"
-        {
+        let pid = repository.connection.backendPID
+        if view.leaderPID == nil, try await repository.tryLeadership(deadline: deadline) {
             view.leaderPID = pid
         }
         // Locks of stopped workers go first: the assignment may hand those servers to another.
@@ -95,8 +87,7 @@ struct FleetMember {
             return state.released
         }
         if !released.isEmpty {
-            _ = try await connection.query(
-                FleetLocks.releaseServers, [PostgresArray.integers(released)], deadline: deadline)
+            try await repository.releaseServerLocks(released, deadline: deadline)
             for server in released where view.owners[server] == me { view.owners[server] = nil }
             logger.info("fleet: servers handed over", metadata: ["member": "\(me)", "servers": "\(released.sorted())"])
         }
@@ -122,10 +113,7 @@ struct FleetMember {
         if !wanted.isEmpty {
             // A server another member still holds is taken at a later tick, once it let go.
             do {
-                let rows = try await connection.query(
-                    FleetLocks.acquireServers, [PostgresArray.integers(wanted)], deadline: deadline
-                ).rows
-                taken = Set(try rows.map { try $0.decode(0, as: Int.self) })
+                taken = try await repository.acquireServerLocks(wanted, deadline: deadline)
             } catch let error as PostgresError where error.sqlState == "53200" {
                 // The repository's lock table is full: the servers locked so far are adopted at
                 // the next tick, the others wait; the membership itself goes on.
@@ -169,7 +157,7 @@ struct FleetMember {
         memberSessions = sessions
         leader = view.leaderPID
         if current.count > 1 {
-            try await tellStatuses(connection, everything: someoneJoined, deadline: deadline)
+            try await tellStatuses(repository, everything: someoneJoined, deadline: deadline)
         } else {
             told = [:]
         }
@@ -178,15 +166,14 @@ struct FleetMember {
     /// Tells the other members the statuses of this member's workers that changed since they
     /// were last told (all of them when a member joined).
     private mutating func tellStatuses(
-        _ connection: PostgresConnection, everything: Bool, deadline: ContinuousClock.Instant
+        _ repository: PoWARepository, everything: Bool, deadline: ContinuousClock.Instant
     ) async throws {
         let owned = state.owned
         let statuses = board.statuses().filter { owned.contains($0.key) }
         let changed = everything ? statuses : statuses.filter { told[$0.key] != $0.value }
         guard !changed.isEmpty else { return }
         for payload in FleetMessage.statusPayloads(member: state.memberID, changed) {
-            _ = try await connection.query(
-                "SELECT pg_catalog.pg_notify($1, $2)", [FleetMessage.channel, payload], deadline: deadline)
+            try await repository.notify(channel: FleetMessage.channel, payload: payload, deadline: deadline)
         }
         told = statuses
     }

@@ -21,7 +21,7 @@ enum FleetMessage: Equatable, Sendable {
     static let maximumBytes = 7900
 
     init?(payload: String) {
-        if payload == "T" {
+        if payload == Self.tickNowPayload {
             self = .tickNow
             return
         }
@@ -63,6 +63,9 @@ enum FleetMessage: Equatable, Sendable {
         if current != head { payloads.append(current) }
         return payloads
     }
+
+    /// The payload of `tickNow`.
+    static let tickNowPayload = "T"
 
     /// The payload of a relayed answer.
     static func answerPayload(channel: String, payload: String) -> String { "R \(channel) \(payload)" }

@@ -56,7 +56,11 @@ extension PoWARepository {
 
     /// The temporary table the restored texts are copied into (this transaction's: the repair
     /// is rare, and a table kept in pooled sessions would only be in the way).
-    static let restoredTextsTable = "pg_temp.powa_collector_restored_texts"
+    private static let restoredTextsTable = "pg_temp.powa_collector_restored_texts"
+
+    /// The COPY that fills the restored texts' table (`createRestoredTextsTable`) from the
+    /// remote's rows: userid, dbid, queryid, query.
+    static let restoredTextsCopyIn = "COPY \(restoredTextsTable) FROM STDIN"
 
     func createRestoredTextsTable(deadline: ContinuousClock.Instant?) async throws {
         try await connection.execute(

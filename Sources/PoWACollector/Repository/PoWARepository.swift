@@ -18,18 +18,22 @@ struct PoWARepository {
     var isPoWA5: Bool { (extensions.powaVersion?.major ?? 4) >= 5 }
 
     /// Opens a repository session (see `PoWASession`).
-    static func connect(
-        dsn: String,
-        applicationName: String,
-        connectTimeout: Duration,
-        logger: Logger
-    ) async throws -> PoWARepository {
-        PoWARepository(
-            session: try await .repository(
-                dsn: dsn, applicationName: applicationName, connectTimeout: connectTimeout, logger: logger))
+    static func connect(to endpoint: RepositoryEndpoint, logger: Logger) async throws -> PoWARepository {
+        PoWARepository(session: try await .repository(endpoint, logger: logger))
     }
 
     func close() { connection.close() }
+
+    /// Readies a kept session for its next user, in one round trip: renamed `applicationName`
+    /// (its name in `pg_stat_activity` and in the log), and its view of the extensions read
+    /// afresh (one may have been installed, or powa upgraded, since).
+    mutating func rename(to applicationName: String, deadline: ContinuousClock.Instant?) async throws {
+        let rows = try await connection.query(
+            PinnedSettings.extensionsQuery + ", (SELECT pg_catalog.set_config('application_name', $1, false)) AS renamed",
+            [applicationName], deadline: deadline
+        ).rows
+        session.extensions = InstalledExtensions(rows: rows)
+    }
 
     /// `schema.name` of a powa object on this repository.
     func powa(_ name: String) -> String { extensions.powa(name) }

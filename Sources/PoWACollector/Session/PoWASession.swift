@@ -47,15 +47,13 @@ struct PoWASession {
 
     /// A session to the repository, from the configuration file's DSN (the only connection
     /// string that is expanded).
-    static func repository(
-        dsn: String, applicationName: String, connectTimeout: Duration, logger: Logger
-    ) async throws -> PoWASession {
+    static func repository(_ endpoint: RepositoryEndpoint, logger: Logger) async throws -> PoWASession {
         try await open(
             ConnectionConfiguration(
-                connectionString: dsn,
-                defaults: ConnectionDefaults.keepalives(connectTimeout: connectTimeout),
-                overrides: [.init("application_name", applicationName)],
-                connectTimeout: connectTimeout),
+                connectionString: endpoint.dsn,
+                defaults: ConnectionDefaults.keepalives(connectTimeout: endpoint.connectTimeout),
+                overrides: [.init("application_name", endpoint.applicationName)],
+                connectTimeout: endpoint.connectTimeout),
             logger: logger)
     }
 

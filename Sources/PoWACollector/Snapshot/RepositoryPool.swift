@@ -7,11 +7,11 @@ import Synchronization
 /// and cold catalog and PL/pgSQL caches for `powa_take_snapshot` (measured: 52-57 ms of
 /// repository CPU per snapshot on a new backend, 17-23 ms on a warm one).
 ///
-/// A connection is used by one task at a time: checked out, used, checked in.
+/// A connection is lent to one task at a time, for the length of a closure (`withRepository`).
 final class RepositoryPool: Sendable {
     /// A connection at rest. Sound as `Sendable` because a connection is in the pool only while
-    /// no task uses it: `checkout` removes it under the lock, and the task that took it is its
-    /// only user until `checkin` puts it back.
+    /// no task uses it: `withRepository` removes it under the lock, and the task it is lent to is
+    /// its only user until `withRepository` puts it back.
     private struct Idle: @unchecked Sendable {
         let repository: PoWARepository
         let dsn: String
@@ -22,41 +22,41 @@ final class RepositoryPool: Sendable {
 
     init(capacity: Int) { self.capacity = max(1, capacity) }
 
-    /// An idle connection to `dsn`, renamed `applicationName`, or a new one.
-    func checkout(dsn: String, applicationName: String, connectTimeout: Duration, logger: Logger) async throws
-        -> PoWARepository
-    {
+    /// Lends `body` a repository session: an idle one to the endpoint's DSN, renamed as the
+    /// endpoint says, or a new one. For the time of the loan its notices and diagnostics go to
+    /// `logger`. Whatever `body` does (returns, throws, is cancelled), the session is then kept
+    /// for the next loan when it is healthy, idle and there is room, and closed otherwise.
+    func withRepository<Result>(
+        _ endpoint: RepositoryEndpoint, logger: Logger, _ body: (PoWARepository) async throws -> Result
+    ) async throws -> Result {
+        let repository = try await lease(endpoint, logger: logger)
+        defer { giveBack(repository, dsn: endpoint.dsn) }
+        return try await repository.connection.withLogger(logger) { try await body(repository) }
+    }
+
+    /// An idle session to the endpoint's DSN, readied for its new user, or a new one.
+    private func lease(_ endpoint: RepositoryEndpoint, logger: Logger) async throws -> PoWARepository {
         while let candidate = idle.withLock({ $0.popLast() }) {
             var repository = candidate.repository
-            guard candidate.dsn == dsn, repository.connection.isHealthy,
-                repository.connection.transactionStatus == .idle
-            else {
+            guard candidate.dsn == endpoint.dsn, Self.isReusable(repository) else {
                 repository.close()
                 continue
             }
-            // Its new user's name, in pg_stat_activity and in the log.
-            repository.connection.logger = logger
             do {
-                // Renamed, and its view of the extensions refreshed (one was installed, powa
-                // upgraded?), in one round trip.
-                let rows = try await repository.connection.query(
-                    PinnedSettings.extensionsQuery
-                        + ", (SELECT pg_catalog.set_config('application_name', $1, false)) AS renamed",
-                    [applicationName], deadline: .now + connectTimeout
-                ).rows
-                repository.session.extensions = InstalledExtensions(rows: rows)
+                try await repository.connection.withLogger(logger) {
+                    try await repository.rename(to: endpoint.applicationName, deadline: .now + endpoint.connectTimeout)
+                }
                 return repository
             } catch {
                 repository.close()
             }
         }
-        return try await PoWARepository.connect(
-            dsn: dsn, applicationName: applicationName, connectTimeout: connectTimeout, logger: logger)
+        return try await PoWARepository.connect(to: endpoint, logger: logger)
     }
 
-    /// Keeps the connection for the next snapshot when it is healthy, idle, and there is room.
-    func checkin(_ repository: PoWARepository, dsn: String) {
-        guard repository.connection.isHealthy, repository.connection.transactionStatus == .idle else {
+    /// Keeps the session for the next loan when it is reusable and there is room.
+    private func giveBack(_ repository: PoWARepository, dsn: String) {
+        guard Self.isReusable(repository) else {
             repository.close()
             return
         }
@@ -66,6 +66,11 @@ final class RepositoryPool: Sendable {
             return true
         }
         if !kept { repository.close() }
+    }
+
+    /// Healthy and outside any transaction: what a session must be to be lent again.
+    private static func isReusable(_ repository: PoWARepository) -> Bool {
+        repository.connection.isHealthy && repository.connection.transactionStatus == .idle
     }
 
     /// Closes every idle connection (at shutdown).

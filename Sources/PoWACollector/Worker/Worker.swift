@@ -216,25 +216,23 @@ struct Worker {
         return session
     }
 
-    /// A pooled repository session; when none can be had, sets the status and logs what could
-    /// not happen. Give it back with `checkinRepository`.
-    private func checkoutRepository(failing consequence: String) async -> PoWARepository? {
+    /// Lends `body` a pooled repository session; when none can be had, sets the status, logs
+    /// what could not happen (`consequence`), and returns nil.
+    private func withRepository<T>(failing consequence: String, _ body: (PoWARepository) async -> T) async -> T? {
         do {
-            let repository = try await context.pool.checkout(
-                dsn: context.configuration.repositoryDSN, applicationName: ApplicationName.workerRepository(name),
-                connectTimeout: context.connectTimeout, logger: logger)
-            repositoryOutage.ended(logger)
-            return repository
+            return try await context.pool.withRepository(
+                RepositoryEndpoint(context.configuration, applicationName: ApplicationName.workerRepository(name)),
+                logger: logger
+            ) { repository in
+                repositoryOutage.ended(logger)
+                return await body(repository)
+            }
         } catch {
             if !Task.isCancelled {
                 repositoryOutage.began("\(consequence): could not connect to the repository: \(error)", logger)
             }
             return nil
         }
-    }
-
-    private func checkinRepository(_ repository: PoWARepository) {
-        context.pool.checkin(repository, dsn: context.configuration.repositoryDSN)
     }
 
     /// Appends errors to the server's `powa_snapshot_metas.errors`, on a pooled session, unless
@@ -248,13 +246,13 @@ struct Worker {
             guard let fence = fleet.fence(serverID: server.id) else { return }
             owner = fence
         }
-        guard let repository = await checkoutRepository(failing: "error not recorded") else { return }
-        defer { checkinRepository(repository) }
-        do {
-            try await repository.appendErrors(
-                serverID: server.id, errors, owner: owner, once: once, deadline: .now + context.connectTimeout)
-        } catch {
-            logger.warning("could not record the error in the repository: \(error)")
+        _ = await withRepository(failing: "error not recorded") { repository in
+            do {
+                try await repository.appendErrors(
+                    serverID: server.id, errors, owner: owner, once: once, deadline: .now + context.connectTimeout)
+            } catch {
+                logger.warning("could not record the error in the repository: \(error)")
+            }
         }
     }
 
@@ -267,24 +265,35 @@ struct Worker {
         case failed(WorkerCycle.PreparationProblem, String?)
     }
 
-    /// Start-up work uses a repository session too: it holds a regular slot, so that a
-    /// thousand workers starting together do not exhaust max_connections.
+    /// The remote's versions are read first, holding nothing (a remote that does not answer
+    /// holds no slot); then they are recorded, and the server's last snapshot read, on a
+    /// repository session that holds a regular slot, so that a thousand workers starting
+    /// together do not exhaust max_connections.
     private func prepare(remote: PostgresConnection) async -> Preparation {
+        let deadline = ContinuousClock.now + context.snapshotTimeout
+        let versions: RemoteVersions
         do {
-            return try await context.limiter.withPermit { await prepareHoldingSlot(remote: remote) }
+            versions = try await RemoteVersions.read(remote, deadline: deadline)
+        } catch {
+            if Task.isCancelled { return .failed(.remoteDown, nil) }
+            return .failed(.remoteDown, "could not read the server's versions: \(error)")
+        }
+        do {
+            return try await context.limiter.withPermit {
+                await withRepository(failing: "worker start-up delayed") { repository in
+                    await record(versions, on: repository, deadline: deadline)
+                } ?? .failed(.repositoryDown, nil)
+            }
         } catch {
             return .failed(.repositoryDown, nil)  // cancelled while waiting for a slot
         }
     }
 
-    private func prepareHoldingSlot(remote: PostgresConnection) async -> Preparation {
-        let deadline = ContinuousClock.now + context.snapshotTimeout
-        guard let repository = await checkoutRepository(failing: "worker start-up delayed") else {
-            return .failed(.repositoryDown, nil)
-        }
-        defer { checkinRepository(repository) }
+    private func record(
+        _ versions: RemoteVersions, on repository: PoWARepository, deadline: ContinuousClock.Instant
+    ) async -> Preparation {
         do {
-            try await VersionsBookkeeping(server: server).run(remote: remote, repository: repository, deadline: deadline)
+            try await repository.recordVersions(versions, serverID: server.id, deadline: deadline)
             let (last, mark) = try await repository.lastSnapshot(serverID: server.id, deadline: deadline)
             if last == .missing {
                 return .failed(
@@ -295,8 +304,7 @@ struct Worker {
             return .ready(SnapshotSchedule.starting(frequency: frequency, lastSnapshot: last, now: .now), mark)
         } catch {
             if Task.isCancelled { return .failed(.repositoryDown, nil) }
-            return .failed(
-                remote.isHealthy ? .repositoryDown : .remoteDown, "could not record the server's versions: \(error)")
+            return .failed(.repositoryDown, "could not record the server's versions: \(error)")
         }
     }
 
@@ -356,15 +364,13 @@ struct Worker {
                 // The snapshot's time starts with its slot, not while it waits for one.
                 let started = ContinuousClock.now
                 let deadline = started + context.snapshotTimeout
-                guard let repository = await checkoutRepository(failing: "snapshot skipped") else {
-                    return (.failed("snapshot skipped: could not connect to the repository", repositoryDown: true), [])
-                }
-                defer { checkinRepository(repository) }
                 // A remote that goes silent leaves its regular slot to the others at once.
                 let silence = slot.lane == .regular ? slot.silenceWatch(limit: plan.silenceLimit) : nil
-                return await takeSnapshot(
-                    remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,
-                    silence: silence, started: started, deadline: deadline)
+                return await withRepository(failing: "snapshot skipped") { repository in
+                    await takeSnapshot(
+                        remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,
+                        silence: silence, started: started, deadline: deadline)
+                } ?? (.failed("snapshot skipped: could not connect to the repository", repositoryDown: true), [])
             }
         } catch {
             return .failed("snapshot interrupted")  // cancelled while waiting for a slot

@@ -19,10 +19,9 @@ public final class PostgresConnection {
     /// mistyped connection string could show one); empty once connected, when no message of
     /// libpq or the server can carry them.
     private(set) var secrets: [String]
-    /// Where the server's notices and this connection's diagnostics go.
-    /// Set it when the connection changes hands (a pooled connection): its notices and
-    /// diagnostics then go under the new user's name.
-    public var logger: Logger {
+    /// Where the server's notices and this connection's diagnostics go (for a while:
+    /// `withLogger`).
+    public private(set) var logger: Logger {
         didSet { noticeSink.logger = logger }
     }
     private let noticeSink: NoticeSink
@@ -40,6 +39,16 @@ public final class PostgresConnection {
 
     deinit {
         if let handle { PQfinish(handle) }
+    }
+
+    /// Runs `body` with the server's notices and this connection's diagnostics going to
+    /// `logger`, then to where they went before: a pooled connection lent to a task logs under
+    /// that task's name for the time of the loan, and no one else's.
+    public func withLogger<T>(_ logger: Logger, _ body: () async throws -> T) async rethrows -> T {
+        let previous = self.logger
+        self.logger = logger
+        defer { self.logger = previous }
+        return try await body()
     }
 
     // MARK: Connecting

@@ -37,7 +37,7 @@ struct StatementTextRepair {
                   FROM \(remoteSchema).powa_statements_src(0)
                   WHERE (userid, dbid, queryid) IN (VALUES \(keys))) TO STDOUT
             """,
-            to: repository.connection, "COPY \(PoWARepository.restoredTextsTable) FROM STDIN", deadline: deadline)
+            to: repository.connection, PoWARepository.restoredTextsCopyIn, deadline: deadline)
         let dropped = try await repository.applyRestoredTexts(serverID: serverID, deadline: deadline)
         logger.info(
             "restored the texts of statements the repository did not know",
