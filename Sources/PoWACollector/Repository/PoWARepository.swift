@@ -265,13 +265,20 @@ struct PoWARepository {
     /// Replaces the server's errors with `errors` (a snapshot that could not be taken at all),
     /// unless they are these already: a refusal or an unusable row, met again at every attempt
     /// or reload, is written once.
-    func replaceErrors(serverID: Int, _ errors: [String], deadline: ContinuousClock.Instant? = nil) async throws {
-        _ = try await connection.query(
-            """
+    /// `owner`: as for `appendErrors`.
+    func replaceErrors(
+        serverID: Int, _ errors: [String], owner: Int32? = nil, deadline: ContinuousClock.Instant? = nil
+    ) async throws {
+        var sql = """
             UPDATE \(powa("powa_snapshot_metas")) SET errors = $2::text[]
             WHERE srvid = $1 AND errors IS DISTINCT FROM $2::text[]
-            """,
-            ["\(serverID)", PostgresArray.text(errors)], deadline: deadline)
+            """
+        var parameters = ["\(serverID)", PostgresArray.text(errors)]
+        if let owner {
+            sql += " AND " + FleetLocks.ownsServer(server: "$1", member: "$3")
+            parameters.append("\(owner)")
+        }
+        _ = try await connection.query(sql, parameters, deadline: deadline)
     }
 }
 

@@ -45,6 +45,8 @@ struct RemoteSnapshot {
     /// Watches the remote sessions while the snapshot waits for them (nil: not watched); see
     /// `SnapshotSlots`.
     var silence: SilenceWatch? = nil
+    /// Where the errors met are written.
+    let report: SnapshotReport
     let logger: Logger
 
     /// How long the transaction may then sit idle: a collector that hangs while it holds the
@@ -186,7 +188,7 @@ struct RemoteSnapshot {
         let taking = ContinuousClock.now
         outcome.takeSnapshotErrors = try await repository.takeSnapshot(serverID: server.id, deadline: deadline)
         metrics?.takeSnapshotDuration(.now - taking)
-        try await repository.appendErrors(serverID: server.id, outcome.errors, deadline: deadline)
+        try await report.stage(outcome.errors, in: repository, deadline: deadline)
         // The last word, the fence: this collector still owns the server (its membership
         // session holds the server's lock), else nothing lands. The session is renamed back
         // too: powa_take_snapshot renamed it 'PoWA - ...', which powa-web would take for the

@@ -30,6 +30,8 @@ struct Worker {
     let mailbox: WorkerMailbox
     let name: String
     let logger: Logger
+    /// Where its errors are written for powa-web.
+    let report: SnapshotReport
     /// Outages, each logged once (see `OutageLog`).
     private let remoteOutage = OutageLog(subject: "the remote server")
     private let repositoryOutage = OutageLog(subject: "the repository")
@@ -39,6 +41,7 @@ struct Worker {
         self.server = server
         self.context = context
         self.mailbox = mailbox
+        report = SnapshotReport(serverID: server.id, fleet: context.fleet)
         name = server.name(useAlias: context.configuration.useServerAlias)
         var logger = context.logger
         logger[metadataKey: "worker"] = "\(name)"
@@ -241,15 +244,9 @@ struct Worker {
     /// caller holds a limiter permit.
     private func recordErrors(_ errors: [String], once: Bool = true) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
-        var owner: Int32?
-        if let fleet = context.fleet {
-            guard let fence = fleet.fence(serverID: server.id) else { return }
-            owner = fence
-        }
         _ = await withRepository(failing: "error not recorded") { repository in
             do {
-                try await repository.appendErrors(
-                    serverID: server.id, errors, owner: owner, once: once, deadline: .now + context.connectTimeout)
+                try await report.append(errors, once: once, on: repository, deadline: .now + context.connectTimeout)
             } catch {
                 logger.warning("could not record the error in the repository: \(error)")
             }
@@ -401,7 +398,7 @@ struct Worker {
                 remote: remote.extensions.version(of: "powa"), repository: repository.extensions.version(of: "powa"),
                 database: server.dbname)
             {
-                try await repository.replaceErrors(serverID: server.id, [refusal.description], deadline: deadline)
+                try await report.replace([refusal.description], on: repository, deadline: deadline)
                 return (SnapshotResult(end: .refused(refusal)), [])
             }
             sources = try await repository.snapshotSources(serverID: server.id, deadline: deadline)
@@ -426,7 +423,7 @@ struct Worker {
             server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
             connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
             connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
-            fence: plan.fence, expectedMark: plan.mark, silence: silence, logger: logger)
+            fence: plan.fence, expectedMark: plan.mark, silence: silence, report: report, logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             if outcome.statementTextsFailed {
@@ -478,9 +475,8 @@ struct Worker {
             // Only while this collector owns the server: one frozen or cut off meanwhile must
             // not report a failure on a server another collector now runs well.
             if repository.connection.isHealthy {
-                try? await repository.appendErrors(
-                    serverID: server.id, ["snapshot failed: \(error)"], owner: plan.fence,
-                    deadline: .now + context.connectTimeout)
+                try? await report.append(
+                    ["snapshot failed: \(error)"], on: repository, deadline: .now + context.connectTimeout)
             } else {
                 await recordErrors(["snapshot failed: \(error)"])
             }
