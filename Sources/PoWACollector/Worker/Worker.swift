@@ -130,7 +130,7 @@ struct Worker {
                 }
                 let end = result.end
                 action = cycle.snapshotEnded(end, now: .now)
-                log(end, refusalBefore: refusal, refusalNow: cycle.refusal)
+                log(end, refusalBefore: refusal)
                 if case .remoteLost = end { session.close() }
                 if case .reopen = end { session.close() }
             case .stop:
@@ -151,10 +151,7 @@ struct Worker {
     }
 
     /// The lines a snapshot's end is worth beyond its own (a refusal once, its end once).
-    private func log(
-        _ end: WorkerCycle.SnapshotEnd, refusalBefore: PoWACompatibility.Refusal?,
-        refusalNow: PoWACompatibility.Refusal?
-    ) {
+    private func log(_ end: WorkerCycle.SnapshotEnd, refusalBefore: PoWACompatibility.Refusal?) {
         switch end {
         case .landed:
             if let refusalBefore {
@@ -189,7 +186,7 @@ struct Worker {
             return message
         }
         let knownStatements = context.configuration.skipKnownQueryTexts ? KnownStatements() : nil
-        let plan = WorkerCycle.SnapshotPlan(lane: .regular, mark: nil, fence: nil)
+        let plan = WorkerCycle.SnapshotPlan(lane: .regular, mark: nil, fence: nil, silenceLimit: nil)
         let result = await takeSnapshot(remote: session, plan: plan, knownStatements: knownStatements)
         switch result.end {
         case .landed: return nil
@@ -362,7 +359,7 @@ struct Worker {
                 let started = ContinuousClock.now
                 let deadline = started + context.snapshotTimeout
                 // A remote that goes silent leaves its regular slot to the others at once.
-                let silence = slot.lane == .regular ? slot.silenceWatch(limit: plan.silenceLimit) : nil
+                let silence = plan.silenceLimit.flatMap { slot.lane == .regular ? slot.silenceWatch(limit: $0) : nil }
                 return await withRepository(failing: "snapshot skipped") { repository in
                     await takeSnapshot(
                         remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,

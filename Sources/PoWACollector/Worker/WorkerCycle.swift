@@ -32,8 +32,9 @@ struct WorkerCycle {
         let mark: SnapshotMark?
         /// The fleet's fence it commits under (nil: no fleet).
         let fence: Int32?
-        /// How long its remote may send nothing before it leaves a regular slot.
-        var silenceLimit: Duration = .milliseconds(500)
+        /// How long its remote may send nothing before it leaves a regular slot (nil: no
+        /// limit, as for `powa-collector once`, which has no other servers to starve).
+        var silenceLimit: Duration? = .milliseconds(500)
     }
 
     /// How a snapshot ended, as far as the cycle is concerned.
