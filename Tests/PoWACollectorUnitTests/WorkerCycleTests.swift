@@ -88,7 +88,7 @@ struct WorkerCycleTests {
     func suspects() {
         var cycle = ready()
         _ = cycle.woke(requests: [], now: t0 + .seconds(3), remoteAlive: true, ownership: owned)
-        #expect(cycle.snapshotEnded(.timedOut, now: t0 + .seconds(8)) == .wait(until: t0 + .seconds(13)))
+        #expect(cycle.snapshotEnded(.timedOut(), now: t0 + .seconds(8)) == .wait(until: t0 + .seconds(13)))
         #expect(cycle.suspect)
         #expect(cycle.status == .running)
         #expect(cycle.woke(requests: [], now: t0 + .seconds(13), remoteAlive: true, ownership: owned) == plan(.suspects))
@@ -174,5 +174,44 @@ struct WorkerCycleTests {
         #expect(cycle.status == .noRepositoryConnection)
         #expect(
             cycle.woke(requests: [.retire, .forceSnapshot], now: t0 + .seconds(4), remoteAlive: true, ownership: owned) == .stop)
+    }
+
+    @Test("a remote slow to answer gets a longer silence limit for its next snapshot")
+    func learnedSilenceLimit() {
+        var cycle = ready()
+        #expect(cycle.woke(requests: [], now: t0 + .seconds(3), remoteAlive: true, ownership: owned) == plan())
+        let landed = WorkerCycle.SnapshotEnd.landed(nil, began: t0 + .seconds(3), longestWait: .seconds(1.5))
+        _ = cycle.snapshotEnded(landed, now: t0 + .seconds(5))
+        let next = cycle.woke(requests: [], now: t0 + .seconds(13), remoteAlive: true, ownership: owned)
+        #expect(next == plan(silenceLimit: .seconds(3)))
+    }
+
+    @Test("a snapshot given up for its silence: the suspects' lane next, then twice the limit back in the regular one")
+    func givenUpForSilence() {
+        var cycle = ready()
+        _ = cycle.woke(requests: [], now: t0 + .seconds(3), remoteAlive: true, ownership: owned)
+        _ = cycle.snapshotEnded(.timedOut(silentFor: .milliseconds(500)), now: t0 + .seconds(4))
+        let inLane = cycle.woke(requests: [], now: t0 + .seconds(13), remoteAlive: true, ownership: owned)
+        #expect(inLane == plan(.suspects, silenceLimit: .seconds(1)))
+        // Landed in the lane, measured: what it needed sets the next limit.
+        let landed = WorkerCycle.SnapshotEnd.landed(nil, began: t0 + .seconds(13), longestWait: .milliseconds(700))
+        _ = cycle.snapshotEnded(landed, now: t0 + .seconds(14))
+        let next = cycle.woke(requests: [], now: t0 + .seconds(23), remoteAlive: true, ownership: owned)
+        #expect(next == plan(silenceLimit: .milliseconds(1400)))
+    }
+
+    @Test("a refusal's status comes back once the session and the bookkeeping are back")
+    func refusalOutlivesOutage() throws {
+        var cycle = ready()
+        _ = cycle.woke(requests: [], now: t0 + .seconds(3), remoteAlive: true, ownership: owned)
+        let refusal = try #require(PoWACompatibility.check(remote: "3.2", repository: "4.1.4", database: "powa"))
+        _ = cycle.snapshotEnded(.refused(refusal), now: t0 + .seconds(3))
+        #expect(cycle.woke(requests: [], now: t0 + .seconds(4), remoteAlive: false, ownership: owned) == .connect)
+        _ = cycle.connectFailed(now: t0 + .seconds(4))
+        #expect(cycle.status == .noRemoteConnection)
+        _ = cycle.connected()
+        _ = cycle.prepared(
+            start: SnapshotSchedule(frequency: frequency, origin: t0), lastMark: nil, now: t0 + .seconds(5))
+        #expect(cycle.status == .incompatibleVersion)
     }
 }

@@ -123,10 +123,13 @@ struct RemoteSnapshot {
                 }
                 committing = true
             }
-        } catch let error as SnapshotError {
-            throw error
         } catch {
-            throw SnapshotError(.repositoryFailed, side: .repository, step: committing ? .commit : .begin, underlying: error)
+            // Tagged already, or the repository's own BEGIN or COMMIT.
+            let step: SnapshotError.Step = committing ? .commit : .begin
+            throw SnapshotError.classify(
+                error, side: .repository, step: step, remote: remote.connection, repository: connection,
+                deadline: deadline, silence: silence)
+                ?? SnapshotError(.repositoryFailed, side: .repository, step: step, underlying: error)
         }
         return outcome
     }
@@ -220,9 +223,11 @@ struct RemoteSnapshot {
         do {
             return try await body()
         } catch {
+            // A statement error aborts the remote's transaction, whose session may still be
+            // sound: only a broken session is a lost one.
             throw SnapshotError.classify(
-                error, side: side, step: step, remote: remote, repository: repository, deadline: deadline,
-                silence: silence)
+                error, side: side, step: step, remote: remote, remoteInTransaction: false, repository: repository,
+                deadline: deadline, silence: silence)
                 ?? SnapshotError(
                     side == .remote ? .remoteFailed : .repositoryFailed, side: side, step: step, underlying: error)
         }

@@ -264,10 +264,9 @@ struct Worker {
     /// repository session that holds a regular slot, so that a thousand workers starting
     /// together do not exhaust max_connections.
     private func prepare(remote: PostgresConnection) async -> Preparation {
-        let deadline = ContinuousClock.now + context.snapshotTimeout
         let versions: RemoteVersions
         do {
-            versions = try await RemoteVersions.read(remote, deadline: deadline)
+            versions = try await RemoteVersions.read(remote, deadline: .now + context.snapshotTimeout)
         } catch {
             if Task.isCancelled { return .failed(.remoteDown, nil) }
             return .failed(.remoteDown, "could not read the server's versions: \(error)")
@@ -275,7 +274,7 @@ struct Worker {
         do {
             return try await context.limiter.withPermit {
                 await withRepository(failing: "worker start-up delayed") { repository in
-                    await record(versions, on: repository, deadline: deadline)
+                    await record(versions, on: repository, deadline: .now + context.snapshotTimeout)
                 } ?? .failed(.repositoryDown, nil)
             }
         } catch {
@@ -350,7 +349,8 @@ struct Worker {
                 : "snapshot skipped: lost the connection to the remote server: \(error)"
             logger.error("\(message)")
             if timedOut { _ = try? await context.limiter.withPermit { await recordErrors([message], once: false) } }
-            return SnapshotResult(end: timedOut ? .timedOut : .remoteLost, message: message)
+            if timedOut { return SnapshotResult(end: .timedOut(), message: message) }
+            return remote.connection.isHealthy ? .failed(message) : SnapshotResult(end: .remoteLost, message: message)
         }
         let landing: (SnapshotResult, cleanups: [(source: String, sql: String)])
         do {
@@ -359,7 +359,10 @@ struct Worker {
                 let started = ContinuousClock.now
                 let deadline = started + context.snapshotTimeout
                 // A remote that goes silent leaves its regular slot to the others at once.
-                let silence = plan.silenceLimit.flatMap { slot.lane == .regular ? slot.silenceWatch(limit: $0) : nil }
+                // (In the suspects' lane, the watch only measures what the remote needs.)
+                let silence = plan.silenceLimit.map {
+                    slot.silenceWatch(limit: slot.lane == .regular ? $0 : context.snapshotTimeout)
+                }
                 return await withRepository(failing: "snapshot skipped") { repository in
                     await takeSnapshot(
                         remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,
@@ -373,7 +376,9 @@ struct Worker {
             let failures = await RemoteSnapshot.runCleanups(
                 landing.cleanups, remote: remote.connection, deadline: .now + context.snapshotTimeout, logger: logger)
             // Under the fence, as every error: none on a server another collector owns now.
-            _ = try? await context.limiter.withPermit { await recordErrors(failures, once: false) }
+            if !failures.isEmpty {
+                _ = try? await context.limiter.withPermit { await recordErrors(failures, once: false) }
+            }
         }
         return landing.0
     }
@@ -451,7 +456,9 @@ struct Worker {
             knownStatements?.forget()
             // Given back for the next snapshot, unless this one ran out of time: a refresh that
             // cannot fit in snapshot_timeout would otherwise stop every snapshot of the server.
-            if let refresh, !error.isTimeout { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }
+            if let refresh {
+                if case .timedOut = error.kind {} else { _ = board.requestCatalogRefresh(refresh, serverID: server.id) }
+            }
             switch error.kind {
             case .cancelled:
                 let message = "snapshot interrupted, its worker stopping (shutdown, reload, server handed over): rolled back"
@@ -480,8 +487,10 @@ struct Worker {
             // Out of time, whatever became of the session (the next wake-up reopens it if
             // needed): such a server waits in the suspects' lane, and is not retried at once.
             switch error.kind {
-            case .timedOut, .remoteSilent:
-                return (SnapshotResult(end: .timedOut, message: message), [])
+            case .timedOut:
+                return (SnapshotResult(end: .timedOut(), message: message), [])
+            case .remoteSilent(let limit):
+                return (SnapshotResult(end: .timedOut(silentFor: limit), message: message), [])
             case .remoteLost:
                 return (SnapshotResult(end: .remoteLost, message: message), [])
             case .repositoryFailed:

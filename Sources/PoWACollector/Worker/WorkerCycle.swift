@@ -44,8 +44,8 @@ struct WorkerCycle {
         case landed(SnapshotMark?, began: Instant, longestWait: Duration? = nil)
         /// Failed and reported; `repositoryDown`: the repository cannot be reached.
         case failed(repositoryDown: Bool)
-        /// Ran out of time, or was given up while its remote stayed silent.
-        case timedOut
+        /// Ran out of time, or was given up after its remote stayed silent for `silentFor`.
+        case timedOut(silentFor: Duration? = nil)
         /// The remote session broke.
         case remoteLost
         /// The remote may not be snapshotted (reported in `powa_snapshot_metas.errors`).
@@ -172,7 +172,8 @@ struct WorkerCycle {
             mark = lastMark
         }
         backoff.reset()
-        if let current = trouble, case .refused = current {} else { trouble = nil }
+        // A refusal stands until a snapshot lands.
+        trouble = refusal.map { .refused($0) }
         return waitForNext(now: now)
     }
 
@@ -241,8 +242,11 @@ struct WorkerCycle {
             trouble = nil
         case .failed(let repositoryDown):
             if repositoryDown { trouble = .repositoryDown }
-        case .timedOut:
+        case .timedOut(let silentFor):
             suspect = true
+            // Given up for its silence: a server merely slow to send its first rows gets twice
+            // as long next time, until one of its snapshots lands and says what it needs.
+            if let silentFor { longestWait = max(longestWait ?? .zero, silentFor) }
         case .refused(let reason):
             refusal = reason
             trouble = .refused(reason)
