@@ -6,7 +6,9 @@ import Synchronization
 final class WorkerRun: Sendable {
     private struct State {
         var stopRequested = false
-        /// The child's wait for `stop()`.
+        /// The worker returned on its own.
+        var returned = false
+        /// The owner's wait for `stop()` or the worker's return.
         var stopWaiter: CheckedContinuation<Void, Never>?
         var ended = false
         var endWaiters: [CheckedContinuation<Void, Never>] = []
@@ -16,13 +18,16 @@ final class WorkerRun: Sendable {
 
     init() {}
 
-    /// Runs `worker` until it ends or `stop()` is called (then cancelled, and waited for), in
-    /// the calling task: the fleet's child.
+    /// Runs `worker` until it ends or `stop()` is called (then cancelled, and waited for): the
+    /// worker in a child task, the calling task (the fleet's child) waiting for either, with no
+    /// task of its own for that (a thousand workers: a task fewer each).
     func run(_ worker: @escaping @Sendable () async -> Void) async {
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { await worker() }
-            group.addTask { await self.stopRequested() }
-            await group.next()
+            group.addTask {
+                await worker()
+                self.workerReturned()
+            }
+            await stopRequestedOrReturned()
             group.cancelAll()
         }
         end()
@@ -59,15 +64,25 @@ final class WorkerRun: Sendable {
         for waiter in waiters { waiter.resume() }
     }
 
-    /// Returns once `stop()` was called, or at once when the task is cancelled.
-    private func stopRequested() async {
+    private func workerReturned() {
+        let waiter = state.withLock { state in
+            state.returned = true
+            return state.stopWaiter.take()
+        }
+        waiter?.resume()
+    }
+
+    /// Returns once `stop()` was called or the worker returned, or at once when the task is
+    /// cancelled.
+    private func stopRequestedOrReturned() async {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-                let requested = state.withLock { state in
-                    if !state.stopRequested { state.stopWaiter = continuation }
-                    return state.stopRequested
+                let over = state.withLock { state in
+                    let over = state.stopRequested || state.returned
+                    if !over { state.stopWaiter = continuation }
+                    return over
                 }
-                if requested { continuation.resume() }
+                if over { continuation.resume() }
             }
         } onCancel: {
             stop()

@@ -16,6 +16,8 @@ final class WorkerMailbox: Sendable {
     private struct State {
         var pending: Set<Request> = []
         var waiter: CheckedContinuation<Void, Never>?
+        /// The current wait's time has come.
+        var timeUp = false
     }
 
     private let state = Mutex(State())
@@ -42,12 +44,20 @@ final class WorkerMailbox: Sendable {
         }
     }
 
-    /// Waits until `deadline`, a request arrives, or the task is cancelled.
+    /// Waits until `deadline`, a request arrives, or the task is cancelled. One child task, the
+    /// timer; the caller's own task waits for the request (a thousand idle workers: a task
+    /// fewer each).
     func wait(until deadline: ContinuousClock.Instant) async {
+        state.withLock { $0.timeUp = false }
         await withTaskGroup(of: Void.self) { group in
-            group.addTask { try? await Task.sleep(until: deadline, clock: .continuous) }
-            group.addTask { await self.waitForRequest() }
-            await group.next()
+            group.addTask {
+                guard (try? await Task.sleep(until: deadline, clock: .continuous)) != nil else { return }
+                self.state.withLock { state in
+                    state.timeUp = true
+                    return state.waiter.take()
+                }?.resume()
+            }
+            await waitForRequest()
             group.cancelAll()
         }
     }
@@ -56,7 +66,7 @@ final class WorkerMailbox: Sendable {
         await withTaskCancellationHandler {
             await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
                 let ready = state.withLock { state -> Bool in
-                    if !state.pending.isEmpty { return true }
+                    if !state.pending.isEmpty || state.timeUp { return true }
                     state.waiter = continuation
                     return false
                 }
