@@ -182,4 +182,34 @@ struct StarvationTests {
             #expect(late.isEmpty, "\(late.count) servers missed a period: \(late.prefix(5))")
         }
     }
+
+    @Test("PoWA 5: a remote that stops accepting sessions mid-snapshot leaves the only regular slot to a healthy server")
+    func databaseSessionsRefused() async throws {
+        try await TestBed.withPrivate(name: "starving", port: 5425, remotes: 2, kind: .powa5, settings: Self.bedSettings) {
+            bed in
+            let repository = try await ScratchRepository.create(on: bed)
+            let proxy = try FaultProxy(targetPort: bed.remotePorts[0])
+            defer { proxy.close() }
+            let cut = try await repository.register(port: proxy.port, alias: "cut", frequency: 5)
+            let healthy = try await repository.register(port: bed.remotePorts[1], alias: "healthy", frequency: 5)
+            let running = RunningCollector(repository: repository) {
+                $0.maxConcurrentSnapshots = 1
+                $0.snapshotTimeout = 30
+                $0.connectTimeout = 20
+            }
+            // Its first snapshot landed over the proxy; then the sessions of its next snapshot's
+            // databases never connect, while its own session goes on.
+            _ = try await repository.waitForSnapshots(cut, count: 1)
+            _ = try await repository.waitForSnapshots(healthy, count: 1)
+            proxy.stallNewConnections()
+            let before = try #require(try await repository.snapts(healthy))
+            let times = try await repository.waitForSnapshots(healthy, count: 4, after: before)
+            try await running.stop()
+            let series = [before] + times
+            let gaps = zip(series, series.dropFirst()).map { $1 - $0 }
+            // Without the silence limit on its databases' connects: about 20 s, the cut
+            // snapshot holding the one regular slot while each database's connect times out.
+            #expect(gaps.count == 4 && gaps.allSatisfy { $0 <= 5 + 1 }, "\(gaps)")
+        }
+    }
 }

@@ -23,6 +23,8 @@ public final class FaultProxy: Sendable {
 
     private struct State {
         var stalled = false
+        /// New connections are frozen, the open ones flow.
+        var stallingNew = false
         var closed = false
         /// Every open connection: its two descriptors, and whether it is frozen.
         var connections: [Int: Link] = [:]
@@ -58,9 +60,18 @@ public final class FaultProxy: Sendable {
         }
     }
 
+    /// Freezes every new connection (until `heal()`), while the open ones flow: a server that
+    /// stops accepting sessions, or a partition that began after they were opened.
+    public func stallNewConnections() {
+        state.withLock { $0.stallingNew = true }
+    }
+
     /// New connections reach the server again; frozen ones stay frozen.
     public func heal() {
-        state.withLock { $0.stalled = false }
+        state.withLock { state in
+            state.stalled = false
+            state.stallingNew = false
+        }
     }
 
     /// Stops accepting and ends every connection (its threads hold it until then).
@@ -85,7 +96,7 @@ public final class FaultProxy: Sendable {
                 break
             }
             _ = fcntl(client, F_SETFD, FD_CLOEXEC)
-            let stalled = state.withLock { $0.stalled }
+            let stalled = state.withLock { $0.stalled || $0.stallingNew }
             let server = stalled ? -1 : connectToTarget()
             if !stalled && server < 0 {
                 _ = Glibc.close(client)

@@ -66,12 +66,9 @@ struct DatabaseSnapshot {
     ) async throws(SnapshotError) {
         let session: PoWASession
         do {
-            let remaining = deadline - .now
-            session = try await PoWASession.remote(
-                server, database: database,
-                applicationName: ApplicationName.workerDatabase(snapshot.workerName, database),
-                connectTimeout: min(snapshot.connectTimeout, max(remaining, .milliseconds(1))),
-                options: snapshot.connectionOptions, logger: logger)
+            session = try await connect(to: database)
+        } catch let error as SnapshotError {
+            throw error
         } catch {
             if Task.isCancelled { throw SnapshotError(.cancelled, step: .database(database, source: nil)) }
             if ContinuousClock.now >= deadline {
@@ -109,6 +106,34 @@ struct DatabaseSnapshot {
             logger.error("remote database session failed", metadata: ["database": "\(database)", "error": "\(error)"])
             outcome.errors.append("Database \(database): \(error)")
         }
+    }
+
+    /// A session to `database`. A remote that does not let it connect within the silence limit
+    /// is silent as for a statement: the snapshot leaves its regular slot (then the connect goes
+    /// on, within `connect_timeout`), or is given up.
+    private func connect(to database: String) async throws -> PoWASession {
+        let budget = min(snapshot.connectTimeout, max(deadline - .now, .milliseconds(1)))
+        if let watch = snapshot.silence, !watch.hasFired, watch.limit < budget {
+            do {
+                return try await connect(to: database, within: watch.limit)
+            } catch  where PostgresError.Code.timedOut ~= error && !Task.isCancelled {
+                guard watch.fire() else {
+                    throw SnapshotError(.remoteSilent(watch.limit), side: .remote, step: .database(database, source: nil))
+                }
+                return try await connect(to: database, within: budget - watch.limit)
+            }
+        }
+        return try await connect(to: database, within: budget)
+    }
+
+    /// (How long it took is what the remote needs: counted in the next silence limit.)
+    private func connect(to database: String, within timeout: Duration) async throws -> PoWASession {
+        let began = ContinuousClock.now
+        let session = try await PoWASession.remote(
+            server, database: database, applicationName: ApplicationName.workerDatabase(snapshot.workerName, database),
+            connectTimeout: max(timeout, .milliseconds(1)), options: snapshot.connectionOptions, logger: logger)
+        snapshot.silence?.waited(.now - began)
+        return session
     }
 
     /// One source of a database: its failure alone is reported, and the database goes on.

@@ -33,13 +33,17 @@ public final class SilenceWatch: Sendable {
     /// merely slow needs, so that its owner can give it more next time.
     public var longestWait: Duration { .nanoseconds(longest.load(ordering: .relaxed)) }
 
-    func waited(_ duration: Duration) {
+    /// Records a wait for the server that ended with an answer (the connection's own waits, or
+    /// a caller's, such as a new session's connect).
+    public func waited(_ duration: Duration) {
         let (seconds, attoseconds) = duration.components
         longest.max(seconds * 1_000_000_000 + attoseconds / 1_000_000_000, ordering: .relaxed)
     }
 
-    /// Asks the owner, once; true when the wait goes on.
-    func fire() -> Bool {
+    /// Asks the owner, once; true when the wait goes on. Called by the connection's waits, and
+    /// by a caller that met the same silence elsewhere (a new session to the server that does
+    /// not connect within `limit`).
+    public func fire() -> Bool {
         guard state.compareExchange(expected: 0, desired: 1, ordering: .acquiringAndReleasing).exchanged else {
             return !gaveUp
         }
