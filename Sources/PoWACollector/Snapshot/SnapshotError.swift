@@ -76,14 +76,6 @@ struct SnapshotError: Error, CustomStringConvertible {
         self.underlying = underlying
     }
 
-    /// Whether the snapshot ran out of time (its server then waits in the suspects' lane).
-    var isTimeout: Bool {
-        switch kind {
-        case .timedOut, .remoteSilent: true
-        default: false
-        }
-    }
-
     var description: String {
         let cause = underlying.map { ": \($0)" } ?? ""
         switch kind {

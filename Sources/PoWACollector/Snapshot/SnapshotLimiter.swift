@@ -11,15 +11,9 @@ final class SnapshotLimiter: Sendable {
     }
 
     private let state: Mutex<State>
-    let permits: Int
-    /// The slots of the suspects' lane.
-    let suspectPermits: Int
 
     init(permits: Int) {
-        let slots = SnapshotSlots(permits: permits)
-        self.permits = slots.regularCapacity
-        suspectPermits = slots.suspectCapacity
-        state = Mutex(State(slots: slots))
+        state = Mutex(State(slots: SnapshotSlots(permits: permits)))
     }
 
     /// The slots held now, and the snapshots waiting for one (metrics).

@@ -86,7 +86,7 @@ struct Worker {
                     action = cycle.connectFailed(now: .now)
                     let message = "could not connect to the remote server: \(error)"
                     if remoteOutage.began(message, logger) {
-                        _ = try? await context.limiter.withPermit { await recordErrors([message]) }
+                        await recordErrors([message])
                     }
                 }
             case .prepare:
@@ -176,7 +176,7 @@ struct Worker {
         } catch {
             let message = "could not connect to the remote server: \(error)"
             logger.error("\(message)")
-            _ = try? await context.limiter.withPermit { await recordErrors([message]) }
+            await recordErrors([message])
             return message
         }
         defer { session.close() }
@@ -196,11 +196,6 @@ struct Worker {
         }
     }
 
-    /// Waits, whatever arrives in the mailbox, until `delay` has passed or the task is cancelled.
-    private func pause(_ delay: Duration) async {
-        try? await Task.sleep(for: delay)
-    }
-
     // MARK: Sessions
 
     /// The configuration's extra libpq keywords for this server (`servers`).
@@ -216,8 +211,8 @@ struct Worker {
         return session
     }
 
-    /// Lends `body` a pooled repository session; when none can be had, sets the status, logs
-    /// what could not happen (`consequence`), and returns nil.
+    /// Lends `body` a pooled repository session; when none can be had, logs what could not
+    /// happen (`consequence`, once per outage) and returns nil.
     private func withRepository<T>(failing consequence: String, _ body: (PoWARepository) async -> T) async -> T? {
         do {
             return try await context.pool.withRepository(
@@ -235,11 +230,16 @@ struct Worker {
         }
     }
 
-    /// Appends errors to the server's `powa_snapshot_metas.errors`, on a pooled session, unless
-    /// they are shown already, and (in a fleet) only while this collector owns the server;
-    /// when the repository cannot be reached they are only logged (they were already). The
-    /// caller holds a limiter permit.
+    /// Appends errors to the server's `powa_snapshot_metas.errors` (`once`: unless shown
+    /// already), on a pooled session in a regular slot, through the worker's `SnapshotReport`;
+    /// when the repository cannot be reached they are only logged (they were already).
     private func recordErrors(_ errors: [String], once: Bool = true) async {
+        guard !errors.isEmpty, !Task.isCancelled else { return }
+        _ = try? await context.limiter.withPermit { await recordErrorsHoldingSlot(errors, once: once) }
+    }
+
+    /// `recordErrors`, for a caller that holds a slot already.
+    private func recordErrorsHoldingSlot(_ errors: [String], once: Bool = true) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
         _ = await withRepository(failing: "error not recorded") { repository in
             do {
@@ -348,8 +348,10 @@ struct Worker {
                 ? "snapshot skipped: the remote server did not answer within snapshot_timeout"
                 : "snapshot skipped: lost the connection to the remote server: \(error)"
             logger.error("\(message)")
-            if timedOut { _ = try? await context.limiter.withPermit { await recordErrors([message], once: false) } }
-            if timedOut { return SnapshotResult(end: .timedOut(), message: message) }
+            if timedOut {
+                await recordErrors([message], once: false)
+                return SnapshotResult(end: .timedOut(), message: message)
+            }
             return remote.connection.isHealthy ? .failed(message) : SnapshotResult(end: .remoteLost, message: message)
         }
         let landing: (SnapshotResult, cleanups: [(source: String, sql: String)])
@@ -376,9 +378,7 @@ struct Worker {
             let failures = await RemoteSnapshot.runCleanups(
                 landing.cleanups, remote: remote.connection, deadline: .now + context.snapshotTimeout, logger: logger)
             // Under the fence, as every error: none on a server another collector owns now.
-            if !failures.isEmpty {
-                _ = try? await context.limiter.withPermit { await recordErrors(failures, once: false) }
-            }
+            await recordErrors(failures, once: false)
         }
         return landing.0
     }
@@ -482,7 +482,7 @@ struct Worker {
                 try? await report.append(
                     ["snapshot failed: \(error)"], on: repository, deadline: .now + context.connectTimeout)
             } else {
-                await recordErrors(["snapshot failed: \(error)"])
+                await recordErrorsHoldingSlot(["snapshot failed: \(error)"])
             }
             // Out of time, whatever became of the session (the next wake-up reopens it if
             // needed): such a server waits in the suspects' lane, and is not retried at once.
