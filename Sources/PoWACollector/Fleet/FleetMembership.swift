@@ -32,6 +32,10 @@ public final class FleetMembership: Sendable {
         var ownershipVersion: UInt64 = 0
         /// What the other members said of their servers: server → (member, status).
         var peers: [Int: (member: Int, status: WorkerStatus)] = [:]
+        /// The servers owned when the membership session was last lost: while this collector
+        /// is no member, their workers spool their snapshots (`SnapshotSpool`), which land
+        /// only once the fleet gives the server back to this collector.
+        var heldWhenLeft: Set<Int> = []
     }
 
     private let state: Mutex<State>
@@ -62,6 +66,12 @@ public final class FleetMembership: Sendable {
     var isLeader: Bool { state.withLock { $0.isLeader } }
     var view: FleetView { state.withLock { $0.view } }
     var owned: Set<Int> { state.withLock { $0.owned } }
+
+    /// Whether this collector is no member now and owned `serverID` when its membership
+    /// session was lost: its worker spools what it reads until the fleet is joined again.
+    func heldWhenLeft(serverID: Int) -> Bool {
+        state.withLock { $0.memberPID == nil && $0.heldWhenLeft.contains(serverID) }
+    }
 
     /// The pid of the membership session, when it holds `serverID`'s lock: what a snapshot of
     /// that server checks in its own transaction before it commits. Nil: no snapshot now.
@@ -107,6 +117,7 @@ public final class FleetMembership: Sendable {
     func left() {
         let waiters = state.withLock { state in
             defer { state.assignmentWaiters = [] }
+            if state.memberPID != nil { state.heldWhenLeft = state.owned }
             state.memberPID = nil
             state.isLeader = false
             state.owned = []
