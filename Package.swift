@@ -21,6 +21,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        // The spool's files: async I/O off the cooperative pool, files that appear once whole.
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
         // Tests only: the Kubernetes example's YAML.
         .package(url: "https://github.com/jpsim/Yams", from: "6.2.2"),
     ],
@@ -55,6 +57,7 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "_NIOFileSystem", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings
         ),

@@ -37,6 +37,9 @@ public final class Collector: Service, Sendable {
     public let membership = FleetMembership()
     /// The active servers of the last reload (the fleet's assignment picks among them).
     private let activeServers = Mutex<[RemoteServer]>([])
+    /// Where snapshots wait while the repository is down (opened at start: nil until then, or
+    /// when `spool` is off or its directory cannot be used).
+    private let spool = Mutex<SnapshotSpool?>(nil)
     /// The active servers whose `powa_servers` row cannot be used, from the last server list:
     /// no worker, but listed (`unusableRow`) wherever statuses are.
     private let unusableServers = Mutex<Set<Int>>([])
@@ -69,6 +72,7 @@ public final class Collector: Service, Sendable {
     public var configuration: CollectorConfiguration { state.withLock { $0 } }
 
     public func run() async throws {
+        await openSpool()
         // Waiting for the repository at start-up yields to SIGTERM/SIGINT at once.
         do {
             try await cancelWhenGracefulShutdown {
@@ -98,7 +102,7 @@ public final class Collector: Service, Sendable {
                 guard !Task.isCancelled,
                     await self.events.continuation.ask({ .ownershipChanged(answer: $0) }) != nil
                 else { return }
-                self.notifier?.ready(status: StatusSummary.line(self.board.statuses()))
+                self.notifier?.ready(status: self.statusLine)
             }
             if let notifier = self.notifier {
                 group.addTask { await self.keepSystemdInformed(notifier) }
@@ -253,12 +257,12 @@ public final class Collector: Service, Sendable {
     /// workers' summary in `STATUS=` when it changed, at most every 5 s.
     private func keepSystemdInformed(_ notifier: SystemdNotifier) async {
         let tick = min(notifier.watchdogInterval ?? .seconds(5), .seconds(5))
-        var shown = StatusSummary.line(board.statuses())
+        var shown = statusLine
         while !Task.isCancelled {
             try? await Task.sleep(for: tick)
             if Task.isCancelled { return }
             if notifier.watchdogInterval != nil { notifier.watchdog() }
-            let summary = StatusSummary.line(board.statuses())
+            let summary = statusLine
             if summary != shown {
                 notifier.status(summary)
                 shown = summary
@@ -279,17 +283,44 @@ public final class Collector: Service, Sendable {
         await requestReload(rereadFile: rereadFile) == .reloaded
     }
 
+    /// Opens the spool of the configuration: without it (its directory unusable), the
+    /// collector runs as before, and what the repository cannot take is lost.
+    private func openSpool() async {
+        guard let settings = configuration.spool else { return }
+        do {
+            let opened = try await SnapshotSpool.open(settings, metrics: metrics, logger: logger)
+            spool.withLock { $0 = opened }
+            await fleet.use(opened)
+        } catch {
+            logger.error(
+                "spool unusable: snapshots the repository cannot take will be lost: \(error)",
+                metadata: ["directory": "\(settings.directory)"])
+        }
+    }
+
     /// The Prometheus text of the metrics, with the states read now.
     public func scrapeMetrics() async -> [UInt8] {
         guard let metrics else { return [] }
-        return metrics.scrape(board: board, limiter: await fleet.currentLimiter, membership: membership)
+        return metrics.scrape(
+            board: board, limiter: await fleet.currentLimiter, membership: membership, spool: spool.withLock { $0 })
     }
 
     /// What keeps the daemon from being ready: the repository unreachable, workers not
     /// running (their statuses by server id); empty when ready.
-    public func readiness() -> (repositoryUp: Bool, notRunning: [Int: WorkerStatus]) {
+    public func readiness() -> (repositoryUp: Bool, notRunning: [Int: WorkerStatus], spooled: SpoolContents?) {
         let notRunning = listingUnusable(board.statuses()).filter { $0.value != .running }
-        return (metrics?.isRepositoryUp ?? true, notRunning)
+        return (metrics?.isRepositoryUp ?? true, notRunning, spoolContents)
+    }
+
+    /// What waits in the spool, when anything does.
+    public var spoolContents: SpoolContents? {
+        guard let contents = spool.withLock({ $0 })?.contents, contents.snapshots > 0 else { return nil }
+        return SpoolContents(snapshots: contents.snapshots, bytes: contents.bytes)
+    }
+
+    /// The workers' summary for systemd, and the spool's.
+    private var statusLine: String {
+        StatusSummary.line(board.statuses(), spooled: spoolContents)
     }
 
     /// `statuses` (of every server, or of `serverID`), with the unusable rows no worker has.
@@ -304,7 +335,7 @@ public final class Collector: Service, Sendable {
     private func reloadNow(rereadFile: Bool) async -> ReloadOutcome {
         // (The first server list, at start-up, is not a reload for systemd.)
         if rereadFile { notifier?.reloading() }
-        defer { if rereadFile { notifier?.ready(status: StatusSummary.line(board.statuses())) } }
+        defer { if rereadFile { notifier?.ready(status: statusLine) } }
         var rejection: String?
         if rereadFile {
             do {

@@ -30,6 +30,10 @@ actor WorkerFleet {
     private let metrics: CollectorMetrics?
     /// The fences of the workers' snapshots.
     private let fleet: FleetMembership?
+    /// Where the workers' snapshots wait while the repository is down (set at start-up).
+    private var spool: SnapshotSpool?
+
+    func use(_ spool: SnapshotSpool?) { self.spool = spool }
 
     /// The snapshot slots in force (metrics).
     var currentLimiter: SnapshotLimiter { limiter }
@@ -94,7 +98,7 @@ actor WorkerFleet {
         }
         let context = WorkerContext(
             configuration: configuration, limiter: limiter, pool: pool, board: board, logger: logger, metrics: metrics,
-            fleet: fleet)
+            fleet: fleet, spool: spool)
         for server in plan.starts { start(server, context: context) }
         for id in plan.rechecks { board.recheckVersions(serverID: id) }
         // Last, and all at once: a worker given up finishes the snapshot it may be taking, and

@@ -34,6 +34,9 @@ public struct CollectorConfiguration: Sendable, Equatable {
     public var httpListen: HTTPAddress?
     /// Extra libpq keywords for remote servers (`servers`): see `ServerConnectionOptions`.
     public var serverOptions = ServerConnectionOptions()
+    /// Where snapshots wait while the repository is down (`spool`; read at start-up). A
+    /// configuration file without `spool` gets `SpoolSettings()`; nil spools nothing.
+    public var spool: SpoolSettings?
 
     public init(repositoryDSN: String) {
         self.repositoryDSN = repositoryDSN

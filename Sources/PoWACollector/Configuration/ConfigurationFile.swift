@@ -59,6 +59,7 @@ public enum ConfigurationFile {
         case nil, .null?: break
         case let servers?: configuration.serverOptions = try ServerConnectionOptions.parse(servers)
         }
+        configuration.spool = try SpoolSettings.parse(object["spool"])
         switch object["log_format"] {
         case nil, .null: break
         case .string(let text) where LogFormat(rawValue: text) != nil: configuration.logFormat = LogFormat(rawValue: text)!

@@ -45,6 +45,12 @@ public final class CollectorMetrics: Sendable {
     private let fleetLeader: CoreMetrics.Gauge
     private let fleetMemberID: CoreMetrics.Gauge
     private let fleetOwnedServers: CoreMetrics.Gauge
+    /// The spool (`SnapshotSpool`): what it holds now, and what went in and out of it.
+    private let spoolSnapshots: CoreMetrics.Gauge
+    private let spoolBytes: CoreMetrics.Gauge
+    private let spooledSnapshots: CoreMetrics.Counter
+    private let spooledBytes: CoreMetrics.Counter
+    private let spoolLanded: CoreMetrics.Counter
 
     public init() {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -64,6 +70,11 @@ public final class CollectorMetrics: Sendable {
         fleetLeader = CoreMetrics.Gauge(label: "powa_collector_fleet_leader", factory: factory)
         fleetMemberID = CoreMetrics.Gauge(label: "powa_collector_fleet_member_id", factory: factory)
         fleetOwnedServers = CoreMetrics.Gauge(label: "powa_collector_fleet_owned_servers", factory: factory)
+        spoolSnapshots = CoreMetrics.Gauge(label: "powa_collector_spool_snapshots", factory: factory)
+        spoolBytes = CoreMetrics.Gauge(label: "powa_collector_spool_bytes", factory: factory)
+        spooledSnapshots = CoreMetrics.Counter(label: "powa_collector_spool_snapshots_spooled_total", factory: factory)
+        spooledBytes = CoreMetrics.Counter(label: "powa_collector_spool_bytes_spooled_total", factory: factory)
+        spoolLanded = CoreMetrics.Counter(label: "powa_collector_spool_snapshots_landed_total", factory: factory)
         CoreMetrics.Gauge(label: "powa_collector_info", dimensions: [("version", Collector.version)], factory: factory).record(1)
         CoreMetrics.Gauge(label: "powa_collector_start_time_seconds", factory: factory).record(Date().timeIntervalSince1970)
     }
@@ -124,6 +135,19 @@ public final class CollectorMetrics: Sendable {
         ).increment()
     }
 
+    func snapshotSpooled(bytes: Int) {
+        spooledSnapshots.increment()
+        spooledBytes.increment(by: bytes)
+    }
+
+    func spooledSnapshotLanded() { spoolLanded.increment() }
+
+    func spooledSnapshotsDropped(_ count: Int, reason: String) {
+        CoreMetrics.Counter(
+            label: "powa_collector_spool_snapshots_dropped_total", dimensions: [("reason", reason)], factory: factory
+        ).increment(by: count)
+    }
+
     func setRepositoryUp(_ up: Bool) { repositoryUp.store(up, ordering: .relaxed) }
 
     /// Whether the control channel holds its repository session.
@@ -133,7 +157,9 @@ public final class CollectorMetrics: Sendable {
 
     /// The Prometheus text format of every metric, with the states read now from `board` and
     /// `limiter`: the daemon-wide series, then each server family, server after server by id.
-    func scrape(board: WorkerBoard, limiter: SnapshotLimiter?, membership: FleetMembership? = nil) -> [UInt8] {
+    func scrape(
+        board: WorkerBoard, limiter: SnapshotLimiter?, membership: FleetMembership? = nil, spool: SnapshotSpool? = nil
+    ) -> [UInt8] {
         let statuses = board.statuses()
         let current = servers.withLock { servers -> [(id: Int, series: ServerMetrics)] in
             for id in servers.keys.filter({ statuses[$0] == nil }) { servers.removeValue(forKey: id) }
@@ -154,6 +180,12 @@ public final class CollectorMetrics: Sendable {
             fleetLeader.record(membership.isLeader ? 1 : 0)
             fleetMemberID.record(membership.isMember ? membership.memberID : 0)
             fleetOwnedServers.record(membership.owned.count)
+        }
+
+        if let spool {
+            let contents = spool.contents
+            spoolSnapshots.record(contents.snapshots)
+            spoolBytes.record(contents.bytes)
         }
 
         let texts = current.map { $0.series.currentText() }

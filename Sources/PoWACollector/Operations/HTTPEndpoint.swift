@@ -9,7 +9,8 @@ import ServiceLifecycle
 /// - `GET /metrics`: the Prometheus text format (`CollectorMetrics`);
 /// - `GET /livez`: 200 while the process serves its event loops;
 /// - `GET /readyz`: 200 when the control channel holds its repository session and every
-///   worker is `running`, else 503 with a short JSON body saying what is not.
+///   worker is `running`, else 503 with a short JSON body saying what is not; either body
+///   says `"spooling"` (snapshots and bytes) while snapshots wait in the spool.
 ///
 /// Every answer comes from memory: no request runs a query.
 public enum HTTPEndpoint {
@@ -20,11 +21,15 @@ public enum HTTPEndpoint {
         router.get("readyz") { _, _ -> Response in
             let readiness = collector.readiness()
             let ready = readiness.repositoryUp && readiness.notRunning.isEmpty
+            let spooling =
+                readiness.spooled.map {
+                    ", \"spooling\": {\"snapshots\": \($0.snapshots), \"bytes\": \($0.bytes)}"
+                } ?? ""
             let body =
                 ready
-                ? "{\"ready\": true}\n"
+                ? "{\"ready\": true\(spooling)}\n"
                 : "{\"ready\": false, \"repository\": \"\(readiness.repositoryUp ? "connected" : "unreachable")\", "
-                    + "\"not_running\": \(ControlCommands.json(readiness.notRunning))}\n"
+                    + "\"not_running\": \(ControlCommands.json(readiness.notRunning))\(spooling)}\n"
             return Response(
                 status: ready ? .ok : .serviceUnavailable, headers: [.contentType: "application/json"],
                 body: .init(byteBuffer: ByteBuffer(string: body)))

@@ -15,45 +15,62 @@ struct DatabaseSnapshot {
     private var server: RemoteServer { snapshot.server }
     private var logger: Logger { snapshot.logger }
 
+    /// Reads the databases into `destination`, with `given` sources (the spool's), or those the
+    /// repository says are due.
     func copy(
-        serverVersionNumber version: Int, repository: PoWARepository, into outcome: inout RemoteSnapshot.Outcome
+        serverVersionNumber version: Int, to destination: SnapshotDestination, sources given: DatabaseSources? = nil,
+        into outcome: inout RemoteSnapshot.Outcome
     ) async throws(SnapshotError) {
-        let modules: [DatabaseSource]
-        var catalogs: [DatabaseSource]
-        do {
-            (modules, catalogs) = try await repository.connection.inSavepoint("powa_db_sources", deadline: deadline) {
-                (
-                    try await repository.databaseModules(
-                        serverID: server.id, serverVersionNumber: version, deadline: deadline),
-                    try await repository.catalogs(
-                        serverID: server.id, serverVersionNumber: version, refreshAll: snapshot.catalogRefresh != nil,
-                        deadline: deadline)
-                )
+        var sources: DatabaseSources
+        if let given {
+            sources = given
+        } else if case .repository(let repository) = destination {
+            do {
+                sources = try await repository.connection.inSavepoint("powa_db_sources", deadline: deadline) {
+                    DatabaseSources(
+                        modules: try await repository.databaseModules(
+                            serverID: server.id, serverVersionNumber: version, deadline: deadline),
+                        catalogs: try await repository.catalogs(
+                            serverID: server.id, serverVersionNumber: version,
+                            refreshAll: snapshot.catalogRefresh != nil, deadline: deadline))
+                }
+            } catch {
+                // The global sources still land; the per-database ones are reported as missing.
+                if let failure = SnapshotError.classify(
+                    error, side: .repository, step: .databaseSources, remote: nil, repository: repository.connection,
+                    deadline: deadline, silence: snapshot.silence)
+                {
+                    throw failure
+                }
+                logger.error("could not read the per-database sources", metadata: ["error": "\(error)"])
+                outcome.errors.append("Error while reading the per-database sources and catalogs: \(error)")
+                return
             }
-        } catch {
-            // The global sources still land; the per-database ones are reported as missing.
-            if let failure = SnapshotError.classify(
-                error, side: .repository, step: .databaseSources, remote: nil, repository: repository.connection,
-                deadline: deadline, silence: snapshot.silence)
-            {
-                throw failure
-            }
-            logger.error("could not read the per-database sources", metadata: ["error": "\(error)"])
-            outcome.errors.append("Error while reading the per-database sources and catalogs: \(error)")
+        } else {
             return
         }
         if case .databases(let names) = snapshot.catalogRefresh {
             // A refresh of named databases: their catalogs only (the others stay as they are).
-            catalogs = catalogs.map { catalog in
+            sources.catalogs = sources.catalogs.map { catalog in
                 var catalog = catalog
                 catalog.excludedDatabases = Set(databases.names).subtracting(names)
                 return catalog
             }
         }
+        // What a spooled snapshot reads next: the same modules, and the catalogs of databases
+        // not imported yet (those read now will be).
+        outcome.databaseSources = DatabaseSources(
+            modules: sources.modules,
+            catalogs: sources.catalogs.map { catalog in
+                var catalog = catalog
+                catalog.excludedDatabases.formUnion(databases.names)
+                return catalog
+            })
         for database in databases.names {
-            let work = modules.filter { $0.applies(to: database) } + catalogs.filter { $0.applies(to: database) }
+            let work =
+                sources.modules.filter { $0.applies(to: database) } + sources.catalogs.filter { $0.applies(to: database) }
             guard !work.isEmpty else { continue }
-            try await copy(work, database: database, repository: repository, into: &outcome)
+            try await copy(work, database: database, to: destination, into: &outcome)
         }
     }
 
@@ -61,7 +78,7 @@ struct DatabaseSnapshot {
     /// closed after it: an idle session kept on a database would block `DROP DATABASE`, and one
     /// on `template1` every `CREATE DATABASE`).
     private func copy(
-        _ work: [DatabaseSource], database: String, repository: PoWARepository,
+        _ work: [DatabaseSource], database: String, to destination: SnapshotDestination,
         into outcome: inout RemoteSnapshot.Outcome
     ) async throws(SnapshotError) {
         let session: PoWASession
@@ -85,7 +102,7 @@ struct DatabaseSnapshot {
         do {
             try await connection.inTransaction(deadline: deadline) {
                 for source in work {
-                    try await copy(source, database: database, from: connection, repository: repository, into: &outcome)
+                    try await copy(source, database: database, from: connection, to: destination, into: &outcome)
                 }
             }
         } catch let failure as SnapshotError {
@@ -99,7 +116,7 @@ struct DatabaseSnapshot {
             // problem, unless the repository or the snapshot's time is gone too.
             if let failure = SnapshotError.classify(
                 error, side: .remote, step: .database(database, source: nil), remote: nil,
-                repository: repository.connection, deadline: deadline, silence: snapshot.silence)
+                repository: destination.connection, deadline: deadline, silence: snapshot.silence)
             {
                 throw failure
             }
@@ -138,20 +155,24 @@ struct DatabaseSnapshot {
 
     /// One source of a database: its failure alone is reported, and the database goes on.
     private func copy(
-        _ source: DatabaseSource, database: String, from connection: PostgresConnection, repository: PoWARepository,
-        into outcome: inout RemoteSnapshot.Outcome
+        _ source: DatabaseSource, database: String, from connection: PostgresConnection,
+        to destination: SnapshotDestination, into outcome: inout RemoteSnapshot.Outcome
     ) async throws(SnapshotError) {
+        let step = SnapshotError.Step.database(database, source: source.name)
         do {
-            let rows = try await snapshot.pipe(
+            let rows = try await snapshot.stage(
                 from: connection, source.copyOutStatement(serverID: server.id, timestamp: databases.instant),
-                to: repository.connection, source.copyInStatement)
+                to: destination, copyIn: source.copyInStatement,
+                section: SpoolSection(
+                    kind: source.kind == .module ? .module : .catalog, name: source.name, database: database),
+                step: step)
             outcome.landedDatabaseSources += 1
             logger.trace(
                 "database source landed", metadata: ["database": "\(database)", "source": "\(source.name)", "rows": "\(rows)"])
         } catch {
             if let failure = SnapshotError.classify(
-                error, side: .repository, step: .database(database, source: source.name), remote: connection,
-                repository: repository.connection, deadline: deadline, silence: snapshot.silence)
+                error, side: .repository, step: step, remote: connection,
+                repository: destination.connection, deadline: deadline, silence: snapshot.silence)
             {
                 throw failure
             }

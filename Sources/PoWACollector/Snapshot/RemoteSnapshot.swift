@@ -79,21 +79,13 @@ struct RemoteSnapshot {
         var statementTextsFailed = false
         /// The server's `snapts` once this snapshot commits.
         var mark: SnapshotMark?
+        /// PoWA 5: the per-database sources a spooled snapshot would read next.
+        var databaseSources: DatabaseSources?
     }
 
     /// Steps 1 to 4 on the given sessions; the caller runs the cleanups after it returns.
     func land(remote: PoWASession, repository: PoWARepository) async throws(SnapshotError) -> Outcome {
-        var outcome = Outcome()
-        for source in sources {
-            do {
-                if let sql = try source.expandedCleanup(remote: remote.extensions) {
-                    outcome.cleanups.append((source.querySource, sql))
-                }
-            } catch {
-                outcome.errors.append(
-                    "Cleanup of \(source.querySource) not run: extension \(error.name) is not installed on the remote server")
-            }
-        }
+        var outcome = plannedCleanups(remote: remote)
         let connection = repository.connection
         remote.connection.silenceWatch = silence
         defer { remote.connection.silenceWatch = nil }
@@ -111,12 +103,15 @@ struct RemoteSnapshot {
                                 ? [] : try await repository.knownStatementKeys(serverID: server.id, deadline: deadline))
                     }
                 }
-                let remoteDatabases = try await copyGlobalSources(remote: remote, repository: repository, into: &outcome)
+                let remoteDatabases = try await copyGlobalSources(
+                    remote: remote, to: .repository(repository), readingDatabases: repository.isPoWA5, into: &outcome)
                 // The remote transaction is over before the databases are read: it must not sit
                 // idle in transaction while they are.
                 if let remoteDatabases {
                     try await DatabaseSnapshot(snapshot: self, databases: remoteDatabases)
-                        .copy(serverVersionNumber: remote.connection.serverVersionNumber, repository: repository, into: &outcome)
+                        .copy(
+                            serverVersionNumber: remote.connection.serverVersionNumber, to: .repository(repository),
+                            into: &outcome)
                 }
                 try await step(.repository, .commit, remote: remote.connection, repository: connection) {
                     try await commitSteps(remote: remote, repository: repository, into: &outcome)
@@ -134,23 +129,55 @@ struct RemoteSnapshot {
         return outcome
     }
 
+    /// Steps 1 and 2 into a spool file rather than the repository, which cannot take them now,
+    /// with the sources `basis` says it last had (see `SnapshotSpool`); the caller finishes
+    /// the file, then runs the cleanups.
+    func spool(remote: PoWASession, into writer: SpoolWriter, basis: SpoolBasis) async throws(SnapshotError) -> Outcome {
+        var outcome = plannedCleanups(remote: remote)
+        let remoteDatabases = try await copyGlobalSources(
+            remote: remote, to: .spool(writer), readingDatabases: basis.isPoWA5, into: &outcome)
+        if let remoteDatabases {
+            try await DatabaseSnapshot(snapshot: self, databases: remoteDatabases)
+                .copy(
+                    serverVersionNumber: remote.connection.serverVersionNumber, to: .spool(writer),
+                    sources: basis.databaseSources, into: &outcome)
+        }
+        return outcome
+    }
+
+    /// The cleanups to run once the snapshot is safe (landed, or spooled), or why one cannot.
+    private func plannedCleanups(remote: PoWASession) -> Outcome {
+        var outcome = Outcome()
+        for source in sources {
+            do {
+                if let sql = try source.expandedCleanup(remote: remote.extensions) {
+                    outcome.cleanups.append((source.querySource, sql))
+                }
+            } catch {
+                outcome.errors.append(
+                    "Cleanup of \(source.querySource) not run: extension \(error.name) is not installed on the remote server")
+            }
+        }
+        return outcome
+    }
+
     /// Step 1: every global source, in one REPEATABLE READ transaction of the remote (one
     /// `now()` and one view of the remote for every source and the list of databases: the
     /// databases the pg_database module reports are exactly those read next, as a database
     /// created meanwhile would otherwise send catalogs powa cannot attach). Returns the
     /// databases to read (PoWA 5).
     private func copyGlobalSources(
-        remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
+        remote: PoWASession, to destination: SnapshotDestination, readingDatabases: Bool, into outcome: inout Outcome
     ) async throws(SnapshotError) -> RemoteDatabases? {
         var reading = false
         do {
             return try await remote.connection.inTransaction("BEGIN ISOLATION LEVEL REPEATABLE READ", deadline: deadline) {
                 reading = true
                 for source in sources {
-                    try await copy(source, remote: remote, repository: repository, into: &outcome)
+                    try await copy(source, remote: remote, to: destination, into: &outcome)
                 }
-                guard repository.isPoWA5 else { return nil }
-                return try await step(.remote, .databaseSources, remote: remote.connection, repository: repository.connection) {
+                guard readingDatabases else { return nil }
+                return try await step(.remote, .databaseSources, remote: remote.connection, repository: destination.connection) {
                     try await listDatabases(remote.connection)
                 }
             }
@@ -160,14 +187,14 @@ struct RemoteSnapshot {
             // The remote's BEGIN or COMMIT.
             throw SnapshotError.classify(
                 error, side: .remote, step: reading ? .commit : .begin, remote: remote.connection,
-                remoteInTransaction: false, repository: repository.connection, deadline: deadline, silence: silence)
+                remoteInTransaction: false, repository: destination.connection, deadline: deadline, silence: silence)
                 ?? SnapshotError(.remoteFailed, side: .remote, step: reading ? .commit : .begin, underlying: error)
         }
     }
 
     /// Steps 3 and 4, the server's row locked: the texts the repository lacks,
     /// `powa_take_snapshot`, the errors met, and the fence.
-    private func commitSteps(remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome) async throws {
+    func commitSteps(remote: PoWASession?, repository: PoWARepository, into outcome: inout Outcome) async throws {
         let connection = repository.connection
         // The fleet's guard: no two snapshots of a server at once, nor two in a period when it
         // changes hands (the row stays locked until this transaction ends). The same round
@@ -218,7 +245,7 @@ struct RemoteSnapshot {
     /// the step (a failure that would only have ended a source ends the snapshot here).
     func step<T>(
         _ side: SnapshotError.Side, _ step: SnapshotError.Step, remote: PostgresConnection?,
-        repository: PostgresConnection, _ body: () async throws -> T
+        repository: PostgresConnection?, _ body: () async throws -> T
     ) async throws(SnapshotError) -> T {
         do {
             return try await body()
@@ -253,15 +280,19 @@ struct RemoteSnapshot {
     // MARK: Global sources
 
     private func copy(
-        _ source: SnapshotSource, remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
+        _ source: SnapshotSource, remote: PoWASession, to destination: SnapshotDestination, into outcome: inout Outcome
     ) async throws(SnapshotError) {
         guard let remoteSchema = remote.extensions.schema(of: source.schemaOwner) else {
             outcome.errors.append("Extension \(source.schemaOwner) is not installed on the remote server \(workerName)")
             return
         }
-        guard let repositorySchema = repository.extensions.schema(of: source.schemaOwner) else {
-            outcome.errors.append("Extension \(source.schemaOwner) is not installed on the repository server")
-            return
+        var copyIn: String?
+        if case .repository(let repository) = destination {
+            guard let repositorySchema = repository.extensions.schema(of: source.schemaOwner) else {
+                outcome.errors.append("Extension \(source.schemaOwner) is not installed on the repository server")
+                return
+            }
+            copyIn = source.copyInStatement(schema: repositorySchema)
         }
         // The statements source: the texts the repository knows are left out (any left out of
         // a statement it does not know is restored before powa_take_snapshot).
@@ -270,11 +301,14 @@ struct RemoteSnapshot {
             elider = StatementTextElider(layout: layout, known: keys)
         }
         let progress = metrics.map { _ in CopyProgress() }
+        let step = SnapshotError.Step.source(source.querySource)
         do {
-            let rows = try await pipe(
+            let rows = try await stage(
                 from: remote.connection, source.copyOutStatement(serverID: server.id, schema: remoteSchema),
-                to: repository.connection, source.copyInStatement(schema: repositorySchema), rewrite: elider?.rewrite,
-                progress: progress)
+                to: destination, copyIn: copyIn,
+                section: SpoolSection(
+                    kind: .source, name: source.querySource, module: source.name, external: source.external),
+                step: step, rewrite: elider?.rewrite, progress: progress)
             if let progress {
                 metrics?.sourceCopied(server, source: source.querySource, rows: rows, bytes: progress.bytes)
             }
@@ -287,8 +321,8 @@ struct RemoteSnapshot {
             logger.trace("source landed", metadata: ["source": "\(source.querySource)", "rows": "\(rows)"])
         } catch {
             if let failure = SnapshotError.classify(
-                error, side: .repository, step: .source(source.querySource), remote: remote.connection,
-                repository: repository.connection, deadline: deadline, silence: silence)
+                error, side: .repository, step: step, remote: remote.connection,
+                repository: destination.connection, deadline: deadline, silence: silence)
             {
                 throw failure
             }
@@ -298,15 +332,65 @@ struct RemoteSnapshot {
         }
     }
 
+    /// One source's rows, from the remote to the destination: piped into the repository's
+    /// staging table (`copyIn`), or written as a section of the spool file. A failure of the
+    /// spool file (a full disk) ends the snapshot; the remote's ends this source only.
+    func stage(
+        from remote: PostgresConnection, _ copyOut: String, to destination: SnapshotDestination, copyIn: String?,
+        section: SpoolSection, step: SnapshotError.Step, rewrite: CopyRowRewrite? = nil, progress: CopyProgress? = nil
+    ) async throws -> Int {
+        switch destination {
+        case .repository(let repository):
+            return try await pipe(
+                from: remote, copyOut, to: repository.connection, copyIn ?? "", rewrite: rewrite, progress: progress)
+        case .spool(let writer):
+            do {
+                try await writer.beginSection(section)
+            } catch {
+                throw SnapshotError(.repositoryFailed, side: .repository, step: step, underlying: SpoolWriteError(error))
+            }
+            do {
+                try await remote.inSavepoint("powa_source", deadline: deadline) {
+                    try await PostgresConnection.pipeCopy(
+                        from: remote, copyOut, deadline: deadline, rewrite: rewrite, progress: progress
+                    ) { try await writer.data($0) }
+                }
+            } catch {
+                if let pipe = error as? CopyPipeError, pipe.side == .destination {
+                    throw SnapshotError(
+                        .repositoryFailed, side: .repository, step: step, underlying: SpoolWriteError(pipe.underlying))
+                }
+                do {
+                    try await writer.endSection(failed: true)
+                } catch let writeError {
+                    throw SnapshotError(
+                        .repositoryFailed, side: .repository, step: step, underlying: SpoolWriteError(writeError))
+                }
+                throw (error as? CopyPipeError) ?? CopyPipeError(side: .source, underlying: error)
+            }
+            do {
+                try await writer.endSection(failed: false)
+            } catch {
+                throw SnapshotError(.repositoryFailed, side: .repository, step: step, underlying: SpoolWriteError(error))
+            }
+            return progress?.bytes ?? 0
+        }
+    }
+
     /// Just before `powa_take_snapshot`, the server's row locked: every staged statement whose
     /// text was left out while `powa_statements` does not know it (`missing`, found by the
     /// lock's statement: if that check fails, the snapshot does) gets its text back from the
     /// remote (`StatementTextRepair`); when that fails, those statements are left out of this
     /// snapshot rather than stored without a text.
     private func repairStatementTexts(
-        _ missing: [MissingText], remote: PoWASession, repository: PoWARepository, into outcome: inout Outcome
+        _ missing: [MissingText], remote: PoWASession?, repository: PoWARepository, into outcome: inout Outcome
     ) async throws {
-        guard let remoteSchema = remote.extensions.schema(of: "powa") else { return }
+        // (Without a remote session, the texts cannot be read: those statements are left out.)
+        guard let remote, let remoteSchema = remote.extensions.schema(of: "powa") else {
+            let dropped = try await repository.dropStatementsMissingText(serverID: server.id, deadline: deadline)
+            outcome.errors.append("Texts of \(dropped) new statements could not be read: the remote server is not connected")
+            return
+        }
         do {
             let repair = try await repository.connection.inSavepoint("powa_texts", deadline: deadline) {
                 try await StatementTextRepair(serverID: server.id, deadline: deadline, logger: logger)

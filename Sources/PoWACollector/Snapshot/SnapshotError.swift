@@ -62,6 +62,8 @@ struct SnapshotError: Error, CustomStringConvertible {
         case cancelled
         /// Rolled back on purpose (see `Superseded`).
         case superseded(Superseded)
+        /// A spooled snapshot's file turned out unreadable while it landed: rolled back.
+        case spoolDamaged
     }
 
     let kind: Kind
@@ -88,6 +90,7 @@ struct SnapshotError: Error, CustomStringConvertible {
                 "the remote server sent nothing for \(after.secondsValue) s while reading \(step), and the repository's snapshot slots were needed by other servers: given up"
         case .cancelled: return "snapshot interrupted"
         case .superseded(let reason): return "snapshot rolled back: \(reason)"
+        case .spoolDamaged: return "spool file damaged\(cause)"
         }
     }
 
@@ -99,7 +102,7 @@ struct SnapshotError: Error, CustomStringConvertible {
     /// transaction (false for a step run outside one, where only a broken session is lost).
     static func classify(
         _ error: any Error, side: Side, step: Step, remote: PostgresConnection?, remoteInTransaction: Bool = true,
-        repository: PostgresConnection, deadline: ContinuousClock.Instant, silence: SilenceWatch?
+        repository: PostgresConnection?, deadline: ContinuousClock.Instant, silence: SilenceWatch?
     ) -> SnapshotError? {
         if let tagged = error as? SnapshotError { return tagged }
         var side = side
@@ -118,7 +121,7 @@ struct SnapshotError: Error, CustomStringConvertible {
         }
         switch side {
         case .repository:
-            guard repository.canContinueTransaction else {
+            guard repository?.canContinueTransaction ?? true else {
                 return SnapshotError(.repositoryFailed, side: .repository, step: step, underlying: error)
             }
         case .remote:
@@ -127,7 +130,7 @@ struct SnapshotError: Error, CustomStringConvertible {
             }
             // A failed source also ended its COPY into the repository: a repository that cannot
             // take that is the snapshot's end.
-            guard repository.canContinueTransaction else {
+            guard repository?.canContinueTransaction ?? true else {
                 return SnapshotError(.repositoryFailed, side: .repository, step: step, underlying: error)
             }
         }

@@ -14,6 +14,8 @@ struct WorkerContext: Sendable {
     /// Which servers this collector may snapshot now, and the fence its snapshots check
     /// (nil: no fleet, `powa-collector once`).
     var fleet: FleetMembership? = nil
+    /// Where snapshots wait while the repository cannot take them (nil: none, they are lost).
+    var spool: SnapshotSpool? = nil
 
     var connectTimeout: Duration { .seconds(configuration.connectTimeout) }
     var snapshotTimeout: Duration { .seconds(configuration.snapshotTimeout) }
@@ -63,6 +65,8 @@ struct Worker {
         var remote: PoWASession?
         /// The statements whose texts the repository has (`skip_known_query_texts`).
         let knownStatements = context.configuration.skipKnownQueryTexts ? KnownStatements() : nil
+        /// What a spooled snapshot reads: what the repository said at the last one that landed.
+        let basis = SpoolBasisMemory()
         var shown = cycle.status
         setStatus(shown)
         defer {
@@ -124,7 +128,8 @@ struct Worker {
                 }
                 let refusal = cycle.refusal
                 let started = ContinuousClock.now
-                let result = await takeSnapshot(remote: session, plan: plan, knownStatements: knownStatements)
+                let result = await takeSnapshot(
+                    remote: session, plan: plan, knownStatements: knownStatements, basis: basis)
                 if let metrics = context.metrics, let outcome = result.metricsOutcome {
                     metrics.snapshotEnded(server, outcome: outcome, duration: .now - started)
                 }
@@ -134,6 +139,10 @@ struct Worker {
                 if case .remoteLost = end { session.close() }
                 if case .reopen = end { session.close() }
             case .stop:
+                // Handed over (or removed): its spool can no longer land.
+                if let spool = context.spool {
+                    await spool.drop(await spool.pending(serverID: server.id), reason: .moved)
+                }
                 return
             }
             if cycle.status != shown {
@@ -146,7 +155,10 @@ struct Worker {
     /// What the fleet says of the server now.
     private var ownership: WorkerCycle.Ownership {
         guard let fleet = context.fleet else { return .owned(fence: nil) }
-        guard let fence = fleet.fence(serverID: server.id) else { return .notOwned(member: fleet.isMember) }
+        guard let fence = fleet.fence(serverID: server.id) else {
+            if context.spool != nil, fleet.heldWhenLeft(serverID: server.id) { return .heldWhenLeft }
+            return .notOwned(member: fleet.isMember)
+        }
         return .owned(fence: fence)
     }
 
@@ -187,7 +199,8 @@ struct Worker {
         }
         let knownStatements = context.configuration.skipKnownQueryTexts ? KnownStatements() : nil
         let plan = WorkerCycle.SnapshotPlan(lane: .regular, mark: nil, fence: nil, silenceLimit: nil)
-        let result = await takeSnapshot(remote: session, plan: plan, knownStatements: knownStatements)
+        let result = await takeSnapshot(
+            remote: session, plan: plan, knownStatements: knownStatements, basis: SpoolBasisMemory())
         switch result.end {
         case .landed: return nil
         case .refused(let refusal): return refusal.description
@@ -199,7 +212,7 @@ struct Worker {
     // MARK: Sessions
 
     /// The configuration's extra libpq keywords for this server (`servers`).
-    private var connectionOptions: [ConnectionConfiguration.Parameter] {
+    var connectionOptions: [ConnectionConfiguration.Parameter] {
         context.configuration.serverOptions.options(for: server)
     }
 
@@ -213,7 +226,7 @@ struct Worker {
 
     /// Lends `body` a pooled repository session; when none can be had, logs what could not
     /// happen (`consequence`, once per outage) and returns nil.
-    private func withRepository<T>(failing consequence: String, _ body: (PoWARepository) async -> T) async -> T? {
+    func withRepository<T>(failing consequence: String, _ body: (PoWARepository) async -> T) async -> T? {
         do {
             return try await context.pool.withRepository(
                 RepositoryEndpoint(context.configuration, applicationName: ApplicationName.workerRepository(name)),
@@ -233,13 +246,13 @@ struct Worker {
     /// Appends errors to the server's `powa_snapshot_metas.errors` (`once`: unless shown
     /// already), on a pooled session in a regular slot, through the worker's `SnapshotReport`;
     /// when the repository cannot be reached they are only logged (they were already).
-    private func recordErrors(_ errors: [String], once: Bool = true) async {
+    func recordErrors(_ errors: [String], once: Bool = true) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
         _ = try? await context.limiter.withPermit { await recordErrorsHoldingSlot(errors, once: once) }
     }
 
     /// `recordErrors`, for a caller that holds a slot already.
-    private func recordErrorsHoldingSlot(_ errors: [String], once: Bool = true) async {
+    func recordErrorsHoldingSlot(_ errors: [String], once: Bool = true) async {
         guard !errors.isEmpty, !Task.isCancelled else { return }
         _ = await withRepository(failing: "error not recorded") { repository in
             do {
@@ -304,7 +317,7 @@ struct Worker {
     // MARK: Snapshots
 
     /// How a snapshot ended: for the cycle, for the metrics, and in the log's words.
-    private struct SnapshotResult {
+    struct SnapshotResult {
         let end: WorkerCycle.SnapshotEnd
         /// Why it did not land (nil when it did, or was rolled back on purpose).
         var message: String? = nil
@@ -314,7 +327,7 @@ struct Worker {
             case .landed: .success
             case .timedOut: .timedOut
             case .failed, .remoteLost, .refused: .failed
-            case .reopen, .landedElsewhere, .heldBack: nil
+            case .reopen, .landedElsewhere, .heldBack, .spooled: nil
             }
         }
 
@@ -323,10 +336,13 @@ struct Worker {
         }
     }
 
-    /// Takes a snapshot in a slot of the plan's lane, then (the slot given back: they wait for
-    /// the remote only) runs the sources' cleanups.
+    /// Takes a snapshot: first the server's spooled snapshots, if any, land (`landSpool`);
+    /// then this one, in a slot of the plan's lane, then (the slot given back: they wait for
+    /// the remote only) the sources' cleanups run. When the repository cannot take it, it is
+    /// spooled instead (`spoolSnapshot`).
     private func takeSnapshot(
-        remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?
+        remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
+        basis: SpoolBasisMemory
     ) async -> SnapshotResult {
         board.snapshotStarted(serverID: server.id, at: .now)
         defer { board.snapshotEnded(serverID: server.id) }
@@ -354,6 +370,25 @@ struct Worker {
             }
             return remote.connection.isHealthy ? .failed(message) : SnapshotResult(end: .remoteLost, message: message)
         }
+        var plan = plan
+        var landedMark: SnapshotMark?
+        if let spool = context.spool, !plan.spoolOnly {
+            switch await landSpool(spool, remote: remote, plan: plan, knownStatements: knownStatements) {
+            case .landed(let mark):
+                landedMark = mark
+                plan.mark = mark ?? plan.mark
+            case .repositoryDown(let mark):
+                landedMark = mark
+                plan.mark = mark ?? plan.mark
+                plan.spoolOnly = true
+            case .ended(let result):
+                return result
+            }
+        }
+        if plan.spoolOnly, let spool = context.spool {
+            return await spoolSnapshot(
+                spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: basis, landedMark: landedMark)
+        }
         let landing: (SnapshotResult, cleanups: [(source: String, sql: String)])
         do {
             landing = try await context.limiter.withSlot(plan.lane) { slot in
@@ -368,19 +403,27 @@ struct Worker {
                 return await withRepository(failing: "snapshot skipped") { repository in
                     await takeSnapshot(
                         remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,
-                        silence: silence, started: started, deadline: deadline)
+                        basis: basis, silence: silence, started: started, deadline: deadline)
                 } ?? (.failed("snapshot skipped: could not connect to the repository", repositoryDown: true), [])
             }
         } catch {
             return .failed("snapshot interrupted")  // cancelled while waiting for a slot
         }
-        if !landing.cleanups.isEmpty {
-            let failures = await RemoteSnapshot.runCleanups(
-                landing.cleanups, remote: remote.connection, deadline: .now + context.snapshotTimeout, logger: logger)
-            // Under the fence, as every error: none on a server another collector owns now.
-            await recordErrors(failures, once: false)
+        if case .failed(repositoryDown: true) = landing.0.end, let spool = context.spool, !Task.isCancelled {
+            return await spoolSnapshot(
+                spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: basis, landedMark: landedMark)
         }
+        await runCleanups(landing.cleanups, remote: remote)
         return landing.0
+    }
+
+    /// The cleanups of a snapshot that is safe (landed, or spooled and synced): errors under the
+    /// fence, as every error (none on a server another collector owns now).
+    func runCleanups(_ cleanups: [(source: String, sql: String)], remote: PoWASession) async {
+        guard !cleanups.isEmpty else { return }
+        let failures = await RemoteSnapshot.runCleanups(
+            cleanups, remote: remote.connection, deadline: .now + context.snapshotTimeout, logger: logger)
+        await recordErrors(failures, once: false)
     }
 
     private func takeSnapshot(
@@ -388,6 +431,7 @@ struct Worker {
         repository: PoWARepository,
         plan: WorkerCycle.SnapshotPlan,
         knownStatements: KnownStatements?,
+        basis: SpoolBasisMemory,
         silence: SilenceWatch?,
         started: ContinuousClock.Instant,
         deadline: ContinuousClock.Instant
@@ -428,6 +472,8 @@ struct Worker {
             fence: plan.fence, expectedMark: plan.mark, silence: silence, report: report, logger: logger)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
+            basis.value = SpoolBasis(
+                sources: sources, isPoWA5: repository.isPoWA5, databaseSources: outcome.databaseSources)
             if outcome.statementTextsFailed {
                 knownStatements?.forget()
             } else if let seen = outcome.seenStatements {

@@ -29,12 +29,15 @@ struct WorkerCycle {
         /// in the suspects' lane.
         let lane: SnapshotSlots.Lane
         /// The server's `snapts` as this worker last saw it.
-        let mark: SnapshotMark?
+        var mark: SnapshotMark?
         /// The fleet's fence it commits under (nil: no fleet).
         let fence: Int32?
         /// How long its remote may send nothing before it leaves a regular slot (nil: no
         /// limit, as for `powa-collector once`, which has no other servers to starve).
         var silenceLimit: Duration? = .milliseconds(500)
+        /// Into the spool, without trying the repository: this collector lost its membership
+        /// while it owned the server (its snapshots land once the fleet gives it back).
+        var spoolOnly = false
     }
 
     /// How a snapshot ended, as far as the cycle is concerned.
@@ -57,6 +60,9 @@ struct WorkerCycle {
         /// Rolled back on purpose (another snapshot commits now, the server changes hands):
         /// the same slot in a moment.
         case heldBack
+        /// Written to the spool, the repository unable to take it; `mark`: the server's
+        /// `snapts` after the spooled snapshots that landed first, if any did.
+        case spooled(mark: SnapshotMark?)
     }
 
     /// Why the bookkeeping could not be done.
@@ -73,6 +79,9 @@ struct WorkerCycle {
         case owned(fence: Int32?)
         /// Owned by no one here now; `member`: this collector is in the fleet at all.
         case notOwned(member: Bool)
+        /// This collector is no member now, and owned the server when it left: its snapshots
+        /// go to the spool.
+        case heldWhenLeft
     }
 
     private enum Phase: Equatable {
@@ -225,6 +234,12 @@ struct WorkerCycle {
                 SnapshotPlan(
                     lane: suspect ? .suspects : .regular, mark: mark, fence: fence,
                     silenceLimit: SnapshotSlots.silenceLimit(frequency: frequency, longestWait: longestWait)))
+        case .heldWhenLeft:
+            // The due snapshot only: a forced one waits for the repository.
+            guard due else { return .wait(until: next) }
+            trouble = .repositoryDown
+            snapshotWasDue = true
+            return .snapshot(SnapshotPlan(lane: .regular, mark: mark, fence: nil, silenceLimit: nil, spoolOnly: true))
         }
     }
 
@@ -274,6 +289,10 @@ struct WorkerCycle {
         case .heldBack:
             if !due { forced = true }
             return .wait(until: now + .seconds(1))
+        case .spooled(let newMark):
+            // Not landed: the schedule goes on, and the mark moves only with what landed.
+            mark = newMark ?? mark
+            trouble = .repositoryDown
         }
         if due, var current = schedule {
             current.advance(now: now)

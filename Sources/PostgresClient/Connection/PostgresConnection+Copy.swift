@@ -211,6 +211,44 @@ extension PostgresConnection {
         }
     }
 
+    /// Streams `COPY ... TO STDOUT` on `source` into `sink` (a file, say), one bounded batch
+    /// at a time, each row through `rewrite` when given: as `pipeCopy`, with a sink for
+    /// destination. An error of the sink stops the COPY; the first error is thrown, tagged with
+    /// its side.
+    public static func pipeCopy(
+        from source: PostgresConnection,
+        _ copyOutSQL: String,
+        batchSize: Int = 256 * 1024,
+        deadline: ContinuousClock.Instant? = nil,
+        rewrite: CopyRowRewrite? = nil,
+        progress: CopyProgress? = nil,
+        into sink: ([UInt8]) async throws -> Void
+    ) async throws(CopyPipeError) {
+        var buffer: [UInt8] = []
+        buffer.reserveCapacity(batchSize + 64 * 1024)
+        do {
+            try await source.startCopyOut(copyOutSQL, deadline: deadline)
+        } catch {
+            throw CopyPipeError(side: .source, underlying: error)
+        }
+        while true {
+            do {
+                guard try await source.readCopyData(into: &buffer, limit: batchSize, deadline: deadline, rewrite: rewrite)
+                else { return }
+            } catch {
+                throw CopyPipeError(side: .source, underlying: error)
+            }
+            progress?.sent(buffer.count)
+            do {
+                try await sink(buffer)
+            } catch {
+                await source.abandonCopyOut()
+                throw CopyPipeError(side: .destination, underlying: error)
+            }
+            buffer.removeAll(keepingCapacity: true)
+        }
+    }
+
     /// Stops reading a COPY TO STDOUT that is no longer wanted.
     func abandonCopyOut() async {
         guard state == .copyOut || state == .copyOutEnded else { return }

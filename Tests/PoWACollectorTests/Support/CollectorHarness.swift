@@ -198,6 +198,12 @@ extension CollectorConfiguration {
         return data.map { String(decoding: $0, as: UTF8.self) } ?? "{}"
     }
 
+    /// `spool` as JSON: `false` when off.
+    var spoolJSON: String {
+        guard let spool else { return "false" }
+        return "{\"directory\": \"\(spool.directory)\", \"max_bytes\": \(spool.maxBytes), \"max_age\": \(spool.maxAge)}"
+    }
+
     /// This configuration as a configuration file.
     var json: String {
         let dsn = repositoryDSN.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")
@@ -205,7 +211,7 @@ extension CollectorConfiguration {
             {"repository": {"dsn": "\(dsn)"}, "debug": \(debug), "use_server_alias": \(useServerAlias),
              "connect_timeout": \(connectTimeout), "snapshot_timeout": \(snapshotTimeout),
              "max_concurrent_snapshots": \(maxConcurrentSnapshots), "skip_known_query_texts": \(skipKnownQueryTexts),
-             "servers": \(serversJSON)\(httpListen.map { ", \"http\": {\"listen\": \"\($0)\"}" } ?? "")}
+             "servers": \(serversJSON), "spool": \(spoolJSON)\(httpListen.map { ", \"http\": {\"listen\": \"\($0)\"}" } ?? "")}
             """
     }
 }
