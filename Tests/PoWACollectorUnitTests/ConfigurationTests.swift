@@ -22,6 +22,18 @@ struct ConfigurationTests {
         #expect(full.snapshotTimeout == 30 && full.connectTimeout == 5 && full.maxConcurrentSnapshots == 8)
     }
 
+    @Test("spool: on by default in the package's directory, 1 GiB and 24 h; its own directory and bounds; false turns it off")
+    func spool() throws {
+        let spool = try parse(#"{"repository": {"dsn": "x"}}"#).spool
+        #expect(spool?.directory == "/var/lib/powa-collector/spool")
+        #expect(spool?.maxBytes == 1 << 30 && spool?.maxAge == 86_400)
+        let own = try parse(
+            #"{"repository": {"dsn": "x"}, "spool": {"directory": "/srv/spool", "max_bytes": 1000000, "max_age": 3600}}"#
+        ).spool
+        #expect(own?.directory == "/srv/spool" && own?.maxBytes == 1_000_000 && own?.maxAge == 3600)
+        #expect(try parse(#"{"repository": {"dsn": "x"}, "spool": false}"#).spool == nil)
+    }
+
     @Test(
         "each mistake gets one actionable message",
         arguments: [
@@ -38,6 +50,13 @@ struct ConfigurationTests {
                 "\"max_concurrent_snapshots\" must be a whole number"
             ),
             ("[1, 2]", "must be a JSON object"),
+            ("{\"repository\": {\"dsn\": \"x\"}, \"spool\": \"/tmp\"}", "\"spool\" must be false or an object"),
+            (
+                "{\"repository\": {\"dsn\": \"x\"}, \"spool\": {\"directory\": \"spool\"}}",
+                "\"spool.directory\" must be an absolute path"
+            ),
+            ("{\"repository\": {\"dsn\": \"x\"}, \"spool\": {\"max_bytes\": 0}}", "\"spool.max_bytes\" must be a whole number"),
+            ("{\"repository\": {\"dsn\": \"x\"}, \"spool\": {\"max_age\": -1}}", "\"spool.max_age\" must be a positive number"),
         ])
     func mistakes(text: String, message: String) {
         #expect {

@@ -214,4 +214,32 @@ struct WorkerCycleTests {
             start: SnapshotSchedule(frequency: frequency, origin: t0), lastMark: nil, now: t0 + .seconds(5))
         #expect(cycle.status == .incompatibleVersion)
     }
+
+    @Test(
+        "the membership lost while the server was owned: due snapshots go to the spool, on schedule; the mark follows landed spools"
+    )
+    func spooling() {
+        var cycle = ready()
+        let due = t0 + .seconds(3)
+        let action = cycle.woke(requests: [], now: due, remoteAlive: true, ownership: .heldWhenLeft)
+        guard case .snapshot(let spooled) = action else {
+            Issue.record("no snapshot: \(action)")
+            return
+        }
+        #expect(spooled.spoolOnly && spooled.fence == nil)
+        #expect(cycle.status == .noRepositoryConnection)
+        // Spooled: the next one a period later, the mark unchanged.
+        #expect(cycle.snapshotEnded(.spooled, now: due + .seconds(1)) == .wait(until: due + frequency))
+        #expect(cycle.status == .noRepositoryConnection)
+        // A forced snapshot waits for the repository.
+        #expect(
+            cycle.woke(requests: [.forceSnapshot], now: due + .seconds(2), remoteAlive: true, ownership: .heldWhenLeft)
+                == .wait(until: due + frequency))
+        // Back in the fleet: the spool landed first, then the snapshot; its plan has the new mark.
+        cycle.spoolLanded(mark: SnapshotMark("42"))
+        #expect(
+            cycle.woke(requests: [], now: due + frequency, remoteAlive: true, ownership: owned) == plan(mark: SnapshotMark("42")))
+        _ = cycle.snapshotEnded(.landed(SnapshotMark("43"), began: due + frequency), now: due + frequency + .seconds(1))
+        #expect(cycle.status == .running)
+    }
 }

@@ -47,6 +47,8 @@ struct RemoteSnapshot {
     var silence: SilenceWatch? = nil
     /// Where the errors met are written.
     let report: SnapshotReport
+    /// Errors to show with this snapshot's own (spooled snapshots that were dropped).
+    var notices: [String] = []
     let logger: Logger
 
     /// How long the transaction may then sit idle: a collector that hangs while it holds the
@@ -85,7 +87,7 @@ struct RemoteSnapshot {
 
     /// Steps 1 to 4 on the given sessions; the caller runs the cleanups after it returns.
     func land(remote: PoWASession, repository: PoWARepository) async throws(SnapshotError) -> Outcome {
-        var outcome = plannedCleanups(remote: remote)
+        var outcome = outcomeBeginning(remote: remote)
         let connection = repository.connection
         remote.connection.silenceWatch = silence
         defer { remote.connection.silenceWatch = nil }
@@ -133,7 +135,7 @@ struct RemoteSnapshot {
     /// with the sources `basis` says it last had (see `SnapshotSpool`); the caller finishes
     /// the file, then runs the cleanups.
     func spool(remote: PoWASession, into writer: SpoolWriter, basis: SpoolBasis) async throws(SnapshotError) -> Outcome {
-        var outcome = plannedCleanups(remote: remote)
+        var outcome = outcomeBeginning(remote: remote)
         let remoteDatabases = try await copyGlobalSources(
             remote: remote, to: .spool(writer), readingDatabases: basis.isPoWA5, into: &outcome)
         if let remoteDatabases {
@@ -145,9 +147,11 @@ struct RemoteSnapshot {
         return outcome
     }
 
-    /// The cleanups to run once the snapshot is safe (landed, or spooled), or why one cannot.
-    private func plannedCleanups(remote: PoWASession) -> Outcome {
+    /// What a snapshot begins with: the notices to show with it, and the cleanups to run once
+    /// it is safe (landed, or spooled), or why one cannot run.
+    private func outcomeBeginning(remote: PoWASession) -> Outcome {
         var outcome = Outcome()
+        outcome.errors = notices
         for source in sources {
             do {
                 if let sql = try source.expandedCleanup(remote: remote.extensions) {

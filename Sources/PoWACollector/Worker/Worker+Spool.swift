@@ -25,7 +25,6 @@ extension Worker {
         _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?
     ) async -> SpoolLanding {
         var mark = plan.mark
-        defer { tellDrops(spool) }
         let files = await spool.pending(serverID: server.id)
         for (index, file) in files.enumerated() {
             if Task.isCancelled { return .ended(.failed("snapshot interrupted")) }
@@ -122,7 +121,6 @@ extension Worker {
                             repository: repository)
                         // Its texts were left out against what the repository knew then.
                         knownStatements?.forget()
-                        context.metrics?.snapshotEnded(server, outcome: .success, duration: .zero)
                         logger.debug(
                             "spooled snapshot landed",
                             metadata: ["file": "\(file.path)", "sources": "\(outcome.landedSources)"])
@@ -141,34 +139,48 @@ extension Worker {
         }
     }
 
-    /// Tells powa-web of the server's spooled snapshots that were dropped (kept when the
-    /// repository cannot be told now).
-    private func tellDrops(_ spool: SnapshotSpool) {
-        let notices = spool.takeNotices(serverID: server.id)
-        guard !notices.isEmpty else { return }
-        Task { [self] in
-            await recordErrors(notices, once: false)
-        }
-    }
-
-    /// Reads the snapshot into the spool, with the sources the repository gave last, and
-    /// runs the cleanups once the file is synced to disk.
+    /// Reads the snapshot into the spool, with the sources the repository gave last, in a slot
+    /// of the plan's lane (the slots bound the snapshots in flight, their memory with them, and
+    /// a silent remote leaves its slot as in a live snapshot); the cleanups run once the file
+    /// is synced to disk.
     func spoolSnapshot(
         _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
-        basis: SpoolBasisMemory, landedMark: SnapshotMark?
+        basis: SpoolBasisMemory
     ) async -> SnapshotResult {
         guard let sources = basis.value else {
             let message =
-                "snapshot lost: the repository cannot take it, and no snapshot of the server landed since the collector started (the sources to read are unknown)"
-            logger.debug("\(message)")
-            return SnapshotResult(end: .spooled(mark: landedMark), message: message)
+                "snapshot lost: the repository cannot take it, and none of the server's snapshots landed since its worker started (the sources to read are unknown)"
+            logger.warning("\(message)")
+            return SnapshotResult(end: .spooled, message: message)
         }
-        let deadline = ContinuousClock.now + context.snapshotTimeout
+        let spooling: (SnapshotResult, cleanups: [(source: String, sql: String)])
+        do {
+            spooling = try await context.limiter.withSlot(plan.lane) { slot in
+                let silence = plan.silenceLimit.map {
+                    slot.silenceWatch(limit: slot.lane == .regular ? $0 : context.snapshotTimeout)
+                }
+                return await spoolSnapshot(
+                    spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: sources, silence: silence)
+            }
+        } catch {
+            return .failed("snapshot interrupted")  // cancelled while waiting for a slot
+        }
+        // The file is on disk: what the cleanups reset is safe.
+        await runCleanups(spooling.cleanups, remote: remote)
+        return spooling.0
+    }
+
+    private func spoolSnapshot(
+        _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
+        basis: SpoolBasis, silence: SilenceWatch?
+    ) async -> (SnapshotResult, cleanups: [(source: String, sql: String)]) {
+        let started = ContinuousClock.now
         let snapshot = RemoteSnapshot(
-            server: server, workerName: name, sources: sources.sources, catalogRefresh: nil, deadline: deadline,
-            connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
-            connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
-            fence: nil, expectedMark: nil, silence: nil, report: report, logger: logger)
+            server: server, workerName: name, sources: basis.sources, catalogRefresh: nil,
+            deadline: started + context.snapshotTimeout, connectTimeout: context.connectTimeout,
+            applicationName: ApplicationName.workerRepository(name), connectionOptions: connectionOptions,
+            knownStatements: knownStatements, metrics: context.metrics, fence: nil, expectedMark: nil, silence: silence,
+            report: report, logger: logger)
         let writer: SpoolWriter
         let file: (path: FilePath, takenAt: Double)
         do {
@@ -179,33 +191,29 @@ extension Worker {
                     serverID: server.id, hostname: server.hostname, port: server.port, takenAt: file.takenAt,
                     serverVersionNumber: remote.connection.serverVersionNumber, baseMark: plan.mark?.text))
         } catch {
-            logger.error("snapshot lost: could not write the spool: \(error)")
-            return SnapshotResult(end: .spooled(mark: landedMark), message: "\(error)")
+            let message = "snapshot lost: could not write the spool: \(error)"
+            logger.error("\(message)")
+            return (SnapshotResult(end: .spooled, message: message), [])
         }
         do {
-            let outcome = try await snapshot.spool(remote: remote, into: writer, basis: sources)
+            let outcome = try await snapshot.spool(remote: remote, into: writer, basis: basis)
             let bytes = try await writer.finish(
                 SpoolSummary(errors: outcome.errors, elidedStatements: Array(outcome.elidedStatements)))
             await spool.spooled(
                 SnapshotSpool.File(serverID: server.id, path: file.path, bytes: bytes, takenAt: file.takenAt))
             logger.debug("snapshot spooled", metadata: ["file": "\(file.path)", "bytes": "\(bytes)"])
-            // The file is on disk: what the cleanups reset is safe.
-            await runCleanups(outcome.cleanups, remote: remote)
-            return SnapshotResult(end: .spooled(mark: landedMark))
-        } catch let error as SnapshotError {
+            return (SnapshotResult(end: .spooled), outcome.cleanups)
+        } catch {
             await writer.discard()
             let message = "snapshot lost: could not spool it: \(error)"
             logger.error("\(message)")
-            switch error.kind {
-            case .remoteLost: return SnapshotResult(end: .remoteLost, message: message)
-            case .timedOut: return SnapshotResult(end: .timedOut(), message: message)
-            default: return SnapshotResult(end: .spooled(mark: landedMark), message: message)
+            switch (error as? SnapshotError)?.kind {
+            case .remoteLost?: return (SnapshotResult(end: .remoteLost, message: message), [])
+            case .timedOut?: return (SnapshotResult(end: .timedOut(), message: message), [])
+            case .remoteSilent(let limit)?: return (SnapshotResult(end: .timedOut(silentFor: limit), message: message), [])
+            case .cancelled?: return (.failed("snapshot interrupted"), [])
+            default: return (SnapshotResult(end: .spooled, message: message), [])
             }
-        } catch {
-            await writer.discard()
-            let message = "snapshot lost: could not write the spool: \(error)"
-            logger.error("\(message)")
-            return SnapshotResult(end: .spooled(mark: landedMark), message: message)
         }
     }
 }

@@ -133,6 +133,7 @@ struct Worker {
                 if let metrics = context.metrics, let outcome = result.metricsOutcome {
                     metrics.snapshotEnded(server, outcome: outcome, duration: .now - started)
                 }
+                if let mark = result.spoolMark { cycle.spoolLanded(mark: mark) }
                 let end = result.end
                 action = cycle.snapshotEnded(end, now: .now)
                 log(end, refusalBefore: refusal)
@@ -321,6 +322,8 @@ struct Worker {
         let end: WorkerCycle.SnapshotEnd
         /// Why it did not land (nil when it did, or was rolled back on purpose).
         var message: String? = nil
+        /// The server's `snapts` after the spooled snapshots that landed first, if any did.
+        var spoolMark: SnapshotMark? = nil
 
         var metricsOutcome: CollectorMetrics.Outcome? {
             switch end {
@@ -371,24 +374,39 @@ struct Worker {
             return remote.connection.isHealthy ? .failed(message) : SnapshotResult(end: .remoteLost, message: message)
         }
         var plan = plan
-        var landedMark: SnapshotMark?
+        var spoolMark: SnapshotMark?
         if let spool = context.spool, !plan.spoolOnly {
             switch await landSpool(spool, remote: remote, plan: plan, knownStatements: knownStatements) {
             case .landed(let mark):
-                landedMark = mark
-                plan.mark = mark ?? plan.mark
+                spoolMark = mark
             case .repositoryDown(let mark):
-                landedMark = mark
-                plan.mark = mark ?? plan.mark
+                spoolMark = mark
                 plan.spoolOnly = true
-            case .ended(let result):
+            case .ended(var result):
+                result.spoolMark = result.spoolMark ?? spoolMark
                 return result
             }
+            plan.mark = spoolMark ?? plan.mark
         }
+        var result: SnapshotResult
         if plan.spoolOnly, let spool = context.spool {
-            return await spoolSnapshot(
-                spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: basis, landedMark: landedMark)
+            result = await spoolSnapshot(spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: basis)
+        } else {
+            result = await takeLiveSnapshot(remote: remote, plan: plan, knownStatements: knownStatements, basis: basis)
         }
+        result.spoolMark = spoolMark
+        return result
+    }
+
+    /// A snapshot into the repository, in a slot of the plan's lane; then (the slot given
+    /// back: they wait for the remote only) the sources' cleanups. Spooled when the repository
+    /// cannot take it.
+    private func takeLiveSnapshot(
+        remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
+        basis: SpoolBasisMemory
+    ) async -> SnapshotResult {
+        // What powa-web has not been told yet of spooled snapshots dropped: with this one.
+        let notices = context.spool?.takeNotices(serverID: server.id) ?? []
         let landing: (SnapshotResult, cleanups: [(source: String, sql: String)])
         do {
             landing = try await context.limiter.withSlot(plan.lane) { slot in
@@ -403,15 +421,16 @@ struct Worker {
                 return await withRepository(failing: "snapshot skipped") { repository in
                     await takeSnapshot(
                         remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,
-                        basis: basis, silence: silence, started: started, deadline: deadline)
+                        basis: basis, notices: notices, silence: silence, started: started, deadline: deadline)
                 } ?? (.failed("snapshot skipped: could not connect to the repository", repositoryDown: true), [])
             }
         } catch {
+            context.spool?.restoreNotices(serverID: server.id, notices)
             return .failed("snapshot interrupted")  // cancelled while waiting for a slot
         }
+        if case .landed = landing.0.end {} else { context.spool?.restoreNotices(serverID: server.id, notices) }
         if case .failed(repositoryDown: true) = landing.0.end, let spool = context.spool, !Task.isCancelled {
-            return await spoolSnapshot(
-                spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: basis, landedMark: landedMark)
+            return await spoolSnapshot(spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: basis)
         }
         await runCleanups(landing.cleanups, remote: remote)
         return landing.0
@@ -432,6 +451,7 @@ struct Worker {
         plan: WorkerCycle.SnapshotPlan,
         knownStatements: KnownStatements?,
         basis: SpoolBasisMemory,
+        notices: [String],
         silence: SilenceWatch?,
         started: ContinuousClock.Instant,
         deadline: ContinuousClock.Instant
@@ -465,11 +485,12 @@ struct Worker {
             return (.failed(message), [])
         }
         let refresh = board.takeCatalogRefresh(serverID: server.id)
-        let snapshot = RemoteSnapshot(
+        var snapshot = RemoteSnapshot(
             server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
             connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
             connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
             fence: plan.fence, expectedMark: plan.mark, silence: silence, report: report, logger: logger)
+        snapshot.notices = notices
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             basis.value = SpoolBasis(

@@ -60,9 +60,8 @@ struct WorkerCycle {
         /// Rolled back on purpose (another snapshot commits now, the server changes hands):
         /// the same slot in a moment.
         case heldBack
-        /// Written to the spool, the repository unable to take it; `mark`: the server's
-        /// `snapts` after the spooled snapshots that landed first, if any did.
-        case spooled(mark: SnapshotMark?)
+        /// Written to the spool (or lost), the repository unable to take it.
+        case spooled
     }
 
     /// Why the bookkeeping could not be done.
@@ -239,8 +238,18 @@ struct WorkerCycle {
             guard due else { return .wait(until: next) }
             trouble = .repositoryDown
             snapshotWasDue = true
-            return .snapshot(SnapshotPlan(lane: .regular, mark: mark, fence: nil, silenceLimit: nil, spoolOnly: true))
+            return .snapshot(
+                SnapshotPlan(
+                    lane: suspect ? .suspects : .regular, mark: mark, fence: nil,
+                    silenceLimit: SnapshotSlots.silenceLimit(frequency: frequency, longestWait: longestWait),
+                    spoolOnly: true))
         }
+    }
+
+    /// Spooled snapshots of the server landed before the snapshot in flight: the server's
+    /// `snapts` is now `newMark`, whatever becomes of that snapshot.
+    mutating func spoolLanded(mark newMark: SnapshotMark) {
+        mark = newMark
     }
 
     /// The snapshot `woke` asked for ended.
@@ -289,9 +298,8 @@ struct WorkerCycle {
         case .heldBack:
             if !due { forced = true }
             return .wait(until: now + .seconds(1))
-        case .spooled(let newMark):
-            // Not landed: the schedule goes on, and the mark moves only with what landed.
-            mark = newMark ?? mark
+        case .spooled:
+            // Not landed: the schedule goes on, the mark stays.
             trouble = .repositoryDown
         }
         if due, var current = schedule {
