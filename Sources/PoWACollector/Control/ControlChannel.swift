@@ -83,17 +83,19 @@ struct ControlChannel {
             outage.ended(logger)
             metrics?.setRepositoryUp(true)
             logger.debug("control channel: listening on \(Self.channel)")
+            var movedAway = false
             do {
                 try await serve(repository, dsn: dsn, member: &member)
             } catch is RepositoryMoved {
                 logger.info("control channel: repository.dsn changed: joining the fleet there")
+                movedAway = true
             } catch {
                 if !Task.isCancelled {
                     outage.began("control channel: connection to the repository lost: \(error)", logger)
                 }
             }
             // Its locks went with the session: no snapshot lands until the fleet is joined again.
-            fleet.left()
+            fleet.left(movedAway: movedAway)
             metrics?.setRepositoryUp(false)
             repository.close()
         }

@@ -29,6 +29,9 @@ struct FleetMember {
     /// Joined since the last tick: the workers follow the first assignment whatever it is
     /// (those left from a previous membership may belong to others now).
     private var justJoined = false
+    /// Set when this join is a return (`FleetRejoin`): until its grace ends, this member takes
+    /// back the servers it held when it left, and no other.
+    private var rejoin: FleetRejoin? = nil
 
     init(
         state: FleetMembership, board: WorkerBoard, lease: Duration, logger: Logger,
@@ -42,13 +45,16 @@ struct FleetMember {
     }
 
     /// Takes a membership on `repository` (a fresh session): a member id not held by any live
-    /// session, the lease, and `LISTEN` on the fleet's own channel.
+    /// session, the lease, and `LISTEN` on the fleet's own channel. A collector that was a
+    /// member keeps its id: while it is held less than a lease after it left (by its own
+    /// previous session, maybe, not ended yet), the join fails, to be tried again.
     mutating func join(_ repository: PoWARepository, deadline: ContinuousClock.Instant) async throws {
         told = [:]
         members = []
         memberSessions = []
         leader = nil
         justJoined = true
+        rejoin = nil
         var joined = false
         for _ in 0..<8 {
             let id = state.memberID
@@ -57,6 +63,13 @@ struct FleetMember {
                 break
             }
             // Held: by another collector, or by this one's previous session, not ended yet.
+            let leftAt = state.withState { $0.leftAt }
+            if FleetRejoin.keepsMemberID(leftAt: leftAt, now: .now, lease: lease) {
+                logger.info(
+                    "fleet: member id still held, maybe by this collector's previous session until the repository ends it: joining again later under it",
+                    metadata: ["member": "\(id)"])
+                throw CollectorError("member id \(id) still held")
+            }
             state.withState { $0.memberID = FleetMembership.randomMemberID() }
         }
         guard joined else { throw CollectorError("no free member id in the repository's advisory locks") }
@@ -69,8 +82,17 @@ struct FleetMember {
         }
         try await repository.listen(FleetMessage.channel, deadline: deadline)
         let pid = repository.connection.backendPID
-        state.withState { $0.memberPID = pid }
-        logger.info("fleet: joined", metadata: ["member": "\(state.memberID)"])
+        let lease = lease
+        rejoin = state.withState { state in
+            state.memberPID = pid
+            return FleetRejoin(leftAt: state.leftAt, heldWhenLeft: state.heldWhenLeft, joinedAt: .now, lease: lease)
+        }
+        if let rejoin {
+            logger.info(
+                "fleet: joined", metadata: ["member": "\(state.memberID)", "reclaiming": "\(rejoin.heldWhenLeft.sorted())"])
+        } else {
+            logger.info("fleet: joined", metadata: ["member": "\(state.memberID)"])
+        }
     }
 
     /// The heartbeat, and what the fleet's current shape asks of this member.
@@ -93,8 +115,18 @@ struct FleetMember {
         }
 
         let (servers, serversVersion) = state.withState { ($0.servers, $0.serversVersion) }
-        let mine = FleetAssignment(servers: servers, members: Set(view.members.keys), currentOwners: view.owners)
+        // Back after a lost session: the servers held then first, so that the assignment keeps
+        // them here (it keeps current owners up to their quota).
+        let now = ContinuousClock.now
+        let takenBack = try await acquire(
+            rejoin?.reclaims(servers: servers, owners: view.owners, at: now) ?? [], repository, deadline: deadline)
+        for server in takenBack { view.owners[server] = me }
+        if !takenBack.isEmpty {
+            logger.info("fleet: servers taken back", metadata: ["member": "\(me)", "servers": "\(takenBack.sorted())"])
+        }
+        let share = FleetAssignment(servers: servers, members: Set(view.members.keys), currentOwners: view.owners)
             .servers(of: me)
+        let mine = rejoin?.wanted(share, at: now) ?? share
         // Locks this session holds, whatever this member believes: one taken by a statement
         // that failed half-way is adopted, never taken twice (a session lock counts each
         // acquisition, and one unlock would leave it held).
@@ -109,20 +141,9 @@ struct FleetMember {
             state.owned.formUnion(reclaimed)
             return (revoked, reclaimed, mine.subtracting(state.owned).subtracting(state.releasing))
         }
-        var taken: Set<Int> = []
-        if !wanted.isEmpty {
-            // A server another member still holds is taken at a later tick, once it let go.
-            do {
-                taken = try await repository.acquireServerLocks(wanted, deadline: deadline)
-            } catch let error as PostgresError where error.sqlState == "53200" {
-                // The repository's lock table is full: the servers locked so far are adopted at
-                // the next tick, the others wait; the membership itself goes on.
-                logger.error(
-                    "fleet: the repository's lock table is full (raise max_locks_per_transaction): \(error)",
-                    metadata: ["member": "\(me)"])
-            }
-            for server in taken { view.owners[server] = me }
-        }
+        // A server another member still holds is taken at a later tick, once it let go.
+        let taken = try await acquire(wanted, repository, deadline: deadline)
+        for server in taken { view.owners[server] = me }
         let isLeader = view.leaderPID == pid
         state.withState { state in
             state.owned.formUnion(taken)
@@ -136,10 +157,16 @@ struct FleetMember {
             logger.info(
                 "fleet: servers taken", metadata: ["member": "\(me)", "servers": "\(taken.union(reclaimed).sorted())"])
         }
-        let changed = justJoined || !revoked.isEmpty || !taken.isEmpty || !reclaimed.isEmpty
+        let changed = justJoined || !revoked.isEmpty || !taken.isEmpty || !reclaimed.isEmpty || !takenBack.isEmpty
         state.assigned(serversVersion, changed: changed)
         if changed { events.yield(.ownershipChanged(answer: nil)) }
         justJoined = false
+        if let rejoin, !rejoin.inGrace(at: now) {
+            // This tick followed the assignment as any other: the return is over.
+            self.rejoin = nil
+            state.withState { $0.heldWhenLeft = [] }
+            logger.info("fleet: rejoin grace over, every server follows the assignment", metadata: ["member": "\(me)"])
+        }
         state.ticked()
 
         let current = Set(view.members.keys)
@@ -160,6 +187,23 @@ struct FleetMember {
             try await tellStatuses(repository, everything: someoneJoined, deadline: deadline)
         } else {
             told = [:]
+        }
+    }
+
+    /// Tries the locks of `servers`; returns those it got. When the repository's lock table is
+    /// full, those locked so far are adopted at the next tick, the others wait: the membership
+    /// itself goes on.
+    private func acquire(
+        _ servers: Set<Int>, _ repository: PoWARepository, deadline: ContinuousClock.Instant
+    ) async throws -> Set<Int> {
+        guard !servers.isEmpty else { return [] }
+        do {
+            return try await repository.acquireServerLocks(servers, deadline: deadline)
+        } catch let error as PostgresError where error.sqlState == "53200" {
+            logger.error(
+                "fleet: the repository's lock table is full (raise max_locks_per_transaction): \(error)",
+                metadata: ["member": "\(state.memberID)"])
+            return []
         }
     }
 

@@ -36,6 +36,9 @@ public final class FleetMembership: Sendable {
         /// is no member, their workers spool their snapshots (`SnapshotSpool`), which land
         /// only once the fleet gives the server back to this collector.
         var heldWhenLeft: Set<Int> = []
+        /// When the membership session was last lost (nil: never a member, or the repository
+        /// moved since): a join within a lease of it keeps the member id (`FleetRejoin`).
+        var leftAt: ContinuousClock.Instant?
     }
 
     private let state: Mutex<State>
@@ -113,11 +116,19 @@ public final class FleetMembership: Sendable {
     func withState<R>(_ body: (inout State) -> R) -> R { state.withLock { body(&$0) } }
 
     /// The membership session was lost: its locks went with it (and no tick divides the
-    /// servers of a reload until it joins again: the reload waits no longer).
-    func left() {
+    /// servers of a reload until it joins again: the reload waits no longer). `movedAway`: it
+    /// was on a repository the collector no longer uses, whose servers and ids mean nothing on
+    /// the new one: the next join there is a first one.
+    func left(movedAway: Bool = false) {
         let waiters = state.withLock { state in
             defer { state.assignmentWaiters = [] }
-            if state.memberPID != nil { state.heldWhenLeft = state.owned }
+            if movedAway {
+                state.heldWhenLeft = []
+                state.leftAt = nil
+            } else if state.memberPID != nil {
+                state.heldWhenLeft = state.owned
+                state.leftAt = .now
+            }
             state.memberPID = nil
             state.isLeader = false
             state.owned = []

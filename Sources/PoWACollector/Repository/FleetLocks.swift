@@ -8,7 +8,7 @@
 /// | classid | objid | held by |
 /// | --- | --- | --- |
 /// | 1886353249 (`powa`, 0x706F7761) | 0 | the leader, which answers powa-web |
-/// | 1886353249 | a member id (1...2147483647, random per process) | each live collector |
+/// | 1886353249 | a member id (1...2147483647, drawn when the process starts) | each live collector |
 /// | 1886353250 (0x706F7762) | a server id of `powa_servers` | the collector that snapshots it |
 ///
 /// powa itself takes no advisory lock (its snapshots serialize on a `FOR UPDATE NOWAIT` of the
