@@ -117,6 +117,59 @@ struct SpoolTests {
         }
     }
 
+    @Test("two collectors and a repository restart: each lands its own servers' spool, nothing dropped, nothing doubled")
+    func fleet() async throws {
+        try await TestBed.withPrivate(
+            name: "spool-fleet", port: 5415, remotes: 1, kind: PoWAMajor.four.bedKind,
+            settings: ["POWA_TESTBED_LISTEN": "0.0.0.0"]
+        ) { bed in
+            let repository = try await ScratchRepository.create(on: bed)
+            var servers: [Int] = []
+            for host in 1...4 {
+                servers.append(
+                    try await repository.register(
+                        port: bed.remotePorts[0], hostname: "127.0.0.\(host)", frequency: Int(Self.frequency)))
+            }
+            let remote = try await bed.connect(port: bed.remotePorts[0])
+            defer { remote.close() }
+            try await remote.execute(Self.marker)
+            let directories = [Self.temporaryDirectory(), Self.temporaryDirectory()]
+            let collectors = try directories.map { directory in
+                var configuration = CollectorConfiguration(repositoryDSN: repository.dsn)
+                configuration.connectTimeout = 3
+                configuration.spool = SpoolSettings(directory: directory)
+                return try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+            }
+            defer { collectors.forEach { $0.signal(SIGKILL) } }
+            for server in servers { _ = try await repository.waitForSnapshots(server, count: 2) }
+            #expect(collectors.allSatisfy { $0.output.contains("fleet: 2 member(s)") })
+
+            try await bed.pgCtl(bed.repositoryDataDirectory, ["stop", "-m", "fast"])
+            let spooled = try await eventually(timeout: .seconds(30)) {
+                servers.allSatisfy { server in
+                    directories.map { Self.spooledFiles($0, server: server).count }.reduce(0, +) >= 3
+                }
+            }
+            #expect(spooled)
+            try await bed.pgCtl(bed.repositoryDataDirectory, ["start"])
+            let landed = try await eventually(timeout: .seconds(60)) {
+                servers.allSatisfy { server in directories.allSatisfy { Self.spooledFiles($0, server: server).isEmpty } }
+            }
+            #expect(landed)
+            for server in servers { _ = try await repository.waitForSnapshots(server, count: 1) }
+            for collector in collectors {
+                #expect(!collector.output.contains("spooled snapshots dropped"), "\(collector.output)")
+            }
+            for server in servers {
+                let history = try await Self.markerHistory(repository, server: server)
+                #expect(Set(history.map(\.ts)).count == history.count, "server \(server): \(history)")
+                for (earlier, later) in zip(history, history.dropFirst()) {
+                    #expect(later.ts - earlier.ts <= Self.frequency * 1.6, "server \(server): a gap in \(history)")
+                }
+            }
+        }
+    }
+
     // MARK: Helpers
 
     static func temporaryDirectory() -> String {
