@@ -56,6 +56,12 @@ struct KubernetesExampleTests {
         #expect(Self.value(pod, "spec", "securityContext", "runAsUser") as? Int == 10001)
         let container = Self.value(pod, "spec", "containers", 0)
         #expect(Self.value(container, "image") as? String == "localhost/powa-collector:\(Collector.version)")
+        // The root filesystem is read-only: the spool's directory is a volume of its own, writable.
+        let mounts = Self.value(container, "volumeMounts") as? [[String: Any]] ?? []
+        let spool = mounts.first { $0["mountPath"] as? String == SpoolSettings.defaultDirectory }
+        #expect(spool != nil && spool?["readOnly"] as? Bool != true)
+        let volumes = Self.value(pod, "spec", "volumes") as? [[String: Any]] ?? []
+        #expect(volumes.contains { $0["name"] as? String == spool?["name"] as? String && $0["emptyDir"] != nil })
     }
 
     @Test("/livez and /readyz probed on the port the configuration's http.listen opens")
