@@ -97,7 +97,7 @@ let package = Package(
         .testTarget(
             name: "PoWACollectorUnitTests",
             dependencies: [
-                "PoWACollector", "TestWaiting",
+                "PoWACollector", "PostgresClient", "TestWaiting",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
                 .product(name: "_NIOFileSystem", package: "swift-nio"),

@@ -44,10 +44,10 @@ struct SpoolTests {
 
             let history = try await Self.markerHistory(repository, server: server)
             // None doubled, every period there: consecutive snapshots a period apart (give or
-            // take the schedule's jitter), from before the outage to after it.
+            // take the schedule's jitter; a lost period is a gap of two), from before the outage to after it.
             #expect(Set(history.map(\.ts)).count == history.count, "\(history)")
             for (earlier, later) in zip(history, history.dropFirst()) {
-                #expect(later.ts - earlier.ts <= Self.frequency * 1.6, "a gap in \(history)")
+                #expect(later.ts - earlier.ts <= Self.frequency * 1.8, "a gap in \(history)")
             }
             // The calls of each period: 1 before, then 2, 3 and 4 more, in that order.
             var calls: [Int] = []
@@ -164,7 +164,7 @@ struct SpoolTests {
                 let history = try await Self.markerHistory(repository, server: server)
                 #expect(Set(history.map(\.ts)).count == history.count, "server \(server): \(history)")
                 for (earlier, later) in zip(history, history.dropFirst()) {
-                    #expect(later.ts - earlier.ts <= Self.frequency * 1.6, "server \(server): a gap in \(history)")
+                    #expect(later.ts - earlier.ts <= Self.frequency * 1.8, "server \(server): a gap in \(history)")
                 }
             }
         }

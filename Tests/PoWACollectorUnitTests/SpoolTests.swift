@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import NIOCore
 import NIOFileSystem
+import PostgresClient
 import Testing
 
 @testable import PoWACollector
@@ -26,7 +27,9 @@ struct SpoolFileTests {
         try await writer.beginSection(SpoolSection(kind: .module, name: "pg_stat_all_tables", database: "app"))
         try await writer.data(data)
         try await writer.endSection(failed: true)
-        return try await writer.finish(SpoolSummary(errors: ["pg_stat_all_tables in database app: boom"], elidedStatements: [7]))
+        return try await writer.finish(
+            SpoolSummary(errors: ["pg_stat_all_tables in database app: boom"], elidedStatements: [7]),
+            directory: FilePath(path).removingLastComponent())
     }
 
     @Test("a file reads back as written: header, sections, data, summary; the failed section's data is not replayed")
@@ -83,7 +86,7 @@ struct SpoolFileTests {
         let writer = try await SpoolWriter.create(at: FilePath(directory + "/1.snapshot"), header: Self.header())
         try await writer.beginSection(SpoolSection(kind: .source, name: "powa_statements_src"))
         #expect(!FileManager.default.fileExists(atPath: directory + "/1.snapshot"))
-        await writer.discard()
+        writer.discard()
         #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
     }
 
@@ -143,5 +146,61 @@ struct SpoolFileTests {
         #expect(await third.pending(serverID: 3).map(\.path.string) == paths)
         #expect(!FileManager.default.fileExists(atPath: old))
         #expect(third.takeNotices(serverID: 3).first?.hasSuffix("older than spool.max_age") == true)
+    }
+
+    @Test(
+        "a landing that failed: kept while the repository is out, dropped when damaged, after 3 refusals, or (with the rest) when another collector landed since"
+    )
+    func landingDecisions() {
+        #expect(SpoolLandingDecision.after(.outage, attempts: 9) == .keepAndSpool)
+        #expect(SpoolLandingDecision.after(.damaged, attempts: 1) == .drop(.damaged))
+        #expect(SpoolLandingDecision.after(.landedElsewhere, attempts: 1) == .dropRest)
+        #expect(SpoolLandingDecision.after(.superseded, attempts: 1) == .stop)
+        #expect(SpoolLandingDecision.after(.cancelled, attempts: 1) == .stop)
+        #expect(SpoolLandingDecision.after(.refused, attempts: 1) == .keepAndSpool)
+        #expect(SpoolLandingDecision.after(.refused, attempts: 2) == .keepAndSpool)
+        #expect(SpoolLandingDecision.after(.refused, attempts: 3) == .drop(.refused))
+    }
+
+    @Test("the repository's errors that mean it cannot work now, not that it refuses the snapshot")
+    func outages() {
+        func error(_ state: String) -> PostgresError { PostgresError(code: .server, message: "x", sqlState: state) }
+        for state in ["08006", "53100", "57P01", "58030", "25006", "55P03", "57014", "40001"] {
+            #expect(RepositoryOutage.matches(error(state)), "\(state)")
+        }
+        for state in ["22P02", "23505", "42P01", "XX000"] {
+            #expect(!RepositoryOutage.matches(error(state)), "\(state)")
+        }
+        #expect(!RepositoryOutage.matches(nil))
+    }
+
+    @Test("a file claimed for its landing is never dropped under it; two bounds passes drop a file once")
+    func claims() async throws {
+        let directory = Self.directory()
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        var settings = SpoolSettings(directory: directory)
+        settings.maxBytes = 1300
+        let spool = try await SnapshotSpool.open(settings, metrics: nil, logger: Logger(label: "test"))
+        var files: [SnapshotSpool.File] = []
+        for _ in 0..<3 {
+            let file = try await spool.newFile(serverID: 5)
+            try Data(count: 600).write(to: URL(fileURLWithPath: file.path.string))
+            files.append(SnapshotSpool.File(serverID: 5, path: file.path, bytes: 600, takenAt: file.takenAt))
+        }
+        #expect(spool.claim(files[0]) == false, "not in the spool yet")
+        await spool.spooled(files[0])
+        #expect(spool.claim(files[0]))
+        #expect(!spool.claim(files[0]), "claimed once")
+        // Over the bound: the claimed oldest stays, the next oldest goes, counted once (the two
+        // passes at once both see the spool over its bound).
+        let (second, third) = (files[1], files[2])
+        async let first: Void = spool.spooled(second)
+        async let other: Void = spool.spooled(third)
+        _ = await (first, other)
+        #expect(await spool.pending(serverID: 5) == [files[0], files[2]])
+        #expect(
+            spool.takeNotices(serverID: 5) == ["1 snapshot taken while the repository was unreachable was dropped: spool full"])
+        #expect(spool.release(files[0], failed: true) == 1)
+        #expect(spool.claim(files[0]) && spool.release(files[0], failed: true) == 2)
     }
 }

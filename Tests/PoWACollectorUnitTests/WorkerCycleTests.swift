@@ -242,4 +242,32 @@ struct WorkerCycleTests {
         _ = cycle.snapshotEnded(.landed(SnapshotMark("43"), began: due + frequency), now: due + frequency + .seconds(1))
         #expect(cycle.status == .running)
     }
+
+    @Test("prepared once, a remote session reopened while the repository is down: the schedule goes on without the bookkeeping")
+    func bookkeepingDeferred() {
+        var cycle = ready()
+        let due = t0 + .seconds(3)
+        #expect(cycle.lost() == .connect)
+        #expect(cycle.connected() == .prepare)
+        // Not a backoff: the due snapshot is taken (into the spool), the bookkeeping later.
+        #expect(cycle.preparationFailed(.repositoryDown, now: due) == .wait(until: due))
+        #expect(cycle.status == .noRepositoryConnection)
+        guard case .snapshot(let plan) = cycle.woke(requests: [], now: due, remoteAlive: true, ownership: .heldWhenLeft)
+        else {
+            Issue.record("no snapshot")
+            return
+        }
+        #expect(plan.spoolOnly)
+        #expect(cycle.snapshotEnded(.spooled, now: due + .seconds(1)) == .wait(until: due + frequency))
+        // The backoff passed: the bookkeeping is tried again before the next snapshot.
+        #expect(cycle.woke(requests: [], now: due + frequency, remoteAlive: true, ownership: owned) == .prepare)
+        // A worker never prepared still backs off.
+        var fresh = WorkerCycle(frequency: frequency)
+        _ = fresh.start()
+        _ = fresh.connected()
+        guard case .pause = fresh.preparationFailed(.repositoryDown, now: t0) else {
+            Issue.record("no backoff")
+            return
+        }
+    }
 }

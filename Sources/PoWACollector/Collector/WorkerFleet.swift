@@ -123,6 +123,14 @@ actor WorkerFleet {
                 fleet?.workersStopped([id])
             }
         }
+        // The spool of a server another member owns now can no longer land (its snapshots
+        // would come after that member's): dropped and counted, here rather than in its worker,
+        // which a retire cancels.
+        if let spool, case .owned(let owned) = ownership {
+            for id in spool.servers.subtracting(owned).subtracting(running.keys) {
+                await spool.drop(await spool.pending(serverID: id), reason: .moved)
+            }
+        }
     }
 
     /// The servers whose workers run here.

@@ -47,6 +47,8 @@ struct DatabaseSnapshot {
                 return
             }
         } else {
+            // Spooled, without the sources of a landed snapshot to go by.
+            outcome.errors.append("The per-database sources were not read: they were unknown while the repository was down")
             return
         }
         if case .databases(let names) = snapshot.catalogRefresh {
@@ -168,7 +170,8 @@ struct DatabaseSnapshot {
                 step: step)
             outcome.landedDatabaseSources += 1
             logger.trace(
-                "database source landed", metadata: ["database": "\(database)", "source": "\(source.name)", "rows": "\(rows)"])
+                "database source landed",
+                metadata: ["database": "\(database)", "source": "\(source.name)", "rows": "\(rows ?? -1)"])
         } catch {
             if let failure = SnapshotError.classify(
                 error, side: .repository, step: step, remote: connection,

@@ -313,7 +313,7 @@ struct RemoteSnapshot {
                 section: SpoolSection(
                     kind: .source, name: source.querySource, module: source.name, external: source.external),
                 step: step, rewrite: elider?.rewrite, progress: progress)
-            if let progress {
+            if let progress, let rows {
                 metrics?.sourceCopied(server, source: source.querySource, rows: rows, bytes: progress.bytes)
             }
             if let elider {
@@ -322,7 +322,7 @@ struct RemoteSnapshot {
                 outcome.elidedStatements = elider.elided
             }
             outcome.landedSources += 1
-            logger.trace("source landed", metadata: ["source": "\(source.querySource)", "rows": "\(rows)"])
+            logger.trace("source landed", metadata: ["source": "\(source.querySource)", "rows": "\(rows ?? -1)"])
         } catch {
             if let failure = SnapshotError.classify(
                 error, side: .repository, step: step, remote: remote.connection,
@@ -338,11 +338,12 @@ struct RemoteSnapshot {
 
     /// One source's rows, from the remote to the destination: piped into the repository's
     /// staging table (`copyIn`), or written as a section of the spool file. A failure of the
-    /// spool file (a full disk) ends the snapshot; the remote's ends this source only.
+    /// spool file (a full disk) ends the snapshot; the remote's ends this source only. Returns
+    /// the rows the repository stored (nil: spooled, not counted).
     func stage(
         from remote: PostgresConnection, _ copyOut: String, to destination: SnapshotDestination, copyIn: String?,
         section: SpoolSection, step: SnapshotError.Step, rewrite: CopyRowRewrite? = nil, progress: CopyProgress? = nil
-    ) async throws -> Int {
+    ) async throws -> Int? {
         switch destination {
         case .repository(let repository):
             return try await pipe(
@@ -377,7 +378,7 @@ struct RemoteSnapshot {
             } catch {
                 throw SnapshotError(.repositoryFailed, side: .repository, step: step, underlying: SpoolWriteError(error))
             }
-            return progress?.bytes ?? 0
+            return nil
         }
     }
 

@@ -44,8 +44,13 @@ public final class SnapshotSpool: Sendable {
     private struct State {
         var files: [Int: [File]] = [:]
         var bytes = 0
-        /// Files a worker is landing now: never dropped under it.
+        /// Files a worker is landing now (claimed): never dropped under it.
         var landing: Set<FilePath> = []
+        /// Failed landings of a file while the repository answered (a file that keeps failing
+        /// is dropped rather than block its server's every snapshot).
+        var attempts: [FilePath: Int] = [:]
+        /// The servers' directories made or found (the spool's own is synced once each is made).
+        var serverDirectories: Set<Int> = []
         /// Drops not told to powa-web yet: server → reason → count.
         var notices: [Int: [DropReason: Int]] = [:]
         /// The marks this collector's own landings left, by the mark each followed: a file
@@ -73,7 +78,7 @@ public final class SnapshotSpool: Sendable {
         self.counters = counters
     }
 
-    deinit { close(lock) }
+    deinit { Foundation.close(lock) }
 
     /// The spool of `settings`: its directory made if missing, locked for this collector, and
     /// what it holds already (a restart's spool lands as any).
@@ -82,10 +87,10 @@ public final class SnapshotSpool: Sendable {
         try await FileSystem.shared.createDirectory(
             at: directory, withIntermediateDirectories: true, permissions: [.ownerReadWriteExecute])
         let lockPath = settings.directory + "/.lock"
-        let fd = Glibc.open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
+        let fd = Foundation.open(lockPath, O_CREAT | O_RDWR | O_CLOEXEC, 0o600)
         guard fd >= 0 else { throw SpoolError("cannot open \(lockPath): \(String(cString: strerror(errno)))") }
         guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
-            Glibc.close(fd)
+            Foundation.close(fd)
             throw SpoolError("\(settings.directory) is in use by another collector")
         }
         let spool = SnapshotSpool(settings: settings, lock: fd, logger: logger, counters: SpoolCounters(metrics))
@@ -98,8 +103,12 @@ public final class SnapshotSpool: Sendable {
     /// The path of a new file for `serverID`, named after now (after any name given before).
     func newFile(serverID: Int) async throws -> (path: FilePath, takenAt: Double) {
         let serverDirectory = directory.appending("\(serverID)")
-        try await FileSystem.shared.createDirectory(
-            at: serverDirectory, withIntermediateDirectories: false, permissions: [.ownerReadWriteExecute])
+        if !state.withLock({ $0.serverDirectories.contains(serverID) }) {
+            try await FileSystem.shared.createDirectory(
+                at: serverDirectory, withIntermediateDirectories: false, permissions: [.ownerReadWriteExecute])
+            try await SpoolFiles.synchronizeDirectory(directory)
+            _ = state.withLock { $0.serverDirectories.insert(serverID) }
+        }
         let name = state.withLock { state in
             let now = UInt64(Date().timeIntervalSince1970 * 1e9)
             state.lastName = max(now, state.lastName + 1)
@@ -137,16 +146,25 @@ public final class SnapshotSpool: Sendable {
     }
 
     /// Whether any snapshot is in the spool.
-    var isSpooling: Bool { state.withLock { $0.bytes > 0 || !$0.files.isEmpty } }
+    var isSpooling: Bool { state.withLock { !$0.files.isEmpty } }
 
     /// What the spool holds now.
     var contents: (snapshots: Int, bytes: Int) {
         state.withLock { state in (state.files.values.reduce(0) { $0 + $1.count }, state.bytes) }
     }
 
-    /// A worker begins landing `file` (it is not dropped meanwhile).
-    func beginLanding(_ file: File) {
-        _ = state.withLock { $0.landing.insert(file.path) }
+    /// The servers that have snapshots in the spool.
+    var servers: Set<Int> { state.withLock { Set($0.files.keys) } }
+
+    /// Claims `file` for its landing: false when it is gone (dropped meanwhile) or claimed.
+    func claim(_ file: File) -> Bool {
+        state.withLock { state in
+            guard state.files[file.serverID]?.contains(file) == true, !state.landing.contains(file.path) else {
+                return false
+            }
+            state.landing.insert(file.path)
+            return true
+        }
     }
 
     /// Whether a file spooled after the server's `base` mark may land on `current`: the same
@@ -163,50 +181,59 @@ public final class SnapshotSpool: Sendable {
         }
     }
 
-    /// `file` landed, moving the server's mark from `base` to `produced`: it leaves the spool.
+    /// The claimed `file` landed, moving the server's mark from `base` to `produced`: it leaves
+    /// the spool.
     func landed(_ file: File, base: String?, produced: String?) async {
-        state.withLock { state in
+        let taken = take([file], claimed: true) { state in
             if let base, let produced { state.successors[file.serverID, default: [:]][base] = produced }
+            state.landed += 1
         }
-        await remove([file]) { state in state.landed += 1 }
+        await delete(taken)
         counters.landed()
     }
 
-    /// `file` did not land, and stays for the next attempt.
-    func endLanding(_ file: File) {
-        _ = state.withLock { $0.landing.remove(file.path) }
+    /// The claimed `file` did not land, and stays for the next attempt; `failed`: the
+    /// repository answered, and refused it. Returns how many times it failed so.
+    @discardableResult
+    func release(_ file: File, failed: Bool) -> Int {
+        state.withLock { state in
+            state.landing.remove(file.path)
+            guard failed else { return state.attempts[file.path] ?? 0 }
+            state.attempts[file.path, default: 0] += 1
+            return state.attempts[file.path] ?? 0
+        }
     }
 
-    /// Drops `files`, counted for powa-web; damaged ones are kept aside as `*.damaged`.
-    func drop(_ files: [File], reason: DropReason) async {
-        guard !files.isEmpty else { return }
+    /// Drops `files` (claimed by the caller, or not claimed by anyone), counted for powa-web;
+    /// damaged ones are kept aside as `*.damaged`.
+    func drop(_ files: [File], reason: DropReason, claimed: Bool = false) async {
+        let taken = take(files, claimed: claimed) { state in
+            state.dropped += files.count
+        }
+        guard !taken.isEmpty else { return }
+        state.withLock { state in
+            for file in taken { state.notices[file.serverID, default: [:]][reason, default: 0] += 1 }
+        }
         if reason == .damaged {
-            for file in files {
-                try? await FileSystem.shared.moveItem(
-                    at: file.path, to: FilePath(file.path.string.replacingOccurrences(of: ".snapshot", with: ".damaged")))
+            for file in taken {
+                let name = (file.path.lastComponent?.string ?? "").replacingOccurrences(of: ".snapshot", with: ".damaged")
+                try? await FileSystem.shared.moveItem(at: file.path, to: file.path.removingLastComponent().appending(name))
             }
         }
-        await remove(files) { state in
-            state.dropped += files.count
-            state.notices[files[0].serverID, default: [:]][reason, default: 0] += files.count
-        }
-        counters.dropped(files.count, reason: reason)
+        await delete(taken)
+        counters.dropped(taken.count, reason: reason)
         logger.warning(
             "spooled snapshots dropped: \(reason.rawValue)",
-            metadata: ["servers": "\(Set(files.map(\.serverID)).sorted())", "snapshots": "\(files.count)"])
+            metadata: ["servers": "\(Set(taken.map(\.serverID)).sorted())", "snapshots": "\(taken.count)"])
     }
 
     /// What powa-web is to be told of the server's dropped snapshots (each told once).
     func takeNotices(serverID: Int) -> [String] {
         let notices = state.withLock { $0.notices.removeValue(forKey: serverID) ?? [:] }
-        return notices.sorted { $0.key.rawValue < $1.key.rawValue }.map { reason, count in
-            count == 1
-                ? "1 snapshot taken while the repository was unreachable was dropped: \(reason.rawValue)"
-                : "\(count) snapshots taken while the repository was unreachable were dropped: \(reason.rawValue)"
-        }
+        return Self.describe(notices)
     }
 
-    /// Gives `notices` back (they could not be told).
+    /// Gives back notices that could not be told.
     func restoreNotices(serverID: Int, _ notices: [String]) {
         guard !notices.isEmpty else { return }
         state.withLock { state in
@@ -219,13 +246,22 @@ public final class SnapshotSpool: Sendable {
         }
     }
 
+    static func describe(_ notices: [DropReason: Int]) -> [String] {
+        notices.sorted { $0.key.rawValue < $1.key.rawValue }.map { reason, count in
+            count == 1
+                ? "1 snapshot taken while the repository was unreachable was dropped: \(reason.rawValue)"
+                : "\(count) snapshots taken while the repository was unreachable were dropped: \(reason.rawValue)"
+        }
+    }
+
     // MARK: Bounds
 
     /// Drops the snapshots past `spool.max_age`, then the oldest while the spool holds more
-    /// than `spool.max_bytes`, never one being landed.
+    /// than `spool.max_bytes`, never one being landed. The victims leave the index in the same
+    /// lock as they are chosen: two callers never drop one file twice.
     private func enforceBounds() async {
         let oldest = Date().timeIntervalSince1970 - settings.maxAge
-        let (expired, full) = state.withLock { state -> ([File], [File]) in
+        let victims = state.withLock { state -> [(DropReason, [File])] in
             let all = state.files.values.joined().filter { !state.landing.contains($0.path) }
             let expired = all.filter { $0.takenAt < oldest }
             var bytes = state.bytes - expired.reduce(0) { $0 + $1.bytes }
@@ -235,58 +271,86 @@ public final class SnapshotSpool: Sendable {
                 full.append(file)
                 bytes -= file.bytes
             }
-            return (expired, full)
+            return [(.expired, expired), (.full, full)].filter { !$0.1.isEmpty }
         }
-        for (reason, files) in [(DropReason.expired, expired), (.full, full)] {
-            for group in Dictionary(grouping: files, by: \.serverID).values {
-                await drop(group, reason: reason)
-            }
+        for (reason, files) in victims {
+            await drop(files, reason: reason)
         }
     }
 
     // MARK: Files
 
-    private func remove(_ files: [File], _ account: (inout State) -> Void) async {
-        for file in files {
-            _ = try? await FileSystem.shared.removeItem(at: file.path, recursively: false)
-        }
-        let emptied = state.withLock { state -> (Int, Int, Duration)? in
+    /// Takes `files` out of the index (those still in it, and claimed only if `claimed`), and
+    /// accounts for them, in one lock; logs the end of an outage when the spool is empty.
+    private func take(_ files: [File], claimed: Bool, _ account: (inout State) -> Void) -> [File] {
+        let (taken, emptied) = state.withLock { state -> ([File], (Int, Int, Duration)?) in
+            var taken: [File] = []
             for file in files {
-                guard let index = state.files[file.serverID]?.firstIndex(of: file) else { continue }
+                guard claimed || !state.landing.contains(file.path),
+                    let index = state.files[file.serverID]?.firstIndex(of: file)
+                else { continue }
                 state.files[file.serverID]?.remove(at: index)
                 if state.files[file.serverID]?.isEmpty == true { state.files[file.serverID] = nil }
                 state.bytes -= file.bytes
                 state.landing.remove(file.path)
+                state.attempts[file.path] = nil
+                taken.append(file)
             }
+            guard !taken.isEmpty else { return ([], nil) }
             account(&state)
-            guard state.files.isEmpty, let since = state.spoolingSince else { return nil }
+            guard state.files.isEmpty, let since = state.spoolingSince else { return (taken, nil) }
             state.spoolingSince = nil
-            return (state.landed, state.dropped, .now - since)
+            return (taken, (state.landed, state.dropped, .now - since))
         }
         if let (landed, dropped, duration) = emptied {
             logger.info(
                 "spool landed: \(landed) snapshot(s) landed, \(dropped) dropped",
                 metadata: ["seconds": "\(Int(duration.secondsValue))"])
         }
+        return taken
+    }
+
+    /// Deletes files taken out of the index (a failure is only logged: the file is no longer
+    /// counted, and a restart's scan finds it again).
+    private func delete(_ files: [File]) async {
+        for file in files {
+            do {
+                _ = try await FileSystem.shared.removeItem(at: file.path, recursively: false)
+            } catch {
+                logger.warning("could not delete a spool file", metadata: ["file": "\(file.path)", "error": "\(error)"])
+            }
+        }
     }
 
     /// Reads what the directory holds: `<srvid>/<nanoseconds>.snapshot` files.
     private func scan() async throws {
         var found: [File] = []
+        var stale: [FilePath] = []
+        var known: Set<Int> = []
         try await FileSystem.shared.withDirectoryHandle(atPath: directory) { root in
             for try await entry in root.listContents() where entry.type == .directory {
                 guard let serverID = Int(entry.name.string), serverID > 0 else { continue }
+                known.insert(serverID)
                 try await FileSystem.shared.withDirectoryHandle(atPath: entry.path) { server in
                     for try await file in server.listContents() where file.type == .regular {
-                        guard let name = Self.parseName(file.name.string),
-                            let info = try await FileSystem.shared.info(forFileAt: file.path)
-                        else { continue }
-                        found.append(
-                            File(serverID: serverID, path: file.path, bytes: Int(info.size), takenAt: Double(name) / 1e9))
+                        let fileName = file.name.string
+                        guard let info = try await FileSystem.shared.info(forFileAt: file.path) else { continue }
+                        if let name = Self.parseName(fileName) {
+                            found.append(
+                                File(serverID: serverID, path: file.path, bytes: Int(info.size), takenAt: Double(name) / 1e9))
+                        } else if fileName.hasSuffix(SpoolWriter.partialSuffix)
+                            || (fileName.hasSuffix(".damaged")
+                                && info.lastDataModificationTime.seconds < Int(Date().timeIntervalSince1970 - settings.maxAge))
+                        {
+                            // A file a killed collector left half-written, or one set aside long ago.
+                            stale.append(file.path)
+                        }
                     }
                 }
             }
         }
+        for path in stale { _ = try? await FileSystem.shared.removeItem(at: path, recursively: false) }
+        state.withLock { $0.serverDirectories = known }
         guard !found.isEmpty else { return }
         state.withLock { state in
             for file in found.sorted(by: { $0.takenAt < $1.takenAt }) {
@@ -314,12 +378,6 @@ public final class SnapshotSpool: Sendable {
         guard name.hasSuffix(".snapshot"), name.count == 29 else { return nil }
         return UInt64(name.prefix(20))
     }
-}
-
-/// The spool could not be opened.
-struct SpoolError: Error, CustomStringConvertible {
-    let description: String
-    init(_ description: String) { self.description = description }
 }
 
 /// The spool's counts, into the metrics when there are any.

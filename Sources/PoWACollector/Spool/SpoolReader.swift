@@ -49,6 +49,7 @@ struct SpoolReader {
             switch tag {
             case .section:
                 try await body(.section(try decode(SpoolSection.self, payload), index: index))
+                // (An index beyond what `verify` saw: the file changed meanwhile.)
                 index += 1
             case .data: try await body(.data(payload))
             case .sectionEnd, .sectionFailed: try await body(.sectionEnd)
@@ -68,13 +69,9 @@ struct SpoolReader {
     /// Every record in order, checked against the grammar; then the hash.
     private func read(_ body: (SpoolFormat.Tag, ByteBuffer) async throws -> Void) async throws {
         let handle = try await FileSystem.shared.openFile(forReadingAt: path, options: OpenOptions.Read())
-        do {
-            try await read(handle, body)
-            try await handle.close()
-        } catch {
-            try? await handle.close()
-            throw error
-        }
+        // Closed whatever happens, cancellation included (a handle dropped open is fatal).
+        defer { SpoolFiles.close(handle) }
+        try await read(handle, body)
     }
 
     private func read(_ handle: ReadFileHandle, _ body: (SpoolFormat.Tag, ByteBuffer) async throws -> Void) async throws {

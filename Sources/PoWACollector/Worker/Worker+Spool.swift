@@ -5,17 +5,20 @@ import PostgresClient
 /// What a worker last had from the repository to read a snapshot into the spool with.
 final class SpoolBasisMemory {
     var value: SpoolBasis?
+    /// Said once that there is none.
+    var warned = false
 }
 
 extension Worker {
-    /// How landing the server's spool ended.
+    /// How landing the server's spool ended; each case with the server's `snapts` after the
+    /// last file that landed, if any did.
     enum SpoolLanding {
-        /// Nothing is left to land; `mark`: the server's `snapts` after the last that landed.
+        /// Nothing is left to land.
         case landed(SnapshotMark?)
-        /// The repository could not take them: the rest wait (and this snapshot joins them).
+        /// The repository cannot take them now: the rest wait (and this snapshot joins them).
         case repositoryDown(SnapshotMark?)
         /// The snapshot ends here (the server changes hands, the worker stops).
-        case ended(SnapshotResult)
+        case ended(SnapshotResult, SnapshotMark?)
     }
 
     /// Lands the server's spooled snapshots, oldest first, each as a live snapshot lands (in a
@@ -25,80 +28,80 @@ extension Worker {
         _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?
     ) async -> SpoolLanding {
         var mark = plan.mark
+        var landedAny = false
         let files = await spool.pending(serverID: server.id)
         for (index, file) in files.enumerated() {
-            if Task.isCancelled { return .ended(.failed("snapshot interrupted")) }
-            let reader = SpoolReader(path: file.path)
-            let contents: SpoolReader.Contents
-            do {
-                contents = try await reader.verify()
-            } catch {
-                logger.error("spooled snapshot unreadable: skipped", metadata: ["file": "\(file.path)", "error": "\(error)"])
-                await spool.drop([file], reason: .damaged)
+            if Task.isCancelled { return .ended(.failed("snapshot interrupted"), landedAny ? mark : nil) }
+            guard spool.claim(file) else { continue }  // dropped meanwhile
+            let failure: SpoolLandingDecision.Failure
+            var elsewhere: (SnapshotMark, Double?)?
+            switch await landSpooled(file, remote: remote, plan: plan, mark: mark, knownStatements: knownStatements) {
+            case .landed(let produced):
+                await spool.landed(file, base: mark?.text, produced: produced?.text)
+                mark = produced ?? mark
+                landedAny = true
                 continue
-            }
-            let header = contents.header
-            guard header.serverID == server.id, header.hostname == server.hostname, header.port == server.port else {
-                logger.warning("spooled snapshot of another server: dropped", metadata: ["file": "\(file.path)"])
-                await spool.drop([file], reason: .moved)
-                continue
-            }
-            guard spool.follows(serverID: server.id, base: header.baseMark, current: mark?.text) else {
-                // Snapshots landed that this spool does not follow (another collector's):
-                // these would land out of order.
-                await spool.drop(Array(files[index...]), reason: .moved)
-                return .landed(mark)
-            }
-            spool.beginLanding(file)
-            let outcome = await landSpooled(
-                file, reader: reader, contents: contents, remote: remote, plan: plan, mark: mark,
-                knownStatements: knownStatements)
-            switch outcome {
-            case .success(let landed):
-                await spool.landed(file, base: mark?.text, produced: landed?.text)
-                mark = landed ?? mark
-            case .failure(let error):
-                spool.endLanding(file)
-                switch error.kind {
-                case .spoolDamaged:
-                    await spool.drop([file], reason: .damaged)
-                case .superseded(.landedElsewhere(let newMark, let secondsAgo)):
-                    await spool.drop(Array(files[index...]), reason: .moved)
-                    return .ended(SnapshotResult(end: .landedElsewhere(newMark, secondsAgo: secondsAgo)))
-                case .superseded:
-                    return .ended(SnapshotResult(end: .heldBack))
-                case .cancelled:
-                    return .ended(.failed("snapshot interrupted"))
-                case .repositoryFailed where error.underlying is RepositoryUnreachable:
-                    return .repositoryDown(mark)
-                case .repositoryFailed, .timedOut, .remoteLost, .remoteFailed, .remoteSilent:
-                    // The repository went away while it landed: the next attempt lands it.
-                    if error.side == .repository, !(error.underlying is PostgresError) || isConnectionError(error) {
-                        return .repositoryDown(mark)
-                    }
-                    // The repository refused it: kept, it would stop every snapshot of the
-                    // server. Reported, and dropped.
-                    logger.error("spooled snapshot refused by the repository: dropped", metadata: ["error": "\(error)"])
-                    await recordErrors(["spooled snapshot refused: \(error)"], once: false)
-                    await spool.drop([file], reason: .refused)
+            case .notFollowing:
+                failure = .landedElsewhere
+            case .failed(let kind, let error):
+                failure = kind
+                if case .superseded(.landedElsewhere(let newMark, let secondsAgo))? = error?.kind {
+                    elsewhere = (newMark, secondsAgo)
+                }
+                if kind == .refused || kind == .damaged {
+                    logger.error(
+                        "spooled snapshot not landed",
+                        metadata: ["file": "\(file.path)", "error": "\(error.map { "\($0)" } ?? "")"])
                 }
             }
+            let attempts = spool.release(file, failed: failure == .refused)
+            switch SpoolLandingDecision.after(failure, attempts: attempts) {
+            case .keepAndSpool:
+                return .repositoryDown(landedAny ? mark : nil)
+            case .drop(let reason):
+                await spool.drop([file], reason: reason)
+            case .dropRest:
+                await spool.drop(Array(files[index...]), reason: .moved)
+                if let (newMark, secondsAgo) = elsewhere {
+                    return .ended(SnapshotResult(end: .landedElsewhere(newMark, secondsAgo: secondsAgo)), landedAny ? mark : nil)
+                }
+                return .landed(landedAny ? mark : nil)
+            case .stop:
+                let end: WorkerCycle.SnapshotEnd = failure == .cancelled ? .failed(repositoryDown: false) : .heldBack
+                return .ended(SnapshotResult(end: end), landedAny ? mark : nil)
+            }
         }
-        return .landed(mark)
+        return .landed(landedAny ? mark : nil)
     }
 
-    /// Whether a landing's error was the repository's session breaking.
-    private func isConnectionError(_ error: SnapshotError) -> Bool {
-        guard let underlying = error.underlying as? PostgresError else { return false }
-        return underlying.sqlState == nil || underlying.sqlState?.hasPrefix("08") == true
-            || underlying.sqlState?.hasPrefix("57P") == true
+    /// How one spooled snapshot's landing went.
+    private enum SpooledLanding {
+        case landed(SnapshotMark?)
+        /// Its base is not where the server stands now (another collector landed since).
+        case notFollowing
+        case failed(SpoolLandingDecision.Failure, SnapshotError?)
     }
 
-    /// One spooled snapshot, in a regular slot, on a pooled repository session; its mark.
+    /// One spooled snapshot, checked whole first, then landed in a regular slot on a pooled
+    /// repository session.
     private func landSpooled(
-        _ file: SnapshotSpool.File, reader: SpoolReader, contents: SpoolReader.Contents, remote: PoWASession,
-        plan: WorkerCycle.SnapshotPlan, mark: SnapshotMark?, knownStatements: KnownStatements?
-    ) async -> Result<SnapshotMark?, SnapshotError> {
+        _ file: SnapshotSpool.File, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, mark: SnapshotMark?,
+        knownStatements: KnownStatements?
+    ) async -> SpooledLanding {
+        let reader = SpoolReader(path: file.path)
+        let contents: SpoolReader.Contents
+        do {
+            contents = try await reader.verify()
+        } catch let damage as SpoolDamage {
+            return .failed(.damaged, SnapshotError(.spoolDamaged, step: .begin, underlying: damage))
+        } catch {
+            if Task.isCancelled { return .failed(.cancelled, nil) }
+            return .failed(.refused, SnapshotError(.spoolDamaged, step: .begin, underlying: error))
+        }
+        let header = contents.header
+        guard header.serverID == server.id, header.hostname == server.hostname, header.port == server.port,
+            context.spool?.follows(serverID: server.id, base: header.baseMark, current: mark?.text) ?? false
+        else { return .notFollowing }
         do {
             return try await context.limiter.withSlot(.regular) { _ in
                 let deadline = ContinuousClock.now + context.snapshotTimeout
@@ -107,7 +110,11 @@ extension Worker {
                     do {
                         sources = try await repository.snapshotSources(serverID: server.id, deadline: deadline)
                     } catch {
-                        return .failure(SnapshotError(.repositoryFailed, side: .repository, step: .begin, underlying: error))
+                        return .failed(
+                            Task.isCancelled
+                                ? .cancelled
+                                : repository.connection.isHealthy && !RepositoryOutage.matches(error) ? .refused : .outage,
+                            SnapshotError(.repositoryFailed, side: .repository, step: .begin, underlying: error))
                     }
                     let snapshot = RemoteSnapshot(
                         server: server, workerName: name, sources: sources, catalogRefresh: nil, deadline: deadline,
@@ -124,18 +131,29 @@ extension Worker {
                         logger.debug(
                             "spooled snapshot landed",
                             metadata: ["file": "\(file.path)", "sources": "\(outcome.landedSources)"])
-                        return .success(outcome.mark)
+                        return .landed(outcome.mark)
                     } catch {
-                        return .failure(
+                        let error =
                             error as? SnapshotError
-                                ?? SnapshotError(.repositoryFailed, side: .repository, step: .commit, underlying: error))
+                            ?? SnapshotError(.repositoryFailed, side: .repository, step: .commit, underlying: error)
+                        return .failed(Self.landingFailure(error, repositoryHealthy: repository.connection.isHealthy), error)
                     }
-                }
-                    ?? .failure(
-                        SnapshotError(.repositoryFailed, side: .repository, step: .begin, underlying: RepositoryUnreachable()))
+                } ?? .failed(.outage, nil)
             }
         } catch {
-            return .failure(SnapshotError(.cancelled, step: .begin))
+            return .failed(.cancelled, nil)
+        }
+    }
+
+    /// What a landing's error means for the spool.
+    private static func landingFailure(_ error: SnapshotError, repositoryHealthy: Bool) -> SpoolLandingDecision.Failure {
+        switch error.kind {
+        case .cancelled: return .cancelled
+        case .spoolDamaged: return .damaged
+        case .superseded(.landedElsewhere): return .landedElsewhere
+        case .superseded: return .superseded
+        case .repositoryFailed where !repositoryHealthy || RepositoryOutage.matches(error.underlying): return .outage
+        default: return .refused
         }
     }
 
@@ -150,7 +168,8 @@ extension Worker {
         guard let sources = basis.value else {
             let message =
                 "snapshot lost: the repository cannot take it, and none of the server's snapshots landed since its worker started (the sources to read are unknown)"
-            logger.warning("\(message)")
+            logger.log(level: basis.warned ? .debug : .warning, "\(message)")
+            basis.warned = true
             return SnapshotResult(end: .spooled, message: message)
         }
         let spooling: (SnapshotResult, cleanups: [(source: String, sql: String)])
@@ -198,13 +217,14 @@ extension Worker {
         do {
             let outcome = try await snapshot.spool(remote: remote, into: writer, basis: basis)
             let bytes = try await writer.finish(
-                SpoolSummary(errors: outcome.errors, elidedStatements: Array(outcome.elidedStatements)))
+                SpoolSummary(errors: outcome.errors, elidedStatements: Array(outcome.elidedStatements)),
+                directory: file.path.removingLastComponent())
             await spool.spooled(
                 SnapshotSpool.File(serverID: server.id, path: file.path, bytes: bytes, takenAt: file.takenAt))
             logger.debug("snapshot spooled", metadata: ["file": "\(file.path)", "bytes": "\(bytes)"])
             return (SnapshotResult(end: .spooled), outcome.cleanups)
         } catch {
-            await writer.discard()
+            writer.discard()
             let message = "snapshot lost: could not spool it: \(error)"
             logger.error("\(message)")
             switch (error as? SnapshotError)?.kind {

@@ -140,10 +140,6 @@ struct Worker {
                 if case .remoteLost = end { session.close() }
                 if case .reopen = end { session.close() }
             case .stop:
-                // Handed over (or removed): its spool can no longer land.
-                if let spool = context.spool {
-                    await spool.drop(await spool.pending(serverID: server.id), reason: .moved)
-                }
                 return
             }
             if cycle.status != shown {
@@ -382,8 +378,8 @@ struct Worker {
             case .repositoryDown(let mark):
                 spoolMark = mark
                 plan.spoolOnly = true
-            case .ended(var result):
-                result.spoolMark = result.spoolMark ?? spoolMark
+            case .ended(var result, let mark):
+                result.spoolMark = mark
                 return result
             }
             plan.mark = spoolMark ?? plan.mark
@@ -561,7 +557,10 @@ struct Worker {
             case .remoteLost:
                 return (SnapshotResult(end: .remoteLost, message: message), [])
             case .repositoryFailed:
-                return (.failed(message, repositoryDown: !repository.connection.isHealthy), [])
+                // The repository down, or unable to work now (a full disk, a failover...): the
+                // snapshot is read again into the spool.
+                let down = !repository.connection.isHealthy || RepositoryOutage.matches(error.underlying)
+                return (.failed(message, repositoryDown: down), [])
             default:
                 break
             }

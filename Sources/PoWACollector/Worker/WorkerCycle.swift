@@ -104,6 +104,9 @@ struct WorkerCycle {
     private(set) var schedule: SnapshotSchedule?
     /// The versions are recorded again before the next snapshot (a session opened, a reload).
     private var needsBookkeeping = true
+    /// The repository could not take the bookkeeping: until then, snapshots go on without it
+    /// (into the spool), so that a remote's reconnect during an outage does not stop them.
+    private var bookkeepingDeferredUntil: Instant?
     /// The server's `snapts` as this worker last saw it.
     private(set) var mark: SnapshotMark?
     /// When the last snapshot that landed began (about its `snapts`): a scheduled one never
@@ -175,6 +178,7 @@ struct WorkerCycle {
     mutating func prepared(start: SnapshotSchedule, lastMark: SnapshotMark?, now: Instant) -> Action {
         phase = .ready
         needsBookkeeping = false
+        bookkeepingDeferredUntil = nil
         if schedule == nil {
             schedule = start
             mark = lastMark
@@ -186,6 +190,13 @@ struct WorkerCycle {
     }
 
     mutating func preparationFailed(_ problem: PreparationProblem, now: Instant) -> Action {
+        if problem == .repositoryDown, schedule != nil, phase != .disconnected {
+            // Prepared once already: the schedule goes on, the bookkeeping is tried again later.
+            phase = .ready
+            trouble = .repositoryDown
+            bookkeepingDeferredUntil = now + backoff.next()
+            return waitForNext(now: now)
+        }
         switch problem {
         case .remoteDown: trouble = .remoteDown
         case .repositoryDown: trouble = .repositoryDown
@@ -211,7 +222,8 @@ struct WorkerCycle {
         if requests.contains(.forceSnapshot) { forced = true }
         if requests.contains(.recheckVersions) { needsBookkeeping = true }
         guard remoteAlive, phase != .disconnected else { return lost() }
-        if needsBookkeeping || schedule == nil { return .prepare }
+        let deferred = bookkeepingDeferredUntil.map { now < $0 } ?? false
+        if (needsBookkeeping && !deferred) || schedule == nil { return .prepare }
         guard var current = schedule, let next = nextSnapshot else { return .prepare }
         let due = now >= next
         guard due || forced else { return .wait(until: next) }
@@ -258,6 +270,8 @@ struct WorkerCycle {
         snapshotWasDue = false
         switch end {
         case .landed(let landedMark, let began, let wait):
+            // The repository is back: the bookkeeping deferred is done at the next wake-up.
+            bookkeepingDeferredUntil = nil
             suspect = false
             longestWait = wait ?? longestWait
             mark = landedMark ?? mark
