@@ -203,4 +203,26 @@ struct SpoolFileTests {
         #expect(spool.release(files[0], failed: true) == 1)
         #expect(spool.claim(files[0]) && spool.release(files[0], failed: true) == 2)
     }
+
+    @Test("cancelled while a file is open, writing or reading: it is closed all the same (a file handle left open stops the process)")
+    func cancelled() async throws {
+        let directory = Self.directory()
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let writing = Task {
+            let writer = try await SpoolWriter.create(at: FilePath(directory + "/1.snapshot"), header: Self.header())
+            withUnsafeCurrentTask { $0?.cancel() }
+            writer.discard()
+        }
+        try await writing.value
+        #expect(try FileManager.default.contentsOfDirectory(atPath: directory).isEmpty)
+        let path = directory + "/2.snapshot"
+        _ = try await Self.write(at: path)
+        let reading = Task {
+            try await SpoolReader(path: FilePath(path)).replay { _ in withUnsafeCurrentTask { $0?.cancel() } }
+        }
+        _ = await reading.result
+        // Still there, whole: only the reading stopped.
+        #expect(try await SpoolReader(path: FilePath(path)).verify().sections.count == 2)
+    }
 }
