@@ -204,7 +204,9 @@ struct SpoolFileTests {
         #expect(spool.claim(files[0]) && spool.release(files[0], failed: true) == 2)
     }
 
-    @Test("cancelled while a file is open, writing or reading: it is closed all the same (a file handle left open stops the process)")
+    @Test(
+        "cancelled while a file is open, writing or reading: it is closed all the same (a file handle left open stops the process)"
+    )
     func cancelled() async throws {
         let directory = Self.directory()
         try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
