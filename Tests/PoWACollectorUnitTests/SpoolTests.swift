@@ -28,7 +28,9 @@ struct SpoolFileTests {
         try await writer.data(data)
         try await writer.endSection(failed: true)
         return try await writer.finish(
-            SpoolSummary(errors: ["pg_stat_all_tables in database app: boom"], elidedStatements: [7]),
+            SpoolSummary(
+                errors: ["pg_stat_all_tables in database app: boom"],
+                elidedStatements: [StatementKey(userid: 10, dbid: 5, queryid: -7)]),
             directory: FilePath(path).removingLastComponent())
     }
 
@@ -45,7 +47,7 @@ struct SpoolFileTests {
         #expect(contents.header == Self.header())
         #expect(contents.sections.map(\.complete) == [true, false])
         #expect(contents.summary.errors == ["pg_stat_all_tables in database app: boom"])
-        #expect(contents.summary.elidedStatements == [7])
+        #expect(contents.summary.elidedStatements == [StatementKey(userid: 10, dbid: 5, queryid: -7)])
         var replayed: [String] = []
         try await reader.replay { record in
             switch record {

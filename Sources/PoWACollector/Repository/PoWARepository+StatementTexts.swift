@@ -4,25 +4,24 @@ import PostgresClient
 /// `StatementTextRepair`. Nothing here is specific to a PoWA version: PoWA 4.1 and 5 share
 /// `powa_statements` and the columns used of `powa_statements_src_tmp`.
 extension PoWARepository {
-    /// Where the key and text of a statement sit in a row staged in `powa_statements_src_tmp`;
-    /// nil when the table lacks one of them (texts are then sent as they are).
-    func statementRowLayout(deadline: ContinuousClock.Instant?) async throws -> StatementRowLayout? {
-        let columns = try await connection.query(
+    /// The columns of `powa_statements_src_tmp`, in order: where the key and text of a staged
+    /// statement sit (`StatementRowLayout`), and what the remote's source must send.
+    func statementStagingColumns(deadline: ContinuousClock.Instant?) async throws -> [String] {
+        try await connection.query(
             """
             SELECT attname FROM pg_catalog.pg_attribute
             WHERE attrelid = $1::pg_catalog.regclass AND attnum > 0 AND NOT attisdropped
             ORDER BY attnum
             """, [powa("powa_statements_src_tmp")], deadline: deadline
         ).rows.compactMap { $0[0] }
-        return StatementRowLayout(columns: columns)
     }
 
-    /// The statements of `powa_statements` for a server, folded; those stored with an empty
+    /// The statements of `powa_statements` for a server; those stored with an empty
     /// text are not counted as known, so theirs is always sent (left out, the check after
     /// `powa_take_snapshot`, which sees every statement of the snapshot rewritten, would take
     /// them for texts lost in this snapshot and roll every snapshot back).
-    func knownStatementKeys(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Set<UInt64> {
-        try Self.foldedKeys(
+    func knownStatementKeys(serverID: Int, deadline: ContinuousClock.Instant?) async throws -> Set<StatementKey> {
+        try Self.keys(
             try await connection.query(
                 "SELECT userid, dbid, queryid FROM \(powa("powa_statements")) WHERE srvid = $1 AND query <> ''",
                 ["\(serverID)"], deadline: deadline
@@ -30,7 +29,7 @@ extension PoWARepository {
     }
 
     /// The staged rows of server $1 whose text was left out although `powa_statements` does
-    /// not know their statement (purged since, deleted by hand, two keys folded alike), as one
+    /// not know their statement (purged since, deleted by hand), as one
     /// value: their keys (`MissingText.list`).
     func statementsMissingTextQuery() -> String {
         """
@@ -98,14 +97,16 @@ extension PoWARepository {
         """
     }
 
-    /// Rows of (userid, dbid, queryid), folded.
-    private static func foldedKeys(_ rows: [PostgresRow]) throws -> Set<UInt64> {
-        var keys = Set<UInt64>(minimumCapacity: rows.count)
+    /// Rows of (userid, dbid, queryid).
+    private static func keys(_ rows: [PostgresRow]) throws -> Set<StatementKey> {
+        var keys = Set<StatementKey>(minimumCapacity: rows.count)
         for row in rows {
-            keys.insert(
-                StatementKey.folded(
+            guard
+                let key = StatementKey(
                     userid: try row.decode(0, as: Int64.self), dbid: try row.decode(1, as: Int64.self),
-                    queryid: try row.decode(2, as: Int64.self)))
+                    queryid: try row.decode(2, as: Int64.self))
+            else { throw PostgresDecodingError(column: 0, text: row[0] ?? "", type: "oid") }
+            keys.insert(key)
         }
         return keys
     }
@@ -139,7 +140,8 @@ struct MissingText: Equatable, Sendable {
     let dbid: Int64
     let queryid: Int64
 
-    var folded: UInt64 { StatementKey.folded(userid: userid, dbid: dbid, queryid: queryid) }
+    /// Its key (nil: an oid out of range, which no server sends).
+    var key: StatementKey? { StatementKey(userid: userid, dbid: dbid, queryid: queryid) }
 
     /// The SQL aggregate that lists the keys of rows (of table alias `table`) in one value,
     /// as `list` reads them: "userid dbid queryid", joined by commas (NULL: none).

@@ -199,9 +199,9 @@ struct PoWARepository {
         var owned: Bool
         /// The server's `snapts` now.
         var mark: SnapshotMark?
-        /// The statements this transaction wrote in `powa_statements` with an empty text,
-        /// folded (asked for only when texts are filtered: `storedWithoutText`).
-        var storedWithoutText: Set<UInt64> = []
+        /// The statements this transaction wrote in `powa_statements` with an empty text
+        /// (asked for only when texts are filtered: `storedWithoutText`).
+        var storedWithoutText: Set<StatementKey> = []
     }
 
     /// The last statement of a snapshot's transaction: renames the session back (powa renamed
@@ -225,7 +225,7 @@ struct PoWARepository {
         ).rows[0]
         return SnapshotFinish(
             owned: row[0] == "t", mark: row[1].map(SnapshotMark.init),
-            storedWithoutText: Set(try MissingText.list(row[2], column: 2).map(\.folded)))
+            storedWithoutText: Set(try MissingText.list(row[2], column: 2).compactMap(\.key)))
     }
 
     /// Turns the staged rows into history; returns the number of errors powa met.

@@ -68,14 +68,14 @@ struct RemoteSnapshot {
         var takeSnapshotErrors = 0
         /// The cleanups to run once committed (placeholders expanded), by source.
         var cleanups: [(source: String, sql: String)] = []
-        /// The statements staged (folded keys), to be known once committed; nil when the
+        /// The statements staged, to be known once committed; nil when the
         /// statements' texts were not filtered.
-        var seenStatements: Set<UInt64>?
+        var seenStatements: Set<StatementKey>?
         /// Texts left out because the repository knew them, and texts restored by the repair.
         var elidedTexts = 0
         var restoredTexts = 0
-        /// The folded keys of the statements whose text was left out.
-        var elidedStatements: Set<UInt64> = []
+        /// The statements whose text was left out.
+        var elidedStatements: Set<StatementKey> = []
         /// The statements source or the repair of its texts failed: the worker's known
         /// statements may be wrong, and are forgotten.
         var statementTextsFailed = false
@@ -97,13 +97,7 @@ struct RemoteSnapshot {
         do {
             try await connection.inTransaction(deadline: deadline) {
                 if let knownStatements, !knownStatements.isLoaded, sources.contains(where: \.isStatements) {
-                    try await step(.repository, .begin, remote: remote.connection, repository: connection) {
-                        let layout = try await repository.statementRowLayout(deadline: deadline)
-                        knownStatements.load(
-                            layout: layout,
-                            keys: layout == nil
-                                ? [] : try await repository.knownStatementKeys(serverID: server.id, deadline: deadline))
-                    }
+                    try await loadKnownStatements(knownStatements, remote: remote, repository: repository)
                 }
                 let remoteDatabases = try await copyGlobalSources(
                     remote: remote, to: .repository(repository), readingDatabases: repository.isPoWA5, into: &outcome)
@@ -129,6 +123,31 @@ struct RemoteSnapshot {
                 ?? SnapshotError(.repositoryFailed, side: .repository, step: step, underlying: error)
         }
         return outcome
+    }
+
+    /// The statements the repository knows, and whether the remote can leave out their texts
+    /// itself (`KnownTextsOnRemote`): its source's columns are the staging table's.
+    private func loadKnownStatements(
+        _ knownStatements: KnownStatements, remote: PoWASession, repository: PoWARepository
+    ) async throws(SnapshotError) {
+        let (staging, keys) = try await step(.repository, .begin, remote: remote.connection, repository: repository.connection) {
+            let staging = try await repository.statementStagingColumns(deadline: deadline)
+            guard StatementRowLayout(columns: staging) != nil else { return (staging, Set<StatementKey>()) }
+            return (staging, try await repository.knownStatementKeys(serverID: server.id, deadline: deadline))
+        }
+        var onRemote: KnownTextsOnRemote?
+        if StatementRowLayout(columns: staging) != nil, let schema = remote.extensions.byName["powa"]?.schema {
+            let columns = try await step(.remote, .begin, remote: remote.connection, repository: repository.connection) {
+                try await KnownTextsOnRemote.remoteColumns(on: remote.connection, schema: schema, deadline: deadline)
+            }
+            onRemote = KnownTextsOnRemote(remote: columns, staging: staging)
+            if onRemote == nil {
+                logger.info(
+                    "the remote's statements source differs from the repository's staging table: known texts are left out by the collector",
+                    metadata: ["remote": "\(columns)", "staging": "\(staging.dropFirst())"])
+            }
+        }
+        knownStatements.load(layout: StatementRowLayout(columns: staging), keys: keys, onRemote: onRemote)
     }
 
     /// Steps 1 and 2 into a spool file rather than the repository, which cannot take them now,
@@ -301,14 +320,27 @@ struct RemoteSnapshot {
         // The statements source: the texts the repository knows are left out (any left out of
         // a statement it does not know is restored before powa_take_snapshot).
         var elider: StatementTextElider?
-        if source.isStatements, let layout = knownStatements?.layout, let keys = knownStatements?.keys {
+        var copyOut = source.copyOutStatement(serverID: server.id, schema: remoteSchema)
+        let step = SnapshotError.Step.source(source.querySource)
+        if source.isStatements, let knownStatements, let layout = knownStatements.layout,
+            let keys = knownStatements.keys
+        {
             elider = StatementTextElider(layout: layout, known: keys)
+            if let onRemote = knownStatements.onRemote {
+                // The keys for the remote to leave out those texts itself (the elider still
+                // counts them, and would leave out any text it sent all the same).
+                let arrays = knownStatements.keyArrays
+                _ = try await self.step(.remote, step, remote: remote.connection, repository: destination.connection) {
+                    try await remote.connection.query(
+                        KnownTextsOnRemote.setKeys, [arrays.userids, arrays.dbids, arrays.queryids], deadline: deadline)
+                }
+                copyOut = onRemote.copyOutStatement(serverID: server.id, schema: remoteSchema)
+            }
         }
         let progress = metrics.map { _ in CopyProgress() }
-        let step = SnapshotError.Step.source(source.querySource)
         do {
             let rows = try await stage(
-                from: remote.connection, source.copyOutStatement(serverID: server.id, schema: remoteSchema),
+                from: remote.connection, copyOut,
                 to: destination, copyIn: copyIn,
                 section: SpoolSection(
                     kind: .source, name: source.querySource, module: source.name, external: source.external),

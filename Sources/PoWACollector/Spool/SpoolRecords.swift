@@ -33,7 +33,7 @@ struct SpoolSection: Codable, Equatable {
 struct SpoolSummary: Codable, Equatable {
     /// The errors met reading it (what powa-web shows once it lands).
     var errors: [String]
-    /// The folded keys of the statements whose texts were left out (known to the repository
+    /// The statements whose texts were left out (known to the repository
     /// when it was read): one stored without a text when it lands rolls the landing back.
-    var elidedStatements: [UInt64] = []
+    var elidedStatements: [StatementKey] = []
 }

@@ -9,24 +9,43 @@
 /// `powa_take_snapshot`.
 final class KnownStatements {
     private(set) var layout: StatementRowLayout?
-    private(set) var keys: Set<UInt64>?
+    private(set) var keys: Set<StatementKey>?
+    /// The keys as the remote's settings carry them (made once for each set of keys).
+    private var arrays: (userids: String, dbids: String, queryids: String)?
+    /// The remote's statements source, when its rows have the staging table's columns: the
+    /// remote leaves out the known texts itself (`KnownTextsOnRemote`); nil: the collector
+    /// does, as the rows pass.
+    var onRemote: KnownTextsOnRemote?
 
     /// Whether it must be loaded before the next snapshot.
     var isLoaded: Bool { keys != nil }
 
-    func load(layout: StatementRowLayout?, keys: Set<UInt64>) {
+    func load(layout: StatementRowLayout?, keys: Set<StatementKey>, onRemote: KnownTextsOnRemote?) {
         self.layout = layout
         self.keys = keys
+        self.onRemote = onRemote
+        arrays = nil
     }
 
     /// After a committed snapshot: the statements it saw.
-    func replace(with seen: Set<UInt64>) {
+    func replace(with seen: Set<StatementKey>) {
         guard keys != nil else { return }
         keys = seen
+        arrays = nil
+    }
+
+    /// The keys as three array literals, for the remote's settings.
+    var keyArrays: (userids: String, dbids: String, queryids: String) {
+        if let arrays { return arrays }
+        let made = StatementKey.arrays(keys ?? [])
+        arrays = made
+        return made
     }
 
     func forget() {
         layout = nil
         keys = nil
+        onRemote = nil
+        arrays = nil
     }
 }

@@ -1,19 +1,20 @@
-/// A statement as `powa_statements` keys it for one server, `(userid, dbid, queryid)`, folded
-/// into 64 bits: the set of known statements costs 8 bytes a statement, whatever their
-/// number.
-///
-/// Two statements may fold into the same value. That is harmless by construction: a
-/// statement taken for known has its text left out, and the repair step before
-/// `powa_take_snapshot` (`StatementTextRepair`) finds every left-out text of a statement the
-/// repository does not know, and restores it.
-enum StatementKey {
-    static func folded(userid: Int64, dbid: Int64, queryid: Int64) -> UInt64 {
-        let ids = UInt64(truncatingIfNeeded: userid) << 32 | (UInt64(truncatingIfNeeded: dbid) & 0xffff_ffff)
-        var value = UInt64(bitPattern: queryid) ^ (ids &* 0x9E37_79B9_7F4A_7C15)
-        // splitmix64's finalizer: every input bit moves every output bit.
-        value = (value ^ (value >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        value = (value ^ (value >> 27)) &* 0x94D0_49BB_1331_11EB
-        return value ^ (value >> 31)
+/// A statement as `powa_statements` keys it for one server: `(userid, dbid, queryid)`, exact
+/// (the two oids in 32 bits each: 16 bytes a statement).
+struct StatementKey: Hashable, Sendable, Codable {
+    let userid: UInt32
+    let dbid: UInt32
+    let queryid: Int64
+
+    init(userid: UInt32, dbid: UInt32, queryid: Int64) {
+        self.userid = userid
+        self.dbid = dbid
+        self.queryid = queryid
+    }
+
+    /// From integers as a server prints them; nil when an oid is out of its range.
+    init?(userid: Int64, dbid: Int64, queryid: Int64) {
+        guard let userid = UInt32(exactly: userid), let dbid = UInt32(exactly: dbid) else { return nil }
+        self.init(userid: userid, dbid: dbid, queryid: queryid)
     }
 
     /// The integer of a COPY text field: decimal digits with an optional minus sign. Nil for
@@ -39,5 +40,27 @@ enum StatementKey {
             index += 1
         }
         return negative ? -value : value
+    }
+
+    /// Keys as three PostgreSQL array literals (`{1,2}`), userids, dbids and queryids in the
+    /// same order: what a session's settings carry to the remote (`KnownTextsOnRemote`).
+    static func arrays(_ keys: some Collection<StatementKey>) -> (userids: String, dbids: String, queryids: String) {
+        var userids = "{"
+        var dbids = "{"
+        var queryids = "{"
+        userids.reserveCapacity(keys.count * 6)
+        dbids.reserveCapacity(keys.count * 6)
+        queryids.reserveCapacity(keys.count * 21)
+        for (index, key) in keys.enumerated() {
+            if index > 0 {
+                userids += ","
+                dbids += ","
+                queryids += ","
+            }
+            userids += String(key.userid)
+            dbids += String(key.dbid)
+            queryids += String(key.queryid)
+        }
+        return (userids + "}", dbids + "}", queryids + "}")
     }
 }

@@ -15,16 +15,16 @@ import Glibc
 /// snapshot is committed.
 final class StatementTextElider {
     private let layout: StatementRowLayout
-    private let known: Set<UInt64>
+    private let known: Set<StatementKey>
     /// The keys of every row seen.
-    private(set) var seen: Set<UInt64> = []
+    private(set) var seen: Set<StatementKey> = []
     /// The keys of the rows whose text was left out.
-    private(set) var elided: Set<UInt64> = []
+    private(set) var elided: Set<StatementKey> = []
     /// Rows whose text was left out, and the bytes of text saved.
     private(set) var elidedRows = 0
     private(set) var elidedBytes = 0
 
-    init(layout: StatementRowLayout, known: Set<UInt64>) {
+    init(layout: StatementRowLayout, known: Set<StatementKey>) {
         self.layout = layout
         self.known = known
         seen.reserveCapacity(known.count)
@@ -35,19 +35,26 @@ final class StatementTextElider {
         guard let fields = locate(row),
             let userid = StatementKey.integer(row[fields.userid]),
             let dbid = StatementKey.integer(row[fields.dbid]),
-            let queryid = StatementKey.integer(row[fields.queryid])
+            let queryid = StatementKey.integer(row[fields.queryid]),
+            let key = StatementKey(userid: userid, dbid: dbid, queryid: queryid)
         else {
             batch.append(contentsOf: row)
             return
         }
-        let key = StatementKey.folded(userid: userid, dbid: dbid, queryid: queryid)
         seen.insert(key)
         let text = fields.query
-        // A NULL text (`\N`) stays NULL; an empty one has nothing to leave out.
+        // A NULL text (`\N`) stays NULL.
         let isNull =
             text.count == 2 && row[text.lowerBound] == UInt8(ascii: "\\") && row[text.lowerBound + 1] == UInt8(ascii: "N")
-        guard known.contains(key), !text.isEmpty, !isNull else {
+        guard known.contains(key), !isNull else {
             batch.append(contentsOf: row)
+            return
+        }
+        guard !text.isEmpty else {
+            // Left out by the remote already (`KnownTextsOnRemote`).
+            batch.append(contentsOf: row)
+            elided.insert(key)
+            elidedRows += 1
             return
         }
         batch.append(contentsOf: row[..<text.lowerBound])

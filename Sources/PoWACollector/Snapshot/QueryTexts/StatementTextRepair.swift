@@ -26,18 +26,22 @@ struct StatementTextRepair {
     {
         guard !missing.isEmpty else { return Result() }
         try await repository.createRestoredTextsTable(deadline: deadline)
-        // Integers the repository returned, printed by us: the list is safe to inline (COPY
-        // takes no parameters).
-        let keys = missing.map { "('\($0.userid)'::oid,'\($0.dbid)'::oid,'\($0.queryid)'::bigint)" }
-            .joined(separator: ",")
-        let restored = try await PostgresConnection.pipeCopy(
-            from: remote,
-            """
-            COPY (SELECT DISTINCT ON (userid, dbid, queryid) userid, dbid, queryid, query
-                  FROM \(remoteSchema).powa_statements_src(0)
-                  WHERE (userid, dbid, queryid) IN (VALUES \(keys))) TO STDOUT
-            """,
-            to: repository.connection, PoWARepository.restoredTextsCopyIn, deadline: deadline)
+        // The keys travel as parameters of the remote's settings, in a transaction of their
+        // own (COPY takes no parameters; pasted into its text, each repair would be a new
+        // pg_stat_statements entry).
+        let arrays = StatementKey.arrays(missing.compactMap(\.key))
+        let restored = try await remote.inTransaction(deadline: deadline) {
+            _ = try await remote.query(
+                KnownTextsOnRemote.setKeys, [arrays.userids, arrays.dbids, arrays.queryids], deadline: deadline)
+            return try await PostgresConnection.pipeCopy(
+                from: remote,
+                """
+                COPY (SELECT DISTINCT ON (userid, dbid, queryid) userid, dbid, queryid, query
+                      FROM \(remoteSchema).powa_statements_src(0)
+                      WHERE (userid, dbid, queryid) IN (SELECT * FROM \(KnownTextsOnRemote.keys))) TO STDOUT
+                """,
+                to: repository.connection, PoWARepository.restoredTextsCopyIn, deadline: deadline)
+        }
         let dropped = try await repository.applyRestoredTexts(serverID: serverID, deadline: deadline)
         logger.info(
             "restored the texts of statements the repository did not know",
