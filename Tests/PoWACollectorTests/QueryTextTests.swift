@@ -163,4 +163,77 @@ struct QueryTextTests {
         #expect(taken.allSatisfy { $0.metadata["texts_left_out"] == "0" }, "\(taken.map(\.metadata))")
         #expect(try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1", ["\(server)"]) > 0)
     }
+
+    @Test(
+        "the remote leaves out the known texts: one COPY text at every snapshot, no key pasted in it; a statement evicted and run again keeps its text",
+        arguments: PoWAMajor.allCases)
+    func leftOutOnTheRemote(major: PoWAMajor) async throws {
+        let (odd, repository, server, running) = try await Self.collectingOddTexts(major, remote: 0, prefix: "onremote")
+        let taken = Self.snapshots(running)
+        #expect(Int(taken.last?.metadata["texts_left_out"] ?? "") ?? 0 > 0, "\(taken.last?.metadata ?? [:])")
+        // Evicted from pg_stat_statements, then run again: a new entry of the same key.
+        let odds = try await OddQueryTexts.connectUTF8(odd.bed, port: odd.port, database: odd.database)
+        defer { odds.close() }
+        _ = try await odds.query(
+            """
+            SELECT pg_stat_statements_reset(0, 0, queryid) FROM pg_stat_statements
+            WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%'
+            """, [odd.marker])
+        for text in odd.texts { _ = try await odds.query(text) }
+        let before = try #require(try await repository.snapts(server))
+        _ = try await repository.waitForSnapshots(server, count: 3, after: before)
+        try await running.stop()
+
+        // pg_stat_statements keeps a COPY's text as it is (utility statements are not
+        // normalized): keys pasted in it would make a new entry at each snapshot. One, run at
+        // every snapshot, reading the keys from the settings.
+        let remote = try await odd.bed.connect(port: odd.port, database: odd.database)
+        defer { remote.close() }
+        let copies = try await remote.query(
+            "SELECT query, calls FROM pg_stat_statements WHERE query LIKE 'COPY%powa_statements_src%'"
+        ).rows
+        #expect(copies.count == 1, "\(copies.map { $0[0] ?? "" })")
+        #expect(copies.first?[0]?.contains("powa_collector.known_userids") == true)
+        #expect(Int(copies.first?[1] ?? "") ?? 0 >= 3)
+        try await odd.expectLandedIntact(in: repository, server: server)
+        #expect(try await repository.errors(server) == "")
+    }
+
+    @Test(
+        "a remote statements source of another shape than the staging table: the collector leaves the known texts out itself, byte for byte",
+        arguments: PoWAMajor.allCases)
+    func otherShape(major: PoWAMajor) async throws {
+        let bed = try await TestBed.shared(major)
+        let port = bed.remotePorts[1]
+        let odd = try await OddQueryTexts.create(on: bed, port: port, prefix: "shape")
+        // The same rows under other column names: powa's function renamed, a wrapper in its place.
+        let remote = try await OddQueryTexts.connectUTF8(bed, port: port, database: odd.database)
+        defer { remote.close() }
+        try await remote.execute(
+            """
+            DO $$
+            DECLARE
+                source regprocedure := (SELECT p.oid FROM pg_proc p WHERE p.proname = 'powa_statements_src');
+                arguments text := pg_get_function_arguments(source);
+                schema text := (SELECT n.nspname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE p.oid = source);
+            BEGIN
+                EXECUTE format('ALTER EXTENSION powa DROP FUNCTION %s', source);
+                EXECUTE format('ALTER FUNCTION %s RENAME TO powa_statements_src_original', source);
+                EXECUTE format(
+                    'CREATE FUNCTION %I.powa_statements_src(%s) RETURNS SETOF record LANGUAGE sql AS %L',
+                    schema, replace(arguments, 'OUT calls ', 'OUT calls_renamed '),
+                    format('SELECT * FROM %I.powa_statements_src_original($1)', schema));
+            END $$
+            """)
+        let repository = try await ScratchRepository.create(on: bed)
+        let server = try await repository.register(port: port, dbname: odd.database, frequency: 5, extensions: "{}")
+        let running = RunningCollector(repository: repository)
+        _ = try await repository.waitForSnapshots(server, count: 3)
+        try await running.stop()
+        #expect(running.logs.lines.contains { $0.contains("differs from the repository's staging table") })
+        let taken = Self.snapshots(running)
+        #expect(Int(taken.last?.metadata["texts_left_out"] ?? "") ?? 0 > 0, "\(taken.last?.metadata ?? [:])")
+        try await odd.expectLandedIntact(in: repository, server: server)
+        #expect(try await repository.errors(server) == "")
+    }
 }
