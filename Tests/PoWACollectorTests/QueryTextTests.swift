@@ -236,4 +236,54 @@ struct QueryTextTests {
         try await odd.expectLandedIntact(in: repository, server: server)
         #expect(try await repository.errors(server) == "")
     }
+
+    @Test("a remote on a standby: the known texts are left out there too (settings, not writes)")
+    func standby() async throws {
+        try await TestBed.withPrivate(name: "standby", port: 6140, remotes: 1) { bed in
+            let primary = bed.remoteDataDirectories[0]
+            try "local replication all trust\n".appendLine(to: primary + "/pg_hba.conf")
+            try await bed.pgCtl(primary, ["reload"])
+            let standby = bed.directory + "/standby"
+            let port = bed.remotePorts[0] + 1
+            try await TestBed.run(
+                "/usr/sbin/runuser",
+                [
+                    "-u", "postgres", "--", bed.binDirectory + "/pg_basebackup", "-h", bed.socketDirectory, "-p",
+                    "\(bed.remotePorts[0])", "-D", standby, "-R", "-X", "stream", "-c", "fast",
+                ])
+            try "port = \(port)\n".appendLine(to: standby + "/postgresql.auto.conf")
+            try await bed.pgCtl(standby, ["start"])
+            do {
+                let repository = try await ScratchRepository.create(on: bed)
+                let server = try await repository.register(port: port, frequency: 5)
+                let running = RunningCollector(repository: repository)
+                _ = try await repository.waitForSnapshots(server, count: 3)
+                try await running.stop()
+                let taken = Self.snapshots(running)
+                #expect(Int(taken.last?.metadata["texts_left_out"] ?? "") ?? 0 > 0, "\(taken.last?.metadata ?? [:])")
+                #expect(try await repository.errors(server) == "")
+                let replica = try await bed.connect(port: port)
+                defer { replica.close() }
+                #expect(try await replica.query("SELECT pg_is_in_recovery()").rows[0][0] == "t")
+                let copies = try await replica.query(
+                    "SELECT count(*) FROM pg_stat_statements WHERE query LIKE 'COPY%powa_collector.known_userids%'"
+                ).rows[0][0]
+                #expect(copies == "1")
+                try await bed.pgCtl(standby, ["stop", "-m", "fast"])
+            } catch {
+                try? await bed.pgCtl(standby, ["stop", "-m", "immediate"])
+                throw error
+            }
+        }
+    }
+}
+
+extension String {
+    /// Appends this text to a file.
+    fileprivate func appendLine(to path: String) throws {
+        let handle = try FileHandle(forWritingTo: URL(fileURLWithPath: path))
+        defer { try? handle.close() }
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data(utf8))
+    }
 }
