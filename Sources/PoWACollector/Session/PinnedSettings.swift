@@ -33,6 +33,19 @@ enum PinnedSettings {
         ("lock_timeout", "2s"),
     ]
 
+    /// The settings as a startup packet's `options` (`-c name=value`), for a session to a
+    /// database without powa (PoWA 5's per-database sources: `search_path` is `pg_catalog`);
+    /// `client_encoding` is libpq's own keyword. `transaction_timeout` exists from PostgreSQL
+    /// 17 on, and would fail the connection before.
+    static func startupOptions(serverVersionNumber: Int) -> String {
+        var settings = values.filter { $0.name != "client_encoding" }
+        settings.append(("search_path", "pg_catalog"))
+        if serverVersionNumber >= 170_000 { settings.append(("transaction_timeout", "0")) }
+        // (libpq splits the options at spaces: values have none but DateStyle's.)
+        return settings.map { "-c \($0.name)=\($0.value.replacingOccurrences(of: " ", with: ""))" }
+            .joined(separator: " ")
+    }
+
     /// The installed extensions: name, schema, version.
     static let extensionsQuery = """
         SELECT e.extname, n.nspname, e.extversion

@@ -69,6 +69,24 @@ struct PoWASession {
             logger: logger)
     }
 
+    /// A session to another database of a remote server (PoWA 5's per-database sources), with
+    /// the server's credentials: the pinned settings go in the startup packet's `options`, so
+    /// that it is ready without a round trip (its extensions are not read: none are used).
+    static func database(
+        _ database: String, of server: RemoteServer, serverVersionNumber: Int, applicationName: String,
+        connectTimeout: Duration, options: [ConnectionConfiguration.Parameter] = [], logger: Logger
+    ) async throws -> PoWASession {
+        var configuration = server.connectionConfiguration(
+            database: database, applicationName: applicationName, connectTimeout: connectTimeout, options: options)
+        let given = (configuration.defaults + configuration.overrides).last { $0.keyword == "options" }?.value
+        let pinned = PinnedSettings.startupOptions(serverVersionNumber: serverVersionNumber)
+        configuration.overrides += [
+            .init("options", given.map { $0 + " " + pinned } ?? pinned), .init("client_encoding", "UTF8"),
+        ]
+        let connection = try await PostgresConnection.connect(configuration, logger: logger)
+        return PoWASession(connection: connection, extensions: InstalledExtensions())
+    }
+
     /// The extensions installed now (one round trip).
     func currentExtensions(deadline: ContinuousClock.Instant?) async throws -> InstalledExtensions {
         InstalledExtensions(rows: try await connection.query(PinnedSettings.extensionsQuery, deadline: deadline).rows)

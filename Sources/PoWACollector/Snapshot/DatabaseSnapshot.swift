@@ -10,6 +10,8 @@ import PostgresClient
 struct DatabaseSnapshot {
     let snapshot: RemoteSnapshot
     let databases: RemoteSnapshot.RemoteDatabases
+    /// The remote's main session: its own database is read over it (no session of its own).
+    let main: PoWASession
 
     private var deadline: ContinuousClock.Instant { snapshot.deadline }
     private var server: RemoteServer { snapshot.server }
@@ -78,14 +80,15 @@ struct DatabaseSnapshot {
 
     /// The sources of one database, over a session of its own (opened for this snapshot and
     /// closed after it: an idle session kept on a database would block `DROP DATABASE`, and one
-    /// on `template1` every `CREATE DATABASE`).
+    /// on `template1` every `CREATE DATABASE`), or over the main session for its own database.
     private func copy(
         _ work: [DatabaseSource], database: String, to destination: SnapshotDestination,
         into outcome: inout RemoteSnapshot.Outcome
     ) async throws(SnapshotError) {
         let session: PoWASession
+        let own = database != server.dbname
         do {
-            session = try await connect(to: database)
+            session = own ? try await connect(to: database) : main
         } catch let error as SnapshotError {
             throw error
         } catch {
@@ -97,7 +100,7 @@ struct DatabaseSnapshot {
             outcome.errors.append("Could not connect to remote database \(database): \(error)")
             return
         }
-        defer { session.close() }
+        defer { if own { session.close() } }
         outcome.databases += 1
         let connection = session.connection
         connection.silenceWatch = snapshot.silence
@@ -148,8 +151,9 @@ struct DatabaseSnapshot {
     /// (How long it took is what the remote needs: counted in the next silence limit.)
     private func connect(to database: String, within timeout: Duration) async throws -> PoWASession {
         let began = ContinuousClock.now
-        let session = try await PoWASession.remote(
-            server, database: database, applicationName: ApplicationName.workerDatabase(snapshot.workerName, database),
+        let session = try await PoWASession.database(
+            database, of: server, serverVersionNumber: main.connection.serverVersionNumber,
+            applicationName: ApplicationName.workerDatabase(snapshot.workerName, database),
             connectTimeout: max(timeout, .milliseconds(1)), options: snapshot.connectionOptions, logger: logger)
         snapshot.silence?.waited(.now - began)
         return session

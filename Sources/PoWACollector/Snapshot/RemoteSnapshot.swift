@@ -104,7 +104,7 @@ struct RemoteSnapshot {
                 // The remote transaction is over before the databases are read: it must not sit
                 // idle in transaction while they are.
                 if let remoteDatabases {
-                    try await DatabaseSnapshot(snapshot: self, databases: remoteDatabases)
+                    try await DatabaseSnapshot(snapshot: self, databases: remoteDatabases, main: remote)
                         .copy(
                             serverVersionNumber: remote.connection.serverVersionNumber, to: .repository(repository),
                             into: &outcome)
@@ -158,7 +158,7 @@ struct RemoteSnapshot {
         let remoteDatabases = try await copyGlobalSources(
             remote: remote, to: .spool(writer), readingDatabases: basis.isPoWA5, into: &outcome)
         if let remoteDatabases {
-            try await DatabaseSnapshot(snapshot: self, databases: remoteDatabases)
+            try await DatabaseSnapshot(snapshot: self, databases: remoteDatabases, main: remote)
                 .copy(
                     serverVersionNumber: remote.connection.serverVersionNumber, to: .spool(writer),
                     sources: basis.databaseSources, into: &outcome)

@@ -1,4 +1,5 @@
 import CLibPQ
+import Glibc
 
 /// How to reach a PostgreSQL server: a libpq connection string and/or keyword parameters.
 ///
@@ -42,6 +43,28 @@ public struct ConnectionConfiguration: Sendable {
     /// The keyword/value pairs handed to `PQconnectStartParams`, in order.
     var orderedParameters: [Parameter] {
         defaults + (connectionString.map { [Parameter("dbname", $0)] } ?? []) + overrides
+    }
+
+    /// Whether opening a connection may look a host name up (which blocks, inside libpq's
+    /// connect steps): unless every host is an IP address or a socket, or `hostaddr` is
+    /// given. A connection string, a service or a host from the environment may name anything:
+    /// taken to look up.
+    var mayLookUpNames: Bool {
+        guard connectionString == nil else { return true }
+        var last: [String: String] = [:]
+        for parameter in orderedParameters { last[parameter.keyword] = parameter.value }
+        if last["service"] != nil { return true }
+        if let hostaddr = last["hostaddr"], !hostaddr.isEmpty { return false }
+        guard let host = last["host"], !host.isEmpty else { return true }
+        return host.split(separator: ",", omittingEmptySubsequences: false).contains { !Self.isLiteral(String($0)) }
+    }
+
+    /// An IP address, or a socket's directory (libpq looks neither up).
+    static func isLiteral(_ host: String) -> Bool {
+        if host.hasPrefix("/") || host.hasPrefix("@") { return true }
+        var v4 = in_addr()
+        var v6 = in6_addr()
+        return inet_pton(AF_INET, host, &v4) == 1 || inet_pton(AF_INET6, host, &v6) == 1
     }
 
     /// Every password this configuration carries, to be masked from any message.

@@ -68,19 +68,29 @@ public final class PostgresConnection {
         let deadline = ContinuousClock.now + configuration.connectTimeout
         let parameters = configuration.orderedParameters
         let expand = configuration.connectionString != nil
-        let started = await BlockingCall.run(until: deadline) {
-            UnsafeTransfer(startConnecting(parameters, expandDatabaseName: expand))
-        } abandoned: { started in
-            if let handle = started.value { PQfinish(handle) }
+        // Only a host name's lookup blocks: without one, every step runs here, between waits
+        // for the socket in the reactor; with one, each step runs on a thread of its own.
+        let blocking = configuration.mayLookUpNames
+        let start: OpaquePointer?
+        if blocking {
+            let started = await BlockingCall.run(until: deadline) {
+                UnsafeTransfer(startConnecting(parameters, expandDatabaseName: expand))
+            } abandoned: { started in
+                if let handle = started.value { PQfinish(handle) }
+            }
+            start = try connectStep(started, timeout: configuration.connectTimeout).value
+        } else {
+            start = startConnecting(parameters, expandDatabaseName: expand)
         }
-        guard let handle = try connectStep(started, timeout: configuration.connectTimeout).value else {
+        guard let handle = start else {
             throw PostgresError(code: .connectionFailed, message: "out of memory allocating a connection")
         }
         let sink = NoticeSink(logger: logger)
         PQsetNoticeReceiver(handle, noticeReceiver, Unmanaged.passUnretained(sink).toOpaque())
         let connection = PostgresConnection(handle: handle, secrets: secrets, logger: logger, noticeSink: sink)
         do {
-            try await connection.pollUntilConnected(deadline: deadline, timeout: configuration.connectTimeout)
+            try await connection.pollUntilConnected(
+                deadline: deadline, timeout: configuration.connectTimeout, blocking: blocking)
         } catch {
             connection.close()
             throw error
@@ -121,7 +131,7 @@ public final class PostgresConnection {
         }
     }
 
-    private func pollUntilConnected(deadline: ContinuousClock.Instant, timeout: Duration) async throws {
+    private func pollUntilConnected(deadline: ContinuousClock.Instant, timeout: Duration, blocking: Bool) async throws {
         guard let handle else { throw closedError() }
         if PQstatus(handle) == CONNECTION_BAD { throw lastError(code: .connectionFailed) }
         var status = PGRES_POLLING_WRITING
@@ -137,6 +147,10 @@ public final class PostgresConnection {
                 case .ready: break
                 case .timedOut: throw Self.connectTimedOut(timeout)
                 case .cancelled: throw CancellationError()
+                }
+                guard blocking else {
+                    status = PQconnectPoll(handle)
+                    continue
                 }
                 let transfer = UnsafeTransfer(handle)
                 let sink = UnsafeTransfer(noticeSink)
