@@ -132,6 +132,9 @@ struct SpoolBench: AsyncParsableCommand {
         /// Snapshots committed while the spool landed: spooled and live.
         var landingSnapshots = 0
         var historyGaps = 0
+        /// Servers with two snapshots less than half a period apart, and how many such pairs.
+        var closeServers = 0
+        var closePairs = 0
         var maxGap: Double?
         var doubledRecords = 0
         var peakRSSSinceStartKB = 0
@@ -304,12 +307,16 @@ struct SpoolBench: AsyncParsableCommand {
             g AS (SELECT srvid, extract(epoch FROM ts - lag(ts) OVER (PARTITION BY srvid ORDER BY ts))::float8 AS gap FROM t)
             SELECT (SELECT count(DISTINCT srvid) FROM g WHERE gap > $3::float8)::int,
                    (SELECT max(gap) FROM g),
-                   (SELECT count(*) - count(DISTINCT (srvid, queryid, dbid, userid, ts)) FROM r)::int
-            """, [String(from), String(to), String(1.5 * Double(frequency))]
+                   (SELECT count(*) - count(DISTINCT (srvid, queryid, dbid, userid, ts)) FROM r)::int,
+                   (SELECT count(DISTINCT srvid) FROM g WHERE gap < $4::float8)::int,
+                   (SELECT count(*) FROM g WHERE gap < $4::float8)::int
+            """, [String(from), String(to), String(1.5 * Double(frequency)), String(0.5 * Double(frequency))]
         ).rows[0]
         outage.historyGaps = try row.decode(0, as: Int.self)
         outage.maxGap = try row.decodeIfPresent(1, as: Double.self)
         outage.doubledRecords = try row.decode(2, as: Int.self)
+        outage.closeServers = try row.decode(3, as: Int.self)
+        outage.closePairs = try row.decode(4, as: Int.self)
     }
 
     // MARK: Report
@@ -341,6 +348,13 @@ struct SpoolBench: AsyncParsableCommand {
         }
         let figures: [(String, (Outage) -> String)] = [
             ("servers with a snapshot before the outage", { "\($0.serversBefore)" }),
+            (
+                "snapshots landed in the steady period / expected",
+                { o in
+                    let expected = o.steady.map { Double(servers) * $0.seconds / Double(frequency) }
+                    return "\(o.steadySnapshots) / \(optional(expected, decimals: 0))"
+                }
+            ),
             (
                 "remotes' statements / texts kB (all clusters)",
                 { "\($0.remoteStatements) / \(formatted(Double($0.remoteTextBytes) / 1024, decimals: 1))" }
@@ -397,6 +411,7 @@ struct SpoolBench: AsyncParsableCommand {
             ("servers with a history gap > 1.5 F", { "\($0.historyGaps)" }),
             ("largest history gap s", { optional($0.maxGap, decimals: 2) }),
             ("statement records stored twice", { "\($0.doubledRecords)" }),
+            ("snapshots < F/2 apart: pairs / servers", { "\($0.closePairs) / \($0.closeServers)" }),
             (
                 "machine busy % while landing",
                 { o in
