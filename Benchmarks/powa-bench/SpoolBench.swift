@@ -26,24 +26,15 @@ struct SpoolBench: AsyncParsableCommand {
     @OptionGroup var bedOptions: BedOptions
 
     @Option(help: "Servers to register.")
-    var servers = 1000
+    var servers = 300
 
     @Option(help: "Seconds between two snapshots of a server.")
     var frequency = 30
 
     @Option(name: .customLong("outage-periods"), help: "Periods the repository stays down.")
-    var outagePeriods = 4
+    var outagePeriods = 6
 
-    @Option(help: "Remote clusters the servers are spread over.")
-    var clusters = 4
-
-    @Option(help: "The runs, comma-separated: ours (skip_known_query_texts on), ours-full (off).")
-    var methods = "ours,ours-full"
-
-    @Option(
-        name: .customLong("max-concurrent-snapshots"),
-        help: "The collector's max_concurrent_snapshots (default: the collector's own).")
-    var maxConcurrentSnapshots: Int?
+    @OptionGroup var textMethods: TextMethodOptions
 
     @Option(
         name: .customLong("spool-max-bytes"),
@@ -64,19 +55,13 @@ struct SpoolBench: AsyncParsableCommand {
 
     @OptionGroup var collectorEnvironmentOptions: CollectorEnvironment
 
-    var selectedMethods: [String] { methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-
     func validate() throws {
         guard frequency >= 5 else { throw ValidationError("--frequency must be at least 5 (powa's minimum)") }
         guard outagePeriods >= 1 else { throw ValidationError("--outage-periods must be at least 1") }
-        try ScaleBed.validate(servers: [servers], clusters: clusters)
-        let unknown = selectedMethods.filter { !["ours", "ours-full"].contains($0) }
-        guard unknown.isEmpty, !selectedMethods.isEmpty else {
-            throw ValidationError("--methods: unknown \(unknown.joined(separator: ", ")); use ours, ours-full")
-        }
+        try textMethods.check(servers: [servers])
     }
 
-    var bedSpec: BedSpec { ScaleBed.spec(servers: servers, clusters: clusters, name: "bench-spool", port: 5550) }
+    var bedSpec: BedSpec { ScaleBed.spec(servers: servers, clusters: textMethods.clusters, name: "bench-spool", port: 5550) }
 
     mutating func run() async throws {
         let command = self
@@ -90,7 +75,7 @@ struct SpoolBench: AsyncParsableCommand {
         }
         ScaleBed.checkDescriptorLimit(servers: servers)
         var results: [Outage] = []
-        for method in selectedMethods { results.append(try await runOnce(bed: bed, method: method)) }
+        for method in textMethods.selectedMethods { results.append(try await runOnce(bed: bed, method: method)) }
         report(results)
     }
 
@@ -165,12 +150,10 @@ struct SpoolBench: AsyncParsableCommand {
             bed: bed, database: database, servers: ScaleBed.servers(servers, ports: bed.remotePorts), frequency: frequency)
         let metricsPort = try LoopbackListener.freePort()
         let metricsURL = "http://127.0.0.1:\(metricsPort)/metrics"
-        var settings = [
+        let settings = textMethods.settings(method: method).merging([
             "spool": "{\"directory\": \"\(spoolDirectory)\", \"max_bytes\": \(spoolMaxBytes)}",
             "http": "{\"listen\": \"127.0.0.1:\(metricsPort)\"}",
-        ]
-        if let maxConcurrentSnapshots { settings["max_concurrent_snapshots"] = String(maxConcurrentSnapshots) }
-        if full { settings.merge(CollectorBench.fullTextSettings) { $1 } }
+        ]) { $1 }
         let watch = try await SnapshotWatch(repository)
         let started = try CollectorDaemon.start(
             .ours(binary: collector), repository: repository, label: database, debug: false, extraSettings: settings,
@@ -323,7 +306,7 @@ struct SpoolBench: AsyncParsableCommand {
 
     private func report(_ results: [Outage]) {
         let snapshots = servers * outagePeriods
-        var settings = "max_concurrent_snapshots \(maxConcurrentSnapshots.map(String.init) ?? "default")"
+        var settings = textMethods.summary
         settings += ", spool.max_bytes \(formatted(Double(spoolMaxBytes) / 1_048_576)) MB"
         if !collectorEnvironmentOptions.items.isEmpty {
             settings += ", environment " + collectorEnvironmentOptions.items.joined(separator: " ")
@@ -331,7 +314,7 @@ struct SpoolBench: AsyncParsableCommand {
         if collector != CollectorKind.defaultBinary { settings += ", collector \(collector)" }
         print(
             """
-            powa-bench spool: \(servers) servers at frequency \(frequency) s over \(clusters) cluster(s) at 127.0.0.x, \
+            powa-bench spool: \(servers) servers at frequency \(frequency) s over \(textMethods.clusters) cluster(s) at 127.0.0.x, \
             the repository down \(outagePeriods) period(s) (\(outagePeriods * frequency) s, about \(formatted(Double(snapshots))) \
             snapshots to spool); \(settings); \(ProcessInfo.processInfo.activeProcessorCount) CPU(s)
 
