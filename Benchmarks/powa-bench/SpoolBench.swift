@@ -449,7 +449,8 @@ struct SpoolBench: AsyncParsableCommand {
             let problems = outage.problems.filter { !$0.contains("spooling snapshots") }
             if !problems.isEmpty {
                 print(
-                    "        \(problems.count) warning/error line(s), first: " + problems.prefix(3).joined(separator: " // "))
+                    "        \(problems.count) warning/error line(s), first: "
+                        + problems.prefix(3).map { String($0.prefix(300)) }.joined(separator: " // "))
             }
             print("        stopped: \(outage.exit)")
         }
