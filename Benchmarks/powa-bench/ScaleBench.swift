@@ -58,10 +58,7 @@ struct ScaleBench: AsyncParsableCommand {
     }
 
     private func benchmark(on bed: TestBed) async throws {
-        guard FileManager.default.isExecutableFile(atPath: collector) else {
-            throw BenchError(
-                "no collector at \(collector): swift build -c release --scratch-path .build-bench --product powa-collector")
-        }
+        try CollectorKind.requireBinary(collector)
         ScaleBed.checkDescriptorLimit(servers: serverCounts.max() ?? 0)
         var rows: [[String]] = []
         var verdicts: [String] = []

@@ -69,10 +69,7 @@ struct SpoolBench: AsyncParsableCommand {
     }
 
     private func benchmark(on bed: TestBed) async throws {
-        guard FileManager.default.isExecutableFile(atPath: collector) else {
-            throw BenchError(
-                "no collector at \(collector): swift build -c release --scratch-path .build-bench --product powa-collector")
-        }
+        try CollectorKind.requireBinary(collector)
         ScaleBed.checkDescriptorLimit(servers: servers)
         var results: [Outage] = []
         for method in textMethods.selectedMethods { results.append(try await runOnce(bed: bed, method: method)) }
