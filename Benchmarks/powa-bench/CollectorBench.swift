@@ -207,10 +207,7 @@ struct CollectorBench: AsyncParsableCommand {
             note("python collector: powa-collector, libpq: \(pythonVersion)")
         }
         if methods.contains(where: { $0.hasPrefix("ours") }) || smallDivisor > 0 {
-            guard FileManager.default.isExecutableFile(atPath: collector) else {
-                throw BenchError(
-                    "no collector at \(collector): swift build -c release --scratch-path .build-bench --product powa-collector")
-            }
+            try CollectorKind.requireBinary(collector)
         }
         let servers = bed.remotePorts.enumerated().map { index, port in
             RegisteredServer(hostname: "127.0.0.1", port: port, alias: "remote\(index + 1)")

@@ -123,10 +123,7 @@ struct FleetBench: AsyncParsableCommand {
 
     private func benchmark(on bed: TestBed) async throws {
         for binary in [collector] + (baselineCollector.map { [$0] } ?? []) {
-            guard FileManager.default.isExecutableFile(atPath: binary) else {
-                throw BenchError(
-                    "no collector at \(binary): swift build -c release --scratch-path .build-bench --product powa-collector")
-            }
+            try CollectorKind.requireBinary(binary)
         }
         ScaleBed.checkDescriptorLimit(servers: servers)
         var results: [FleetRun] = []

@@ -16,6 +16,7 @@ struct PowaBench: AsyncParsableCommand {
             FleetBench.self,
             MetricsBench.self,
             SoakBench.self,
+            SpoolBench.self,
         ]
     )
 }

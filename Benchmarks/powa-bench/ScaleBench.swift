@@ -26,16 +26,7 @@ struct ScaleBench: AsyncParsableCommand {
     @Option(help: "Seconds each run lasts.")
     var duration = 180.0
 
-    @Option(help: "Remote clusters the servers are spread over.")
-    var clusters = 4
-
-    @Option(help: "The runs for each server count, comma-separated: ours (skip_known_query_texts on), ours-full (off).")
-    var methods = "ours,ours-full"
-
-    @Option(
-        name: .customLong("max-concurrent-snapshots"),
-        help: "The collector's max_concurrent_snapshots (default: the collector's own).")
-    var maxConcurrentSnapshots: Int?
+    @OptionGroup var textMethods: TextMethodOptions
 
     @Flag(help: "Run the collector with debug logging (it logs every snapshot).")
     var debug = false
@@ -53,19 +44,13 @@ struct ScaleBench: AsyncParsableCommand {
 
     var serverCounts: [Int] { servers.split(separator: ",").compactMap { Int($0.trimmingCharacters(in: .whitespaces)) } }
 
-    var selectedMethods: [String] { methods.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) } }
-
     func validate() throws {
         guard frequency >= 5 else { throw ValidationError("--frequency must be at least 5 (powa's minimum)") }
         guard duration >= Double(2 * frequency) else { throw ValidationError("--duration must cover two periods at least") }
-        try ScaleBed.validate(servers: serverCounts, clusters: clusters)
-        let unknown = selectedMethods.filter { !["ours", "ours-full"].contains($0) }
-        guard unknown.isEmpty, !selectedMethods.isEmpty else {
-            throw ValidationError("--methods: unknown \(unknown.joined(separator: ", ")); use ours, ours-full")
-        }
+        try textMethods.check(servers: serverCounts)
     }
 
-    var bedSpec: BedSpec { ScaleBed.spec(servers: serverCounts.max() ?? 1, clusters: clusters) }
+    var bedSpec: BedSpec { ScaleBed.spec(servers: serverCounts.max() ?? 1, clusters: textMethods.clusters) }
 
     mutating func run() async throws {
         let command = self
@@ -73,10 +58,7 @@ struct ScaleBench: AsyncParsableCommand {
     }
 
     private func benchmark(on bed: TestBed) async throws {
-        guard FileManager.default.isExecutableFile(atPath: collector) else {
-            throw BenchError(
-                "no collector at \(collector): swift build -c release --scratch-path .build-bench --product powa-collector")
-        }
+        try CollectorKind.requireBinary(collector)
         ScaleBed.checkDescriptorLimit(servers: serverCounts.max() ?? 0)
         var rows: [[String]] = []
         var verdicts: [String] = []
@@ -84,7 +66,7 @@ struct ScaleBench: AsyncParsableCommand {
         var comparisons: [String] = []
         for count in serverCounts {
             var repository: [String: (run: Double?, steady: Double?)] = [:]
-            for method in selectedMethods {
+            for method in textMethods.selectedMethods {
                 let result = try await runOnce(bed: bed, servers: count, method: method)
                 rows.append(result.row)
                 verdicts.append(contentsOf: result.verdicts)
@@ -103,13 +85,13 @@ struct ScaleBench: AsyncParsableCommand {
                         + "\(text(before.steady)) -> \(text(after.steady)) ms (\(ratio(after.steady, before.steady))x)")
             }
         }
-        var settings = "max_concurrent_snapshots \(maxConcurrentSnapshots.map(String.init) ?? "default")"
+        var settings = textMethods.summary
         if !collectorEnvironment.isEmpty { settings += ", environment " + collectorEnvironment.joined(separator: " ") }
         if collector != CollectorKind.defaultBinary { settings += ", collector \(collector)" }
         if debug { settings += ", debug" }
         print(
             """
-            powa-bench scale: frequency \(frequency) s, \(formatted(duration)) s per run, servers spread over \(clusters) \
+            powa-bench scale: frequency \(frequency) s, \(formatted(duration)) s per run, servers spread over \(textMethods.clusters) \
             cluster(s) at 127.0.0.x; \(settings); \(ProcessInfo.processInfo.activeProcessorCount) CPU(s)
 
             """)
@@ -148,9 +130,7 @@ struct ScaleBench: AsyncParsableCommand {
 
     private func runOnce(bed: TestBed, servers count: Int, method: String) async throws -> RunResult {
         let full = method == "ours-full"
-        var extra: [String: String] = [:]
-        if let maxConcurrentSnapshots { extra["max_concurrent_snapshots"] = String(maxConcurrentSnapshots) }
-        if full { extra.merge(CollectorBench.fullTextSettings) { $1 } }
+        let extra = textMethods.settings(method: method)
         let run = try await ScaleRun.measure(
             bed: bed, database: "bench_scale_\(count)" + (full ? "_full" : ""), servers: count, frequency: frequency,
             duration: duration, collectors: [.ours(binary: collector)], extraSettings: extra, environment: environment,

@@ -143,10 +143,7 @@ struct SoakBench: AsyncParsableCommand {
     }
 
     private func benchmark(on bed: TestBed) async throws {
-        guard FileManager.default.isExecutableFile(atPath: collector) else {
-            throw BenchError(
-                "no collector at \(collector): swift build -c release --scratch-path .build-bench --product powa-collector")
-        }
+        try CollectorKind.requireBinary(collector)
         let servers = bed.remotePorts.enumerated().map { index, port in
             RegisteredServer(hostname: "127.0.0.1", port: port, alias: "remote\(index + 1)")
         }

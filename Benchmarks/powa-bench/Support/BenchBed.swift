@@ -6,7 +6,7 @@ import TestBed
 
 /// The test bed options every benchmark shares.
 struct BedOptions: ParsableArguments {
-    @Flag(help: "Reuse the bench test bed (/tmp/powa-testbed-bench) if it is already running.")
+    @Flag(help: "Reuse the bench test bed (/tmp/powa-testbed-bench-<name>) if it is already running.")
     var reuse = false
 
     @Flag(help: "Leave the test bed running at the end (to --reuse it next time).")
@@ -14,11 +14,13 @@ struct BedOptions: ParsableArguments {
 }
 
 /// A private test bed of a benchmark: where, on which ports, and how its clusters differ from
-/// the tests' (through the optional knobs of `scripts/testbed`).
+/// the tests' (through the optional knobs of `scripts/testbed`). As the tests' beds, it honours
+/// `POWA_TESTBED_DIR` and `POWA_TESTBED_BASE_PORT` (`TestBed`), so that a second checkout's
+/// benchmarks run beside the first's.
 struct BedSpec: Sendable {
-    /// The bed lives in `/tmp/powa-testbed-<name>`.
+    /// The bed lives in `<POWA_TESTBED_DIR or /tmp/powa-testbed>-<name>`.
     var name: String
-    /// The repository's port; the remotes' are the next ones.
+    /// The repository's port before `POWA_TESTBED_BASE_PORT` moves it; the remotes' are the next ones.
     var port: Int
     var remotes: Int
     /// Extra postgresql.conf lines of the remotes (`POWA_TESTBED_REMOTE_CONF`).
@@ -30,7 +32,12 @@ struct BedSpec: Sendable {
     /// The PoWA major version of every cluster (`POWA_TESTBED_MAJOR`).
     var major: PoWAMajor = .four
 
-    var directory: String { "/tmp/powa-testbed-\(name)" }
+    var directory: String {
+        (ProcessInfo.processInfo.environment["POWA_TESTBED_DIR"] ?? "/tmp/powa-testbed") + "-\(name)"
+    }
+
+    /// The repository's port, moved by `POWA_TESTBED_BASE_PORT`.
+    var repositoryPort: Int { port + TestBed.portShift }
 
     /// The bed of `copy-pipe`: one repository cluster and one remote cluster.
     static let copyPipe = BedSpec(name: "bench", port: 5470, remotes: 1)
@@ -38,7 +45,7 @@ struct BedSpec: Sendable {
     /// The environment of `scripts/testbed start` for this bed.
     var environment: [String: String] {
         var environment = [
-            "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(port)", "POWA_TESTBED_REMOTES": "\(remotes)",
+            "POWA_TESTBED_DIR": directory, "POWA_TESTBED_PORT": "\(repositoryPort)", "POWA_TESTBED_REMOTES": "\(remotes)",
             "POWA_TESTBED_MAJOR": "\(major.rawValue)",
         ]
         if !remoteConfiguration.isEmpty {
@@ -68,7 +75,7 @@ enum BenchBed {
             bed = try TestBed.load(directory: directory)
             note("reusing the test bed in \(directory)")
         } else {
-            note("starting a test bed in \(directory) (ports \(spec.port)..\(spec.port + spec.remotes))")
+            note("starting a test bed in \(directory) (ports \(spec.repositoryPort)..\(spec.repositoryPort + spec.remotes))")
             try await TestBed.run("scripts/testbed", ["start"], environment: spec.environment)
             bed = try TestBed.load(directory: directory)
         }

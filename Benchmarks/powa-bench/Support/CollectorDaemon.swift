@@ -20,6 +20,14 @@ enum CollectorKind: Sendable {
     static var defaultBinary: String {
         TestBed.packageRoot.appendingPathComponent(".build-bench/release/powa-collector").path
     }
+
+    /// Throws, saying how to build it, when there is no collector at `binary`.
+    static func requireBinary(_ binary: String) throws {
+        guard FileManager.default.isExecutableFile(atPath: binary) else {
+            throw BenchError(
+                "no collector at \(binary): swift build -c release --scratch-path .build-bench --product powa-collector")
+        }
+    }
 }
 
 /// What was measured of one collector run.
@@ -85,10 +93,7 @@ enum CollectorDaemon {
         let command: [String]
         switch kind {
         case .ours(let binary):
-            guard FileManager.default.isExecutableFile(atPath: binary) else {
-                throw BenchError(
-                    "no collector at \(binary): swift build -c release --scratch-path .build-bench --product powa-collector")
-            }
+            try CollectorKind.requireBinary(binary)
             command = [binary, "--config", configurationPath]
         case .python(let venv):
             // It has no --config: it takes ./powa-collector.conf unless an earlier file of its

@@ -8,11 +8,12 @@ import TestBed
 /// clusters listen on 0.0.0.0 and trust 127.0.0.0/8), so that S persistent remote connections
 /// and S schedules run against a handful of clusters.
 enum ScaleBed {
-    /// The bed for at most `servers` servers over `clusters` remote clusters (ports 5510 on).
-    static func spec(servers: Int, clusters: Int) -> BedSpec {
+    /// The bed for at most `servers` servers over `clusters` remote clusters (`powa-bench scale`'s
+    /// and `fleet`'s by default: /tmp/powa-testbed-bench-scale, ports 5510 on).
+    static func spec(servers: Int, clusters: Int, name: String = "bench-scale", port: Int = 5510) -> BedSpec {
         let perCluster = (servers + clusters - 1) / clusters
         return BedSpec(
-            name: "bench-scale", port: 5510, remotes: clusters,
+            name: name, port: port, remotes: clusters,
             remoteConfiguration: [
                 "max_connections = \(max(300, perCluster + 50))",
                 // Each server's COPY statements carry its srvid: one entry per server and source
