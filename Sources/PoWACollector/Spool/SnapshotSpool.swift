@@ -153,6 +153,9 @@ public final class SnapshotSpool: Sendable {
         state.withLock { state in (state.files.values.reduce(0) { $0 + $1.count }, state.bytes) }
     }
 
+    /// Whether `serverID` has snapshots in the spool.
+    func has(serverID: Int) -> Bool { state.withLock { $0.files[serverID] != nil } }
+
     /// The servers that have snapshots in the spool.
     var servers: Set<Int> { state.withLock { Set($0.files.keys) } }
 

@@ -21,17 +21,46 @@ extension Worker {
         case ended(SnapshotResult, SnapshotMark?)
     }
 
+    /// A snapshot due while the server's spool is not empty: it is read now, on time, into the
+    /// spool behind the others; then the spool lands, until the next snapshot is near. So a
+    /// backlog that takes several periods to land (a whole fleet's, at the pace of the slots)
+    /// never costs a period: each is read when due, and lands in its turn.
+    func catchUp(
+        _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
+        basis: SpoolBasisMemory
+    ) async -> SnapshotResult {
+        let started = ContinuousClock.now
+        let read = await spoolSnapshot(spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: basis)
+        guard case .spooled = read.end, read.message == nil else { return read }
+        let until = started + .seconds(server.frequency) * 0.8
+        switch await landSpool(spool, remote: remote, plan: plan, knownStatements: knownStatements, until: until) {
+        case .landed(let mark?), .repositoryDown(let mark?):
+            // Older snapshots landed: the schedule takes it as this period's landing.
+            var result = SnapshotResult(end: .landed(mark, began: started))
+            result.spoolMark = mark
+            return result
+        case .landed(nil), .repositoryDown(nil):
+            return read
+        case .ended(var result, let mark):
+            result.spoolMark = mark
+            return result
+        }
+    }
+
     /// Lands the server's spooled snapshots, oldest first, each as a live snapshot lands (in a
     /// regular slot: the landing of a whole fleet's spool goes at the pace of the slots, the
-    /// live snapshots of other servers interleaved), before this worker takes any other.
+    /// live snapshots of other servers interleaved), before this worker takes any other; none
+    /// begins after `until`.
     func landSpool(
-        _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?
+        _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
+        until: ContinuousClock.Instant? = nil
     ) async -> SpoolLanding {
         var mark = plan.mark
         var landedAny = false
         let files = await spool.pending(serverID: server.id)
         for (index, file) in files.enumerated() {
             if Task.isCancelled { return .ended(.failed("snapshot interrupted"), landedAny ? mark : nil) }
+            if let until, ContinuousClock.now >= until { break }
             guard spool.claim(file) else { continue }  // dropped meanwhile
             let failure: SpoolLandingDecision.Failure
             var elsewhere: (SnapshotMark, Double?)?
@@ -126,8 +155,8 @@ extension Worker {
                         let outcome = try await snapshot.landSpooled(
                             reader, contents: contents, remote: remote.connection.isHealthy ? remote : nil,
                             repository: repository)
-                        // Its texts were left out against what the repository knew then.
-                        knownStatements?.forget()
+                        // (The known statements stay: the repository knows at least as much now,
+                        // and the repair covers any it lost.)
                         logger.debug(
                             "spooled snapshot landed",
                             metadata: ["file": "\(file.path)", "sources": "\(outcome.landedSources)"])

@@ -371,6 +371,9 @@ struct Worker {
         }
         var plan = plan
         var spoolMark: SnapshotMark?
+        if let spool = context.spool, !plan.spoolOnly, spool.has(serverID: server.id), basis.value != nil {
+            return await catchUp(spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: basis)
+        }
         if let spool = context.spool, !plan.spoolOnly {
             switch await landSpool(spool, remote: remote, plan: plan, knownStatements: knownStatements) {
             case .landed(let mark):

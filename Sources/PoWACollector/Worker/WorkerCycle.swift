@@ -313,8 +313,11 @@ struct WorkerCycle {
             if !due { forced = true }
             return .wait(until: now + .seconds(1))
         case .spooled:
-            // Not landed: the schedule goes on, the mark stays.
+            // Not landed: the schedule goes on, the mark stays; the next one waits half a
+            // period as after a landing (a late snapshot, spooled, and the one on time after it
+            // never come in the same instant).
             trouble = .repositoryDown
+            lastLanded = now
         }
         if due, var current = schedule {
             current.advance(now: now)
