@@ -293,6 +293,8 @@ struct RemoteSnapshot {
             do {
                 try await remote.execute(cleanup.sql, deadline: deadline)
             } catch {
+                // Shutting down: the cleanup is skipped, not failed.
+                if Task.isCancelled { break }
                 logger.error("cleanup failed", metadata: ["source": "\(cleanup.source)", "error": "\(error)"])
                 errors.append("Error while calling the cleanup of \(cleanup.source): \(error)")
             }
