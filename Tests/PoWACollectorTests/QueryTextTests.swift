@@ -171,13 +171,15 @@ struct QueryTextTests {
         let (odd, repository, server, running) = try await Self.collectingOddTexts(major, remote: 0, prefix: "onremote")
         let taken = Self.snapshots(running)
         #expect(Int(taken.last?.metadata["texts_left_out"] ?? "") ?? 0 > 0, "\(taken.last?.metadata ?? [:])")
-        // Evicted from pg_stat_statements, then run again: a new entry of the same key.
+        // Evicted from pg_stat_statements (in this database only: other tests' databases have
+        // statements of the same queryid), then run again: a new entry of the same key.
         let odds = try await OddQueryTexts.connectUTF8(odd.bed, port: odd.port, database: odd.database)
         defer { odds.close() }
         _ = try await odds.query(
             """
-            SELECT pg_stat_statements_reset(0, 0, queryid) FROM pg_stat_statements
+            SELECT pg_stat_statements_reset(0, dbid, queryid) FROM pg_stat_statements
             WHERE query LIKE '%' || $1 || '%' AND query NOT LIKE '%pg_stat_statements%'
+              AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
             """, [odd.marker])
         for text in odd.texts { _ = try await odds.query(text) }
         let before = try #require(try await repository.snapts(server))
@@ -190,7 +192,11 @@ struct QueryTextTests {
         let remote = try await odd.bed.connect(port: odd.port, database: odd.database)
         defer { remote.close() }
         let copies = try await remote.query(
-            "SELECT query, calls FROM pg_stat_statements WHERE query LIKE 'COPY%powa_statements_src%'"
+            """
+            SELECT query, calls FROM pg_stat_statements
+            WHERE query LIKE 'COPY%powa_statements_src%'
+              AND dbid = (SELECT oid FROM pg_database WHERE datname = current_database())
+            """
         ).rows
         #expect(copies.count == 1, "\(copies.map { $0[0] ?? "" })")
         #expect(copies.first?[0]?.contains("powa_collector.known_userids") == true)
