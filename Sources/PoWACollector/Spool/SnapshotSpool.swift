@@ -30,15 +30,8 @@ public final class SnapshotSpool: Sendable {
         case damaged = "unreadable spool file"
         case refused = "the repository refused it"
 
-        var label: String {
-            switch self {
-            case .full: "full"
-            case .expired: "expired"
-            case .moved: "moved"
-            case .damaged: "damaged"
-            case .refused: "refused"
-            }
-        }
+        /// The metric's label: the case's name.
+        var label: String { "\(self)" }
     }
 
     private struct State {
@@ -68,14 +61,14 @@ public final class SnapshotSpool: Sendable {
     private let state = Mutex(State())
     private let lock: Int32
     private let logger: Logger
-    private let counters: SpoolCounters
+    private let metrics: CollectorMetrics?
 
-    private init(settings: SpoolSettings, lock: Int32, logger: Logger, counters: SpoolCounters) {
+    private init(settings: SpoolSettings, lock: Int32, logger: Logger, metrics: CollectorMetrics?) {
         self.settings = settings
         directory = FilePath(settings.directory)
         self.lock = lock
         self.logger = logger
-        self.counters = counters
+        self.metrics = metrics
     }
 
     deinit { Foundation.close(lock) }
@@ -93,7 +86,7 @@ public final class SnapshotSpool: Sendable {
             Foundation.close(fd)
             throw SpoolError("\(settings.directory) is in use by another collector")
         }
-        let spool = SnapshotSpool(settings: settings, lock: fd, logger: logger, counters: SpoolCounters(metrics))
+        let spool = SnapshotSpool(settings: settings, lock: fd, logger: logger, metrics: metrics)
         try await spool.scan()
         return spool
     }
@@ -128,7 +121,7 @@ public final class SnapshotSpool: Sendable {
             state.dropped = 0
             return true
         }
-        counters.spooled(bytes: file.bytes)
+        metrics?.snapshotSpooled(bytes: file.bytes)
         if began {
             logger.info(
                 "spooling snapshots: the repository cannot take them; they land when it can",
@@ -144,9 +137,6 @@ public final class SnapshotSpool: Sendable {
         await enforceBounds()
         return state.withLock { $0.files[serverID] ?? [] }
     }
-
-    /// Whether any snapshot is in the spool.
-    var isSpooling: Bool { state.withLock { !$0.files.isEmpty } }
 
     /// What the spool holds now.
     var contents: (snapshots: Int, bytes: Int) {
@@ -187,12 +177,12 @@ public final class SnapshotSpool: Sendable {
     /// The claimed `file` landed, moving the server's mark from `base` to `produced`: it leaves
     /// the spool.
     func landed(_ file: File, base: String?, produced: String?) async {
-        let taken = take([file], claimed: true) { state in
+        let taken = take([file], claimed: true) { state, _ in
             if let base, let produced { state.successors[file.serverID, default: [:]][base] = produced }
             state.landed += 1
         }
         await delete(taken)
-        counters.landed()
+        metrics?.spooledSnapshotLanded()
     }
 
     /// The claimed `file` did not land, and stays for the next attempt; `failed`: the
@@ -210,13 +200,11 @@ public final class SnapshotSpool: Sendable {
     /// Drops `files` (claimed by the caller, or not claimed by anyone), counted for powa-web;
     /// damaged ones are kept aside as `*.damaged`.
     func drop(_ files: [File], reason: DropReason, claimed: Bool = false) async {
-        let taken = take(files, claimed: claimed) { state in
-            state.dropped += files.count
-        }
-        guard !taken.isEmpty else { return }
-        state.withLock { state in
+        let taken = take(files, claimed: claimed) { state, taken in
+            state.dropped += taken.count
             for file in taken { state.notices[file.serverID, default: [:]][reason, default: 0] += 1 }
         }
+        guard !taken.isEmpty else { return }
         if reason == .damaged {
             for file in taken {
                 let name = (file.path.lastComponent?.string ?? "").replacingOccurrences(of: ".snapshot", with: ".damaged")
@@ -224,31 +212,25 @@ public final class SnapshotSpool: Sendable {
             }
         }
         await delete(taken)
-        counters.dropped(taken.count, reason: reason)
+        metrics?.spooledSnapshotsDropped(taken.count, reason: reason.label)
         logger.warning(
             "spooled snapshots dropped: \(reason.rawValue)",
             metadata: ["servers": "\(Set(taken.map(\.serverID)).sorted())", "snapshots": "\(taken.count)"])
     }
 
-    /// What powa-web is to be told of the server's dropped snapshots (each told once).
-    func takeNotices(serverID: Int) -> [String] {
-        let notices = state.withLock { $0.notices.removeValue(forKey: serverID) ?? [:] }
-        return Self.describe(notices)
+    /// The server's dropped snapshots powa-web has not been told of, by reason (each told
+    /// once: `describe` gives the words).
+    func takeNotices(serverID: Int) -> [DropReason: Int] {
+        state.withLock { $0.notices.removeValue(forKey: serverID) ?? [:] }
     }
 
     /// Gives back notices that could not be told.
-    func restoreNotices(serverID: Int, _ notices: [String]) {
+    func restoreNotices(serverID: Int, _ notices: [DropReason: Int]) {
         guard !notices.isEmpty else { return }
-        state.withLock { state in
-            for notice in notices {
-                guard let reason = DropReason.allCases.first(where: { notice.hasSuffix(": \($0.rawValue)") }),
-                    let count = Int(notice.prefix { $0.isNumber })
-                else { continue }
-                state.notices[serverID, default: [:]][reason, default: 0] += count
-            }
-        }
+        state.withLock { $0.notices[serverID, default: [:]].merge(notices, uniquingKeysWith: +) }
     }
 
+    /// What powa-web shows of dropped snapshots.
     static func describe(_ notices: [DropReason: Int]) -> [String] {
         notices.sorted { $0.key.rawValue < $1.key.rawValue }.map { reason, count in
             count == 1
@@ -285,7 +267,7 @@ public final class SnapshotSpool: Sendable {
 
     /// Takes `files` out of the index (those still in it, and claimed only if `claimed`), and
     /// accounts for them, in one lock; logs the end of an outage when the spool is empty.
-    private func take(_ files: [File], claimed: Bool, _ account: (inout State) -> Void) -> [File] {
+    private func take(_ files: [File], claimed: Bool, _ account: (inout State, [File]) -> Void) -> [File] {
         let (taken, emptied) = state.withLock { state -> ([File], (Int, Int, Duration)?) in
             var taken: [File] = []
             for file in files {
@@ -300,7 +282,7 @@ public final class SnapshotSpool: Sendable {
                 taken.append(file)
             }
             guard !taken.isEmpty else { return ([], nil) }
-            account(&state)
+            account(&state, taken)
             guard state.files.isEmpty, let since = state.spoolingSince else { return (taken, nil) }
             state.spoolingSince = nil
             return (taken, (state.landed, state.dropped, .now - since))
@@ -380,17 +362,5 @@ public final class SnapshotSpool: Sendable {
     private static func parseName(_ name: String) -> UInt64? {
         guard name.hasSuffix(".snapshot"), name.count == 29 else { return nil }
         return UInt64(name.prefix(20))
-    }
-}
-
-/// The spool's counts, into the metrics when there are any.
-struct SpoolCounters: Sendable {
-    let metrics: CollectorMetrics?
-    init(_ metrics: CollectorMetrics?) { self.metrics = metrics }
-
-    func spooled(bytes: Int) { metrics?.snapshotSpooled(bytes: bytes) }
-    func landed() { metrics?.spooledSnapshotLanded() }
-    func dropped(_ count: Int, reason: SnapshotSpool.DropReason) {
-        metrics?.spooledSnapshotsDropped(count, reason: reason.label)
     }
 }

@@ -266,8 +266,3 @@ extension Worker {
         }
     }
 }
-
-/// No repository session could be had.
-struct RepositoryUnreachable: Error, CustomStringConvertible {
-    var description: String { "could not connect to the repository" }
-}

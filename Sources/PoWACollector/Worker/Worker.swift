@@ -405,7 +405,7 @@ struct Worker {
         basis: SpoolBasisMemory
     ) async -> SnapshotResult {
         // What powa-web has not been told yet of spooled snapshots dropped: with this one.
-        let notices = context.spool?.takeNotices(serverID: server.id) ?? []
+        let notices = context.spool?.takeNotices(serverID: server.id) ?? [:]
         let landing: (SnapshotResult, cleanups: [(source: String, sql: String)])
         do {
             landing = try await context.limiter.withSlot(plan.lane) { slot in
@@ -450,7 +450,7 @@ struct Worker {
         plan: WorkerCycle.SnapshotPlan,
         knownStatements: KnownStatements?,
         basis: SpoolBasisMemory,
-        notices: [String],
+        notices: [SnapshotSpool.DropReason: Int],
         silence: SilenceWatch?,
         started: ContinuousClock.Instant,
         deadline: ContinuousClock.Instant
@@ -489,7 +489,7 @@ struct Worker {
             connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
             connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
             fence: plan.fence, expectedMark: plan.mark, silence: silence, report: report, logger: logger)
-        snapshot.notices = notices
+        snapshot.notices = SnapshotSpool.describe(notices)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
             basis.value = SpoolBasis(
