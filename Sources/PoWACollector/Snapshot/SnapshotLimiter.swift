@@ -112,4 +112,11 @@ final class SnapshotSlot: Sendable {
     func silenceWatch(limit: Duration) -> SilenceWatch {
         SilenceWatch(limit: limit) { [self] in moveToSuspects() }
     }
+
+    /// The watch of a snapshot planned with the silence limit `limit` (nil: none): in a regular
+    /// slot, a silent remote moves it out; in the suspects' lane the watch only measures what
+    /// the remote needs (up to `timeout`).
+    func silenceWatch(planned limit: Duration?, timeout: Duration) -> SilenceWatch? {
+        limit.map { silenceWatch(limit: lane == .regular ? $0 : timeout) }
+    }
 }

@@ -135,23 +135,11 @@ extension Worker {
             return try await context.limiter.withSlot(.regular) { _ in
                 let deadline = ContinuousClock.now + context.snapshotTimeout
                 return await withRepository(failing: "spooled snapshot not landed yet") { repository in
-                    let sources: [SnapshotSource]
                     do {
-                        sources = try await repository.snapshotSources(serverID: server.id, deadline: deadline)
-                    } catch {
-                        return .failed(
-                            Task.isCancelled
-                                ? .cancelled
-                                : repository.connection.isHealthy && !RepositoryOutage.matches(error) ? .refused : .outage,
-                            SnapshotError(.repositoryFailed, side: .repository, step: .begin, underlying: error))
-                    }
-                    let snapshot = RemoteSnapshot(
-                        server: server, workerName: name, sources: sources, catalogRefresh: nil, deadline: deadline,
-                        connectTimeout: context.connectTimeout,
-                        applicationName: ApplicationName.workerRepository(name), connectionOptions: [],
-                        knownStatements: knownStatements, metrics: nil, fence: plan.fence, expectedMark: mark,
-                        silence: nil, report: report, logger: logger)
-                    do {
+                        let sources = try await repository.snapshotSources(serverID: server.id, deadline: deadline)
+                        let snapshot = remoteSnapshot(
+                            sources: sources, deadline: deadline, fence: plan.fence, expectedMark: mark, silence: nil,
+                            knownStatements: knownStatements)
                         let outcome = try await snapshot.landSpooled(
                             reader, contents: contents, remote: remote.connection.isHealthy ? remote : nil,
                             repository: repository)
@@ -162,9 +150,10 @@ extension Worker {
                             metadata: ["file": "\(file.path)", "sources": "\(outcome.landedSources)"])
                         return .landed(outcome.mark)
                     } catch {
+                        // (Untagged: reading the sources.)
                         let error =
                             error as? SnapshotError
-                            ?? SnapshotError(.repositoryFailed, side: .repository, step: .commit, underlying: error)
+                            ?? SnapshotError(.repositoryFailed, side: .repository, step: .begin, underlying: error)
                         return .failed(Self.landingFailure(error, repositoryHealthy: repository.connection.isHealthy), error)
                     }
                 } ?? .failed(.outage, nil)
@@ -176,6 +165,7 @@ extension Worker {
 
     /// What a landing's error means for the spool.
     private static func landingFailure(_ error: SnapshotError, repositoryHealthy: Bool) -> SpoolLandingDecision.Failure {
+        if Task.isCancelled { return .cancelled }
         switch error.kind {
         case .cancelled: return .cancelled
         case .spoolDamaged: return .damaged
@@ -204,9 +194,7 @@ extension Worker {
         let spooling: (SnapshotResult, cleanups: [(source: String, sql: String)])
         do {
             spooling = try await context.limiter.withSlot(plan.lane) { slot in
-                let silence = plan.silenceLimit.map {
-                    slot.silenceWatch(limit: slot.lane == .regular ? $0 : context.snapshotTimeout)
-                }
+                let silence = slot.silenceWatch(planned: plan.silenceLimit, timeout: context.snapshotTimeout)
                 return await spoolSnapshot(
                     spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: sources, silence: silence)
             }
@@ -222,13 +210,9 @@ extension Worker {
         _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
         basis: SpoolBasis, silence: SilenceWatch?
     ) async -> (SnapshotResult, cleanups: [(source: String, sql: String)]) {
-        let started = ContinuousClock.now
-        let snapshot = RemoteSnapshot(
-            server: server, workerName: name, sources: basis.sources, catalogRefresh: nil,
-            deadline: started + context.snapshotTimeout, connectTimeout: context.connectTimeout,
-            applicationName: ApplicationName.workerRepository(name), connectionOptions: connectionOptions,
-            knownStatements: knownStatements, metrics: context.metrics, fence: nil, expectedMark: nil, silence: silence,
-            report: report, logger: logger)
+        let snapshot = remoteSnapshot(
+            sources: basis.sources, deadline: .now + context.snapshotTimeout, fence: nil, expectedMark: nil,
+            silence: silence, knownStatements: knownStatements)
         let writer: SpoolWriter
         let file: (path: FilePath, takenAt: Double)
         do {

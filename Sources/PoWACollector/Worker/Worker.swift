@@ -313,6 +313,19 @@ struct Worker {
 
     // MARK: Snapshots
 
+    /// A snapshot of the server with this worker's settings (live, spooled or landing from the
+    /// spool).
+    func remoteSnapshot(
+        sources: [SnapshotSource], deadline: ContinuousClock.Instant, fence: Int32?, expectedMark: SnapshotMark?,
+        silence: SilenceWatch?, knownStatements: KnownStatements?, catalogRefresh: CatalogRefresh? = nil
+    ) -> RemoteSnapshot {
+        RemoteSnapshot(
+            server: server, workerName: name, sources: sources, catalogRefresh: catalogRefresh, deadline: deadline,
+            connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
+            connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
+            fence: fence, expectedMark: expectedMark, silence: silence, report: report, logger: logger)
+    }
+
     /// How a snapshot ended: for the cycle, for the metrics, and in the log's words.
     struct SnapshotResult {
         let end: WorkerCycle.SnapshotEnd
@@ -413,10 +426,7 @@ struct Worker {
                 let started = ContinuousClock.now
                 let deadline = started + context.snapshotTimeout
                 // A remote that goes silent leaves its regular slot to the others at once.
-                // (In the suspects' lane, the watch only measures what the remote needs.)
-                let silence = plan.silenceLimit.map {
-                    slot.silenceWatch(limit: slot.lane == .regular ? $0 : context.snapshotTimeout)
-                }
+                let silence = slot.silenceWatch(planned: plan.silenceLimit, timeout: context.snapshotTimeout)
                 return await withRepository(failing: "snapshot skipped") { repository in
                     await takeSnapshot(
                         remote: remote, repository: repository, plan: plan, knownStatements: knownStatements,
@@ -484,11 +494,9 @@ struct Worker {
             return (.failed(message), [])
         }
         let refresh = board.takeCatalogRefresh(serverID: server.id)
-        var snapshot = RemoteSnapshot(
-            server: server, workerName: name, sources: sources, catalogRefresh: refresh, deadline: deadline,
-            connectTimeout: context.connectTimeout, applicationName: ApplicationName.workerRepository(name),
-            connectionOptions: connectionOptions, knownStatements: knownStatements, metrics: context.metrics,
-            fence: plan.fence, expectedMark: plan.mark, silence: silence, report: report, logger: logger)
+        var snapshot = remoteSnapshot(
+            sources: sources, deadline: deadline, fence: plan.fence, expectedMark: plan.mark, silence: silence,
+            knownStatements: knownStatements, catalogRefresh: refresh)
         snapshot.notices = SnapshotSpool.describe(notices)
         do {
             let outcome = try await snapshot.land(remote: remote, repository: repository)
