@@ -170,6 +170,22 @@ struct SpoolTests {
         }
     }
 
+    @Test("a daemon with a spool stops on SIGTERM with exit 0, during start-up too, and a SIGHUP then does not kill it")
+    func signals() async throws {
+        var configuration = CollectorConfiguration(repositoryDSN: "host=127.0.0.1 port=1 dbname=powa user=postgres")
+        configuration.connectTimeout = 1
+        configuration.debug = true
+        configuration.spool = SpoolSettings(directory: Self.temporaryDirectory())
+        let daemon = try DaemonProcess(DaemonProcess.collectorBinary, ["--config", try writeConfiguration(configuration)])
+        defer { daemon.signal(SIGKILL) }
+        // Retrying (at debug level, each retry), the spool open: its file threads run.
+        #expect(try await daemon.waitForOutput("cannot reach the repository", count: 2))
+        daemon.signal(SIGHUP)
+        #expect(try await daemon.waitForOutput("cannot reach the repository", count: 3))
+        daemon.signal(SIGTERM)
+        #expect(await daemon.wait(orKillAfter: .seconds(10)) == 0, "\(daemon.output)")
+    }
+
     // MARK: Helpers
 
     static func temporaryDirectory() -> String {
