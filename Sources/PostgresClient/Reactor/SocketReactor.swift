@@ -30,6 +30,13 @@ struct SocketEvents: OptionSet, Sendable {
 /// wait on a reused descriptor number wakes nobody. Deadlines are kept in a heap: a wake-up
 /// costs the events it delivers, never a scan of every waiter. A spurious wake-up is harmless
 /// anyway: every caller re-checks libpq's state and waits again.
+///
+/// The deadlines' clock is a timerfd in the same epoll set, armed by whoever sets an earlier
+/// deadline than the one it holds. The loop itself sleeps without a timeout: a wait never has
+/// to wake it to shorten its sleep, which would cost a second pair of context switches for
+/// every round trip of a snapshot (almost every wait brings a deadline, and after a wait ends
+/// its own was often the earliest). The timer is not shortened when waits end early: it then
+/// fires at a deadline nobody waits for any more, and the loop arms it for the earliest left.
 final class SocketReactor: Sendable {
     /// The reactor of the process.
     static let shared = SocketReactor()
@@ -44,8 +51,8 @@ final class SocketReactor: Sendable {
         var waiters: [Int32: Waiter] = [:]
         /// The deadlines of the waiters that have one, by descriptor.
         var deadlines = DeadlineHeap<Int32>()
-        /// The deadline the loop sleeps until (nil: none, it sleeps until an event).
-        var loopDeadline: ContinuousClock.Instant?
+        /// When the timer fires (nil: disarmed).
+        var timerDeadline: ContinuousClock.Instant?
 
         /// Takes the waiter of `fd` out, with its deadline.
         mutating func removeWaiter(_ fd: Int32) -> Waiter? {
@@ -61,17 +68,18 @@ final class SocketReactor: Sendable {
     }
 
     private let epollFD: Int32
-    private let wakeFD: Int32
+    private let timerFD: Int32
     private let state = Mutex(State())
 
-    private init() {
+    /// A reactor with its own thread. The process has one (`shared`); tests make their own.
+    init() {
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
-        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
-        precondition(epollFD >= 0 && wakeFD >= 0, "epoll or eventfd unavailable")
+        timerFD = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC | TFD_NONBLOCK))
+        precondition(epollFD >= 0 && timerFD >= 0, "epoll or timerfd unavailable")
         var event = epoll_event()
         event.events = EPOLLIN.rawValue
-        event.data.u64 = Self.eventData(fd: wakeFD, id: 0)
-        precondition(epoll_ctl(epollFD, EPOLL_CTL_ADD, wakeFD, &event) == 0)
+        event.data.u64 = Self.eventData(fd: timerFD, id: 0)
+        precondition(epoll_ctl(epollFD, EPOLL_CTL_ADD, timerFD, &event) == 0)
         let thread = Thread { [self] in self.loop() }
         thread.name = "powa-socket-reactor"
         thread.start()
@@ -112,17 +120,15 @@ final class SocketReactor: Sendable {
         deadline: ContinuousClock.Instant?,
         continuation: UnsafeContinuation<SocketWaitOutcome, Never>
     ) {
-        let (previous, wake) = state.withLock { state in
+        let previous = state.withLock { state in
             let previous = state.removeWaiter(fd)
             state.waiters[fd] = Waiter(id: id, continuation: continuation)
-            if let deadline { state.deadlines.set(fd, deadline: deadline) }
-            // Wake the loop only if it sleeps past this deadline.
-            var wake = false
-            if let deadline, state.loopDeadline.map({ deadline < $0 }) ?? true {
-                state.loopDeadline = deadline
-                wake = true
+            if let deadline {
+                state.deadlines.set(fd, deadline: deadline)
+                // Under the lock: two waits arming at once must leave the earlier deadline.
+                if state.timerDeadline.map({ deadline < $0 }) ?? true { setTimer(deadline, in: &state) }
             }
-            return (previous, wake)
+            return previous
         }
         // One owner per connection means one waiter per descriptor; a leftover one can only
         // belong to a closed connection whose number was reused.
@@ -138,7 +144,6 @@ final class SocketReactor: Sendable {
                 return
             }
         }
-        if wake { wakeLoop() }
     }
 
     /// Ends the wait `id` on `fd`, if it is still pending.
@@ -158,9 +163,18 @@ final class SocketReactor: Sendable {
         waiter.continuation.resume(returning: outcome)
     }
 
-    private func wakeLoop() {
-        var one: UInt64 = 1
-        _ = withUnsafeBytes(of: &one) { Glibc.write(wakeFD, $0.baseAddress, 8) }
+    /// Whether a wait on `fd` is pending (for tests).
+    func isWaiting(fd: Int32) -> Bool { state.withLock { $0.waiters[fd] != nil } }
+
+    /// Arms the timer to fire at `deadline` (at once if it is past).
+    private func setTimer(_ deadline: ContinuousClock.Instant, in state: inout State) {
+        state.timerDeadline = deadline
+        let remaining = max(deadline - .now, .nanoseconds(1))  // zero would disarm it
+        let (seconds, attoseconds) = remaining.components
+        var value = itimerspec()
+        value.it_value.tv_sec = Int(seconds)
+        value.it_value.tv_nsec = Int(attoseconds / 1_000_000_000)
+        precondition(timerfd_settime(timerFD, 0, &value, nil) == 0, "timerfd_settime failed: errno \(errno)")
     }
 
     private func loop() {
@@ -169,52 +183,44 @@ final class SocketReactor: Sendable {
         let capacity = 256
         var events = [epoll_event](repeating: epoll_event(), count: capacity)
         while true {
-            let timeout = nextTimeoutMilliseconds()
-            let count = epoll_wait(epollFD, &events, Int32(capacity), timeout)
+            let count = epoll_wait(epollFD, &events, Int32(capacity), -1)
             if count < 0 {
                 if errno == EINTR { continue }
                 fatalError("epoll_wait failed: errno \(errno)")
             }
             var ready: [UnsafeContinuation<SocketWaitOutcome, Never>] = []
-            var woken = false
+            var timerFired = false
             state.withLock { state in
                 for index in 0..<Int(count) {
                     let data = events[index].data.u64
                     let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
                     let id = UInt32(truncatingIfNeeded: data >> 32)
-                    if fd == wakeFD {
-                        woken = true
+                    if fd == timerFD {
+                        timerFired = true
                     } else if state.waiters[fd]?.id == id, let waiter = state.removeWaiter(fd) {
                         ready.append(waiter.continuation)
                     }
                 }
             }
-            if woken {
-                var counter: UInt64 = 0
-                _ = withUnsafeMutableBytes(of: &counter) { Glibc.read(wakeFD, $0.baseAddress, 8) }
-            }
             for continuation in ready { continuation.resume(returning: .ready) }
-            expireDeadlines()
+            if timerFired {
+                var expirations: UInt64 = 0
+                _ = withUnsafeMutableBytes(of: &expirations) { Glibc.read(timerFD, $0.baseAddress, 8) }
+                expireDeadlines()
+            }
         }
     }
 
-    private func nextTimeoutMilliseconds() -> Int32 {
-        let earliest = state.withLock { state in
-            state.loopDeadline = state.deadlines.earliest
-            return state.loopDeadline
-        }
-        guard let earliest else { return -1 }
-        let remaining = earliest - .now
-        if remaining <= .zero { return 0 }
-        let (seconds, attoseconds) = remaining.components
-        let milliseconds = seconds * 1000 + (attoseconds + 999_999_999_999_999) / 1_000_000_000_000_000
-        return Int32(clamping: milliseconds)
-    }
-
+    /// Ends the waits whose deadline has passed, and arms the timer for the earliest left.
     private func expireDeadlines() {
         let now = ContinuousClock.now
         let expired = state.withLock { state -> [(Int32, UInt32)] in
-            state.deadlines.removeExpired(now: now).compactMap { fd in state.waiters[fd].map { (fd, $0.id) } }
+            let expired = state.deadlines.removeExpired(now: now).compactMap { fd in
+                state.waiters[fd].map { (fd, $0.id) }
+            }
+            state.timerDeadline = nil
+            if let earliest = state.deadlines.earliest { setTimer(earliest, in: &state) }
+            return expired
         }
         for (fd, id) in expired { finish(fd: fd, id: id, with: .timedOut) }
     }

@@ -1,0 +1,113 @@
+import Foundation
+import Glibc
+import Synchronization
+import TestWaiting
+import Testing
+
+@testable import PostgresClient
+
+/// The reactor's waits and deadlines, on socket pairs (no network): each test has a reactor of
+/// its own, so that the state of its timer is the test's.
+@Suite("Socket reactor", .timeLimit(.minutes(1)))
+struct SocketReactorTests {
+    /// Two connected sockets: waits are on `waited`, data is written to `peer`.
+    final class SocketPair: Sendable {
+        let waited: Int32
+        let peer: Int32
+
+        init() throws {
+            var fds: [Int32] = [0, 0]
+            guard socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0 else {
+                throw POSIXError(POSIXErrorCode(rawValue: errno) ?? .EIO)
+            }
+            (waited, peer) = (fds[0], fds[1])
+        }
+
+        func send() { _ = withUnsafeBytes(of: UInt8(1)) { Glibc.write(peer, $0.baseAddress, 1) } }
+
+        deinit {
+            close(waited)
+            close(peer)
+        }
+    }
+
+    @Test("a wait with nothing to read ends at its deadline, neither before nor long after")
+    func timesOut() async throws {
+        let reactor = SocketReactor()
+        let pair = try SocketPair()
+        let started = ContinuousClock.now
+        let outcome = await reactor.wait(fd: pair.waited, for: .read, deadline: started + .milliseconds(150))
+        let elapsed = ContinuousClock.now - started
+        #expect(outcome == .timedOut)
+        #expect(elapsed >= .milliseconds(150))
+        #expect(elapsed < .seconds(2))
+    }
+
+    @Test("data ends a wait at once, long before its deadline")
+    func ready() async throws {
+        let reactor = SocketReactor()
+        let pair = try SocketPair()
+        pair.send()
+        let started = ContinuousClock.now
+        let outcome = await reactor.wait(fd: pair.waited, for: .read, deadline: started + .seconds(30))
+        #expect(outcome == .ready)
+        #expect(ContinuousClock.now - started < .seconds(5))
+    }
+
+    @Test("an earlier deadline armed after a later one fires first; the later wait goes on until its data")
+    func earlierDeadlineArmedLater() async throws {
+        let reactor = SocketReactor()
+        let slow = try SocketPair()
+        let fast = try SocketPair()
+        let slowOutcome = Mutex<SocketWaitOutcome?>(nil)
+        let slowWait = Task {
+            let outcome = await reactor.wait(fd: slow.waited, for: .read, deadline: .now + .seconds(20))
+            slowOutcome.withLock { $0 = outcome }
+        }
+        // The later deadline is armed first (the task above runs while this one sleeps).
+        try #require(try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: slow.waited) })
+        let started = ContinuousClock.now
+        let outcome = await reactor.wait(fd: fast.waited, for: .read, deadline: started + .milliseconds(150))
+        let elapsed = ContinuousClock.now - started
+        #expect(outcome == .timedOut)
+        #expect(elapsed >= .milliseconds(150))
+        #expect(elapsed < .seconds(5))
+        #expect(slowOutcome.withLock { $0 } == nil)
+        slow.send()
+        await slowWait.value
+        #expect(slowOutcome.withLock { $0 } == .ready)
+    }
+
+    @Test("the timer of a wait that ended early does not cut a later wait short")
+    func staleTimer() async throws {
+        let reactor = SocketReactor()
+        let pair = try SocketPair()
+        pair.send()
+        // Arms the timer for 100 ms, then ends at once with the data.
+        #expect(await reactor.wait(fd: pair.waited, for: .read, deadline: .now + .milliseconds(100)) == .ready)
+        var byte: UInt8 = 0
+        _ = Glibc.read(pair.waited, &byte, 1)
+        let started = ContinuousClock.now
+        let outcome = await reactor.wait(fd: pair.waited, for: .read, deadline: started + .milliseconds(400))
+        let elapsed = ContinuousClock.now - started
+        #expect(outcome == .timedOut)
+        #expect(elapsed >= .milliseconds(400))
+        #expect(elapsed < .seconds(5))
+    }
+
+    @Test("a wait without a deadline ends with its data, and a cancelled one at once")
+    func noDeadlineAndCancellation() async throws {
+        let reactor = SocketReactor()
+        let pair = try SocketPair()
+        let waiting = Task { await reactor.wait(fd: pair.waited, for: .read, deadline: nil) }
+        try #require(try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: pair.waited) })
+        pair.send()
+        #expect(await waiting.value == .ready)
+        var byte: UInt8 = 0
+        _ = Glibc.read(pair.waited, &byte, 1)
+        let cancelled = Task { await reactor.wait(fd: pair.waited, for: .read, deadline: nil) }
+        try #require(try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: pair.waited) })
+        cancelled.cancel()
+        #expect(await cancelled.value == .cancelled)
+    }
+}
