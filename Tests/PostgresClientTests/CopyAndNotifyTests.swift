@@ -57,6 +57,55 @@ struct CopyAndNotifyTests {
     }
 
     @Test(
+        "a COPY pipe whose sides each run in a savepoint of one statement: released when it lands, rolled back to it when either side fails, the transactions going on"
+    )
+    func savepointPipe() async throws {
+        try await Self.withPipe(columns: "i int CHECK (i <> 150000)") { _, source, destination, table in
+            try await source.execute("BEGIN")
+            try await destination.execute("BEGIN; INSERT INTO \(table) VALUES (-1)")
+            func pipe(_ rows: String) async throws(CopyPipeError) -> Int {
+                do {
+                    return try await PostgresConnection.pipeCopy(
+                        from: source, PostgresConnection.inSavepoint("pipe_source", "COPY (\(rows)) TO STDOUT"),
+                        to: destination, PostgresConnection.inSavepoint("pipe_source", "COPY \(table) FROM STDIN"))
+                } catch {
+                    await source.rollBackToSavepoint("pipe_source", deadline: .now + .seconds(10))
+                    await destination.rollBackToSavepoint("pipe_source", deadline: .now + .seconds(10))
+                    throw error
+                }
+            }
+            #expect(try await pipe("SELECT i FROM generate_series(1, 1000) i") == 1000)
+            // Released: the name is gone on both sides (checked in a savepoint of the test's).
+            for connection in [source, destination] {
+                try await connection.execute("SAVEPOINT probe")
+                await #expect(throws: PostgresError.self) {
+                    try await connection.execute("ROLLBACK TO SAVEPOINT pipe_source")
+                }
+                try await connection.execute("ROLLBACK TO SAVEPOINT probe; RELEASE SAVEPOINT probe")
+            }
+            // The source fails mid-stream; then the destination (its check) does.
+            let sourceFailure = try await #require(throws: CopyPipeError.self) {
+                try await pipe("SELECT 1 / (100000 - i) FROM generate_series(1, 200000) i")
+            }
+            #expect(sourceFailure.side == .source)
+            #expect((sourceFailure.underlying as? PostgresError)?.sqlState == "22012")
+            let destinationFailure = try await #require(throws: CopyPipeError.self) {
+                try await pipe("SELECT i FROM generate_series(100001, 200000) i")
+            }
+            #expect(destinationFailure.side == .destination)
+            #expect((destinationFailure.underlying as? PostgresError)?.sqlState == "23514")
+            for connection in [source, destination] {
+                #expect(connection.canContinueTransaction)
+            }
+            #expect(try await pipe("SELECT i FROM generate_series(5001, 5010) i") == 10)
+            try await source.execute("COMMIT")
+            try await destination.execute("COMMIT")
+            let landed = try await destination.query("SELECT count(*), min(i), max(i) FROM \(table)").rows[0]
+            #expect([landed[0], landed[1], landed[2]] == ["1011", "-1", "5010"])
+        }
+    }
+
+    @Test(
         "the destination's COPY starts once the source has rows: idle in transaction meanwhile; a destination that fails leaves the source usable"
     )
     func destinationWaitsForRows() async throws {

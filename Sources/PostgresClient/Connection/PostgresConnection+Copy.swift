@@ -127,8 +127,9 @@ extension PostgresConnection {
         defer { state.statementEnded() }
         guard PQputCopyEnd(handle, errorMessage) != -1 else { throw lastError(code: .connectionClosed) }
         try await flush(deadline: deadline)
+        // The COPY's own result comes first (a `RELEASE SAVEPOINT` may follow it).
         let results = try await collectResults(deadline: deadline)
-        return results.last?.affectedRows ?? 0
+        return results.first?.affectedRows ?? 0
     }
 
     /// Why a PQputCopyData failed: usually the server ended the COPY with an error.
