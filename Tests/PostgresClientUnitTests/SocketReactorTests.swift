@@ -65,7 +65,8 @@ struct SocketReactorTests {
             slowOutcome.withLock { $0 = outcome }
         }
         // The later deadline is armed first (the task above runs while this one sleeps).
-        try #require(try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: slow.waited) })
+        try #require(
+            try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: slow.waited) })
         let started = ContinuousClock.now
         let outcome = await reactor.wait(fd: fast.waited, for: .read, deadline: started + .milliseconds(150))
         let elapsed = ContinuousClock.now - started
@@ -100,13 +101,15 @@ struct SocketReactorTests {
         let reactor = SocketReactor()
         let pair = try SocketPair()
         let waiting = Task { await reactor.wait(fd: pair.waited, for: .read, deadline: nil) }
-        try #require(try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: pair.waited) })
+        try #require(
+            try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: pair.waited) })
         pair.send()
         #expect(await waiting.value == .ready)
         var byte: UInt8 = 0
         _ = Glibc.read(pair.waited, &byte, 1)
         let cancelled = Task { await reactor.wait(fd: pair.waited, for: .read, deadline: nil) }
-        try #require(try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: pair.waited) })
+        try #require(
+            try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: pair.waited) })
         cancelled.cancel()
         #expect(await cancelled.value == .cancelled)
     }
