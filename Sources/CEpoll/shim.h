@@ -1,8 +1,9 @@
 #ifndef CEPOLL_SHIM_H
 #define CEPOLL_SHIM_H
-/* epoll and timerfd are not part of Swift's Glibc module on Linux, nor is naming a thread
+/* epoll, eventfd and timerfd are not part of Swift's Glibc module on Linux, nor is naming a thread
    (prctl is variadic, which Swift cannot call). */
 #include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/timerfd.h>
 #include <sys/prctl.h>
 #include <unistd.h>

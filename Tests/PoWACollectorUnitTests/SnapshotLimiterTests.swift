@@ -135,7 +135,8 @@ struct SnapshotLimiterTests {
             }
         }
         let waiting = hold(limiter, .regular, inside)
-        #expect(try await eventually { inside.healthy == 1 })
+        // (The waiter may be in before `moveToSuspects` has returned its answer.)
+        #expect(try await eventually { inside.healthy == 1 && moved.withLock { $0 } != nil })
         #expect(moved.withLock { $0 } == true)
         #expect(limiter.usage().inUse == 2)
         silent.cancel()

@@ -1,4 +1,5 @@
 import Logging
+import PostgresClient
 
 /// `powa-collector once`: one snapshot of each active server (or of those asked for), taken
 /// by the daemon's own workers (`Worker.snapshotOnce`) with the daemon's limits, at once, then
@@ -51,7 +52,7 @@ public struct SnapshotOnce {
         defer { context.pool.closeAll() }
         return await withTaskGroup(of: Outcome.self) { group in
             for server in chosen {
-                group.addTask {
+                group.addTask(executorPreference: PostgresConnection.socketExecutor) {
                     let worker = Worker(server: server, context: context, mailbox: WorkerMailbox())
                     let started = ContinuousClock.now
                     let failure = await worker.snapshotOnce()

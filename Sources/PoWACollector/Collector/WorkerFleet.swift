@@ -1,4 +1,5 @@
 import Logging
+import PostgresClient
 
 /// The running workers, one per active server, keyed by server id, each a child of the task
 /// group `run()` owns. Reconciles come one at a time (the collector's loop), whether a SIGHUP,
@@ -53,7 +54,10 @@ actor WorkerFleet {
         await withDiscardingTaskGroup { group in
             for await _ in launched.stream {
                 for launch in takeLaunches() {
-                    group.addTask { await launch.run.run { await launch.worker.run() } }
+                    // A worker waits on its sessions all its life: on the sockets' thread.
+                    group.addTask(executorPreference: PostgresConnection.socketExecutor) {
+                        await launch.run.run { await launch.worker.run() }
+                    }
                 }
             }
             // Cancelled (shutting down): so are the workers, which the group waits for.

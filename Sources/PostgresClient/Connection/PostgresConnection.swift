@@ -51,6 +51,13 @@ public final class PostgresConnection {
         return try await body()
     }
 
+    /// The executor of the thread that waits on every connection's socket. A task that does
+    /// little but wait on connections (a worker) runs best there, with
+    /// `withTaskExecutorPreference` or `addTask(executorPreference:)`: a socket's readiness then
+    /// resumes it on that thread, without waking a thread of the cooperative pool for it. What
+    /// runs there must not block: CPU work of any length belongs elsewhere.
+    public static var socketExecutor: any TaskExecutor { SocketReactor.shared }
+
     // MARK: Connecting
 
     /// Opens a connection, failing at `configuration.connectTimeout` at the latest.

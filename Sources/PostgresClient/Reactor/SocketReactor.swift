@@ -37,6 +37,14 @@ struct SocketEvents: OptionSet, Sendable {
 /// every round trip of a snapshot (almost every wait brings a deadline, and after a wait ends
 /// its own was often the earliest). The timer is not shortened when waits end early: it then
 /// fires at a deadline nobody waits for any more, and the loop arms it for the earliest left.
+///
+/// The reactor is also a task executor (`PostgresConnection.socketExecutor`). A task that
+/// prefers it (a worker, which does little but wait on its sessions) runs on this thread:
+/// readiness resumes it here, at once, instead of handing it to a thread of the cooperative
+/// pool that must be woken, run it, and sleep again: two context switches and two futex calls
+/// per round trip and per chunk of a COPY, most of the collector's CPU. The loop runs the
+/// jobs queued, then looks at the sockets (at once if more jobs came meanwhile), so neither
+/// starves the other; a job enqueued from another thread wakes a sleeping loop (an eventfd).
 final class SocketReactor: Sendable {
     /// The reactor of the process.
     static let shared = SocketReactor()
@@ -53,6 +61,10 @@ final class SocketReactor: Sendable {
         var deadlines = DeadlineHeap<Int32>()
         /// When the timer fires (nil: disarmed).
         var timerDeadline: ContinuousClock.Instant?
+        /// The jobs of the tasks that prefer this executor, in order.
+        var jobs: [UnownedJob] = []
+        /// The loop sleeps in epoll_wait with no job queued: an enqueue must wake it.
+        var sleeping = false
 
         /// Takes the waiter of `fd` out, with its deadline.
         mutating func removeWaiter(_ fd: Int32) -> Waiter? {
@@ -69,17 +81,21 @@ final class SocketReactor: Sendable {
 
     private let epollFD: Int32
     private let timerFD: Int32
+    private let wakeFD: Int32
     private let state = Mutex(State())
 
     /// A reactor with its own thread. The process has one (`shared`); tests make their own.
     init() {
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
         timerFD = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC | TFD_NONBLOCK))
-        precondition(epollFD >= 0 && timerFD >= 0, "epoll or timerfd unavailable")
-        var event = epoll_event()
-        event.events = EPOLLIN.rawValue
-        event.data.u64 = Self.eventData(fd: timerFD, id: 0)
-        precondition(epoll_ctl(epollFD, EPOLL_CTL_ADD, timerFD, &event) == 0)
+        wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
+        precondition(epollFD >= 0 && timerFD >= 0 && wakeFD >= 0, "epoll, timerfd or eventfd unavailable")
+        for fd in [timerFD, wakeFD] {
+            var event = epoll_event()
+            event.events = EPOLLIN.rawValue
+            event.data.u64 = Self.eventData(fd: fd, id: 0)
+            precondition(epoll_ctl(epollFD, EPOLL_CTL_ADD, fd, &event) == 0)
+        }
         let thread = Thread { [self] in self.loop() }
         thread.name = "powa-socket-reactor"
         thread.start()
@@ -182,25 +198,47 @@ final class SocketReactor: Sendable {
         cepoll_name_thread("powa-reactor")
         let capacity = 256
         var events = [epoll_event](repeating: epoll_event(), count: capacity)
+        let executor = asUnownedTaskExecutor()
         while true {
-            let count = epoll_wait(epollFD, &events, Int32(capacity), -1)
+            let jobs = state.withLock { state in
+                defer { state.jobs.removeAll(keepingCapacity: true) }
+                return state.jobs
+            }
+            for job in jobs { job.runSynchronously(on: executor) }
+            // Sleep only with no job queued; else just look at the sockets.
+            let timeout: Int32 = state.withLock { state in
+                state.sleeping = state.jobs.isEmpty
+                return state.sleeping ? -1 : 0
+            }
+            let count = epoll_wait(epollFD, &events, Int32(capacity), timeout)
             if count < 0 {
-                if errno == EINTR { continue }
+                if errno == EINTR {
+                    state.withLock { $0.sleeping = false }
+                    continue
+                }
                 fatalError("epoll_wait failed: errno \(errno)")
             }
             var ready: [UnsafeContinuation<SocketWaitOutcome, Never>] = []
             var timerFired = false
+            var woken = false
             state.withLock { state in
+                state.sleeping = false
                 for index in 0..<Int(count) {
                     let data = events[index].data.u64
                     let fd = Int32(bitPattern: UInt32(truncatingIfNeeded: data))
                     let id = UInt32(truncatingIfNeeded: data >> 32)
-                    if fd == timerFD {
+                    if fd == wakeFD {
+                        woken = true
+                    } else if fd == timerFD {
                         timerFired = true
                     } else if state.waiters[fd]?.id == id, let waiter = state.removeWaiter(fd) {
                         ready.append(waiter.continuation)
                     }
                 }
+            }
+            if woken {
+                var counter: UInt64 = 0
+                _ = withUnsafeMutableBytes(of: &counter) { Glibc.read(wakeFD, $0.baseAddress, 8) }
             }
             for continuation in ready { continuation.resume(returning: .ready) }
             if timerFired {
@@ -223,5 +261,21 @@ final class SocketReactor: Sendable {
             return expired
         }
         for (fd, id) in expired { finish(fd: fd, id: id, with: .timedOut) }
+    }
+}
+
+extension SocketReactor: TaskExecutor {
+    func enqueue(_ job: consuming ExecutorJob) {
+        let job = UnownedJob(job)
+        let wake = state.withLock { state in
+            state.jobs.append(job)
+            // One wake-up is enough for every job queued until the loop runs them.
+            defer { state.sleeping = false }
+            return state.sleeping
+        }
+        if wake {
+            var one: UInt64 = 1
+            _ = withUnsafeBytes(of: &one) { Glibc.write(wakeFD, $0.baseAddress, 8) }
+        }
     }
 }
