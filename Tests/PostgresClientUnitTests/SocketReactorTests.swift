@@ -113,4 +113,29 @@ struct SocketReactorTests {
         cancelled.cancel()
         #expect(await cancelled.value == .cancelled)
     }
+
+    /// The name of the calling thread, as the kernel has it (the reactor's is `powa-reactor`).
+    static func threadName() -> String { Thread.current.name ?? "" }
+
+    @Test("a task that prefers the reactor runs on its thread, and comes back there after a socket wait and after a sleep")
+    func executor() async throws {
+        let reactor = SocketReactor()
+        let pair = try SocketPair()
+        let names = try await withTaskExecutorPreference(reactor) {
+            var names = [Self.threadName()]
+            pair.send()
+            // Resumed by the loop itself: no wake-up needed.
+            #expect(await reactor.wait(fd: pair.waited, for: .read, deadline: .now + .seconds(10)) == .ready)
+            names.append(Self.threadName())
+            // Resumed from a timer's thread while the loop sleeps: the job must wake it.
+            try await Task.sleep(for: .milliseconds(20))
+            names.append(Self.threadName())
+            // A child task inherits the preference.
+            async let child = Self.threadName()
+            names.append(await child)
+            return names
+        }
+        #expect(names == Array(repeating: "powa-reactor", count: 4))
+        #expect(Self.threadName() != "powa-reactor")
+    }
 }
