@@ -64,6 +64,12 @@ enum ChildProcess {
         try await pipeline([[path] + arguments], environment: environment)
     }
 
+    /// `run`, on the calling thread: for a quick command at a sampling point, where an await
+    /// would move the sample.
+    static func runNow(_ path: String, _ arguments: [String]) throws -> Outcome {
+        try runBlocking([[path] + arguments], environment: [:])
+    }
+
     /// Runs a shell command line with bash, `pipefail` set (a pipeline fails if any part does).
     static func shell(_ commandLine: String, environment: [String: String] = [:]) async throws -> Outcome {
         try await run("/bin/bash", ["-o", "pipefail", "-c", commandLine], environment: environment)

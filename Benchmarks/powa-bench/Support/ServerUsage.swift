@@ -10,11 +10,14 @@ struct ServerUsage: Sendable {
     var remotes: Double?
     var machine = 0.0
     var seconds = 0.0
+    /// What the remotes sent (`RemoteTraffic`); nil when not counted.
+    var remoteBytes: Int?
 
     struct Sample: Sendable {
         let repository: ClusterCPU?
         let remotes: [ClusterCPU?]
         let machine: Double
+        let remoteBytes: Int?
         let instant: ContinuousClock.Instant
     }
 
@@ -22,7 +25,7 @@ struct ServerUsage: Sendable {
         Sample(
             repository: ClusterCPU.read(dataDirectory: bed.repositoryDataDirectory),
             remotes: bed.remoteDataDirectories.map { ClusterCPU.read(dataDirectory: $0) },
-            machine: MachineCPU.busySeconds(), instant: .now)
+            machine: MachineCPU.busySeconds(), remoteBytes: RemoteTraffic.bytes(), instant: .now)
     }
 
     /// A sample once the measured process has stopped: its backends have then exited and been
@@ -44,6 +47,7 @@ struct ServerUsage: Sendable {
             remotes = each.contains { $0 == nil } ? nil : each.reduce(0) { $0 + ($1 ?? 0) }
         }
         machine = end.machine - start.machine
+        if let first = start.remoteBytes, let last = end.remoteBytes { remoteBytes = last - first }
         seconds = (end.instant - start.instant).seconds
     }
 
