@@ -29,7 +29,8 @@ final class KnownStatements {
 
     /// After a committed snapshot: the statements it saw.
     func replace(with seen: Set<StatementKey>) {
-        guard keys != nil else { return }
+        // Most snapshots see the same statements: keep the arrays made for them.
+        guard keys != nil, seen != keys else { return }
         keys = seen
         arrays = nil
     }

@@ -28,6 +28,7 @@ final class StatementTextElider {
         self.layout = layout
         self.known = known
         seen.reserveCapacity(known.count)
+        elided.reserveCapacity(known.count)
     }
 
     /// A `CopyRowRewrite`.
