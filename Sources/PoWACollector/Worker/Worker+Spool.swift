@@ -55,6 +55,17 @@ extension Worker {
         _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
         until: ContinuousClock.Instant? = nil
     ) async -> SpoolLanding {
+        // Checking and replaying files (their hash, their JSON) is CPU work of up to the
+        // spool's size: on the pool, not on the sockets' thread every worker waits on.
+        await withTaskExecutorPreference(globalConcurrentExecutor) {
+            await landSpoolFiles(spool, remote: remote, plan: plan, knownStatements: knownStatements, until: until)
+        }
+    }
+
+    private func landSpoolFiles(
+        _ spool: SnapshotSpool, remote: PoWASession, plan: WorkerCycle.SnapshotPlan, knownStatements: KnownStatements?,
+        until: ContinuousClock.Instant?
+    ) async -> SpoolLanding {
         var mark = plan.mark
         var landedAny = false
         let files = await spool.pending(serverID: server.id)
@@ -195,8 +206,12 @@ extension Worker {
         do {
             spooling = try await context.limiter.withSlot(plan.lane) { slot in
                 let silence = slot.silenceWatch(planned: plan.silenceLimit, timeout: context.snapshotTimeout)
-                return await spoolSnapshot(
-                    spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: sources, silence: silence)
+                // (The file's hash is computed as it is written: on the pool, as a landing.)
+                return await withTaskExecutorPreference(globalConcurrentExecutor) {
+                    await spoolSnapshot(
+                        spool, remote: remote, plan: plan, knownStatements: knownStatements, basis: sources,
+                        silence: silence)
+                }
             }
         } catch {
             return .failed("snapshot interrupted")  // cancelled while waiting for a slot

@@ -68,6 +68,17 @@ public final class PostgresConnection {
         _ configuration: ConnectionConfiguration,
         logger: Logger = Logger(label: "powa.postgres")
     ) async throws -> PostgresConnection {
+        // Off the sockets' thread even for a task that prefers it: a connect's steps compute
+        // (a TLS handshake, SCRAM's key derivation) and read files (.pgpass, the service file,
+        // certificates), which would hold up every other session's I/O meanwhile.
+        try await withTaskExecutorPreference(globalConcurrentExecutor) {
+            try await connectOnPool(configuration, logger: logger)
+        }
+    }
+
+    private static func connectOnPool(
+        _ configuration: ConnectionConfiguration, logger: Logger
+    ) async throws -> PostgresConnection {
         let secrets = configuration.secrets
         if let connectionString = configuration.connectionString {
             try validate(connectionString, secrets: secrets)

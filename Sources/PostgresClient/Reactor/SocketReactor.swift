@@ -87,7 +87,7 @@ final class SocketReactor: Sendable {
     /// A reactor with its own thread. The process has one (`shared`); tests make their own.
     init() {
         epollFD = epoll_create1(Int32(EPOLL_CLOEXEC))
-        timerFD = timerfd_create(CLOCK_MONOTONIC, Int32(TFD_CLOEXEC | TFD_NONBLOCK))
+        timerFD = timerfd_create(CLOCK_BOOTTIME, Int32(TFD_CLOEXEC | TFD_NONBLOCK))
         wakeFD = eventfd(0, Int32(EFD_CLOEXEC | EFD_NONBLOCK))
         precondition(epollFD >= 0 && timerFD >= 0 && wakeFD >= 0, "epoll, timerfd or eventfd unavailable")
         for fd in [timerFD, wakeFD] {
@@ -199,12 +199,12 @@ final class SocketReactor: Sendable {
         let capacity = 256
         var events = [epoll_event](repeating: epoll_event(), count: capacity)
         let executor = asUnownedTaskExecutor()
+        var jobs: [UnownedJob] = []
         while true {
-            let jobs = state.withLock { state in
-                defer { state.jobs.removeAll(keepingCapacity: true) }
-                return state.jobs
-            }
+            // Swapped with the queue, each keeping its storage: no copy, no allocation.
+            state.withLock { swap(&jobs, &$0.jobs) }
             for job in jobs { job.runSynchronously(on: executor) }
+            jobs.removeAll(keepingCapacity: true)
             // Sleep only with no job queued; else just look at the sockets.
             let timeout: Int32 = state.withLock { state in
                 state.sleeping = state.jobs.isEmpty
