@@ -629,44 +629,28 @@ struct CollectorBench: AsyncParsableCommand {
         }
 
         if let ours {
-            if let python, let oursCPU = ours.steady?.collectorCPUPerSnapshot,
-                let pythonCPU = python.steady?.collectorCPUPerSnapshot
-            {
+            /// One of the steady-state ratios to Python, with its verdict.
+            func steadyRatio(
+                _ kind: String, _ what: String, _ value: (Result) -> Double?, at most: Double, unit: String,
+                scale: Double = 1
+            ) {
+                guard let python, let mine = value(ours), let theirs = value(python), theirs > 0 else { return }
                 print(
-                    "target  collector CPU/snapshot (steady) <= 1/10 of Python's: \(formatted(oursCPU, decimals: 4)) <= "
-                        + "\(formatted(pythonCPU * Self.cpuRatio, decimals: 4)) s (\(formatted(oursCPU / pythonCPU, decimals: 3))x)   "
-                        + verdict(oursCPU <= pythonCPU * Self.cpuRatio))
+                    "\(kind)\(what)/snapshot (steady) <= \(formatted(most, decimals: 2))x Python's: "
+                        + "\(formatted(mine / scale, decimals: 4)) <= \(formatted(theirs * most / scale, decimals: 4)) \(unit) "
+                        + "(\(formatted(mine / theirs, decimals: 3))x)   " + verdict(mine <= theirs * most))
             }
-            if let python, let oursBytes = ours.steady?.remoteBytesPerSnapshot,
-                let pythonBytes = python.steady?.remoteBytesPerSnapshot, pythonBytes > 0
-            {
+            steadyRatio("target  ", "collector CPU", { $0.steady?.collectorCPUPerSnapshot }, at: Self.cpuRatio, unit: "s")
+            steadyRatio(
+                "target  ", "bytes the remotes send", { $0.steady?.remoteBytesPerSnapshot }, at: Self.remoteBytesRatio,
+                unit: "MB", scale: 1_048_576)
+            steadyRatio("aim     ", "remotes' CPU", { $0.steady?.remotesPerSnapshot }, at: Self.remoteCPURatio, unit: "s")
+            steadyRatio("target  ", "repository CPU", { $0.steadyRepositoryPerSnapshot }, at: repositoryCPURatio, unit: "s")
+            if let oursRun = ours.repositoryPerSnapshot, let pythonRun = python?.repositoryPerSnapshot {
                 print(
-                    "target  bytes the remotes send/snapshot (steady) <= 1/10 of Python's: \(formatted(oursBytes / 1_048_576, decimals: 3)) <= "
-                        + "\(formatted(pythonBytes * Self.remoteBytesRatio / 1_048_576, decimals: 3)) MB (\(formatted(oursBytes / pythonBytes, decimals: 3))x)   "
-                        + verdict(oursBytes <= pythonBytes * Self.remoteBytesRatio))
-            }
-            if let python, let oursRemotes = ours.steady?.remotesPerSnapshot,
-                let pythonRemotes = python.steady?.remotesPerSnapshot, pythonRemotes > 0
-            {
-                print(
-                    "aim     remotes' CPU/snapshot (steady) <= 0.8x Python's: \(formatted(oursRemotes, decimals: 4)) against "
-                        + "\(formatted(pythonRemotes, decimals: 4)) s (\(formatted(oursRemotes / pythonRemotes, decimals: 3))x)   "
-                        + verdict(oursRemotes <= pythonRemotes * Self.remoteCPURatio))
-            }
-            if let python, let oursRepository = ours.steadyRepositoryPerSnapshot,
-                let pythonRepository = python.steadyRepositoryPerSnapshot
-            {
-                let limit = pythonRepository * repositoryCPURatio
-                print(
-                    "target  repository CPU/snapshot (steady) <= \(formatted(repositoryCPURatio, decimals: 2))x Python's: "
-                        + "\(formatted(oursRepository, decimals: 4)) <= \(formatted(limit, decimals: 4)) s "
-                        + "(\(formatted(oursRepository / pythonRepository, decimals: 3))x)   " + verdict(oursRepository <= limit))
-                if let oursRun = ours.repositoryPerSnapshot, let pythonRun = python.repositoryPerSnapshot {
-                    print(
-                        "        over the whole run (first snapshots included): \(formatted(oursRun, decimals: 4)) <= "
-                            + "\(formatted(pythonRun * repositoryCPURatio, decimals: 4)) s   "
-                            + verdict(oursRun <= pythonRun * repositoryCPURatio))
-                }
+                    "        over the whole run (first snapshots included): \(formatted(oursRun, decimals: 4)) <= "
+                        + "\(formatted(pythonRun * repositoryCPURatio, decimals: 4)) s   "
+                        + verdict(oursRun <= pythonRun * repositoryCPURatio))
             }
             if let oursFull {
                 let comparisons: [(String, Double?, Double?, Int)] = [

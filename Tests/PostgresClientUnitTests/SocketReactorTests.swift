@@ -31,16 +31,24 @@ struct SocketReactorTests {
         }
     }
 
+    /// Waits on `fd` with nothing to read and a deadline `after` from now: the wait must time
+    /// out at the deadline, not before, and well within `within`.
+    static func expectTimeout(
+        _ reactor: SocketReactor, fd: Int32, after: Duration, within: Duration = .seconds(5)
+    ) async {
+        let started = ContinuousClock.now
+        let outcome = await reactor.wait(fd: fd, for: .read, deadline: started + after)
+        let elapsed = ContinuousClock.now - started
+        #expect(outcome == .timedOut)
+        #expect(elapsed >= after)
+        #expect(elapsed < within)
+    }
+
     @Test("a wait with nothing to read ends at its deadline, neither before nor long after")
     func timesOut() async throws {
         let reactor = SocketReactor()
         let pair = try SocketPair()
-        let started = ContinuousClock.now
-        let outcome = await reactor.wait(fd: pair.waited, for: .read, deadline: started + .milliseconds(150))
-        let elapsed = ContinuousClock.now - started
-        #expect(outcome == .timedOut)
-        #expect(elapsed >= .milliseconds(150))
-        #expect(elapsed < .seconds(2))
+        await Self.expectTimeout(reactor, fd: pair.waited, after: .milliseconds(150), within: .seconds(2))
     }
 
     @Test("data ends a wait at once, long before its deadline")
@@ -67,12 +75,7 @@ struct SocketReactorTests {
         // The later deadline is armed first (the task above runs while this one sleeps).
         try #require(
             try await eventually(timeout: .seconds(5), interval: .milliseconds(5)) { reactor.isWaiting(fd: slow.waited) })
-        let started = ContinuousClock.now
-        let outcome = await reactor.wait(fd: fast.waited, for: .read, deadline: started + .milliseconds(150))
-        let elapsed = ContinuousClock.now - started
-        #expect(outcome == .timedOut)
-        #expect(elapsed >= .milliseconds(150))
-        #expect(elapsed < .seconds(5))
+        await Self.expectTimeout(reactor, fd: fast.waited, after: .milliseconds(150))
         #expect(slowOutcome.withLock { $0 } == nil)
         slow.send()
         await slowWait.value
@@ -88,12 +91,7 @@ struct SocketReactorTests {
         #expect(await reactor.wait(fd: pair.waited, for: .read, deadline: .now + .milliseconds(100)) == .ready)
         var byte: UInt8 = 0
         _ = Glibc.read(pair.waited, &byte, 1)
-        let started = ContinuousClock.now
-        let outcome = await reactor.wait(fd: pair.waited, for: .read, deadline: started + .milliseconds(400))
-        let elapsed = ContinuousClock.now - started
-        #expect(outcome == .timedOut)
-        #expect(elapsed >= .milliseconds(400))
-        #expect(elapsed < .seconds(5))
+        await Self.expectTimeout(reactor, fd: pair.waited, after: .milliseconds(400))
     }
 
     @Test("a wait without a deadline ends with its data, and a cancelled one at once")
