@@ -8,6 +8,11 @@ import Testing
 /// repository still gets every text it needs, byte for byte.
 @Suite("Query texts sent once", .timeLimit(.minutes(4)))
 struct QueryTextTests {
+    /// The statements of `server` that `powa_statements` holds with an empty text.
+    static func emptyTexts(in repository: ScratchRepository, server: Int) async throws -> Int {
+        try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1 AND query = ''", ["\(server)"])
+    }
+
     /// The `snapshot taken` records of a collector's log.
     static func snapshots(_ running: RunningCollector) -> [LogCapture.Record] {
         running.logs.all.filter { $0.message == "snapshot taken" }
@@ -57,8 +62,7 @@ struct QueryTextTests {
 
         // Byte-identical, and no statement of the server has an empty text.
         try await odd.expectLandedIntact(in: repository, server: server)
-        #expect(
-            try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1 AND query = ''", ["\(server)"]) == 0)
+        #expect(try await Self.emptyTexts(in: repository, server: server) == 0)
         #expect(try await repository.errors(server) == "")
     }
 
@@ -91,8 +95,7 @@ struct QueryTextTests {
         let failedAt = try #require(try await repository.snapts(server))
         _ = try await repository.waitForSnapshots(server, count: 1, after: failedAt)
         try await running.stop()
-        #expect(
-            try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1 AND query = ''", ["\(server)"]) == 0)
+        #expect(try await Self.emptyTexts(in: repository, server: server) == 0)
         #expect(try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1", ["\(server)"]) > 0)
     }
 
@@ -128,8 +131,7 @@ struct QueryTextTests {
         _ = try await repository.waitForSnapshots(server, count: 1, after: failedAt)
         try await running.stop()
         try await odd.expectLandedIntact(in: repository, server: server)
-        #expect(
-            try await repository.int("SELECT count(*) FROM powa_statements WHERE srvid = $1 AND query = ''", ["\(server)"]) == 0)
+        #expect(try await Self.emptyTexts(in: repository, server: server) == 0)
     }
 
     @Test("statements stored with an empty text: never left out, so snapshots keep landing")

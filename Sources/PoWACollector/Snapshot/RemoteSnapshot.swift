@@ -130,13 +130,18 @@ struct RemoteSnapshot {
     private func loadKnownStatements(
         _ knownStatements: KnownStatements, remote: PoWASession, repository: PoWARepository
     ) async throws(SnapshotError) {
-        let (staging, keys) = try await step(.repository, .begin, remote: remote.connection, repository: repository.connection) {
-            let staging = try await repository.statementStagingColumns(deadline: deadline)
-            guard StatementRowLayout(columns: staging) != nil else { return (staging, Set<StatementKey>()) }
-            return (staging, try await repository.knownStatementKeys(serverID: server.id, deadline: deadline))
+        let staging = try await step(.repository, .begin, remote: remote.connection, repository: repository.connection) {
+            try await repository.statementStagingColumns(deadline: deadline)
         }
+        let layout = StatementRowLayout(columns: staging)
+        let keys =
+            layout == nil
+            ? []
+            : try await step(.repository, .begin, remote: remote.connection, repository: repository.connection) {
+                try await repository.knownStatementKeys(serverID: server.id, deadline: deadline)
+            }
         var onRemote: KnownTextsOnRemote?
-        if StatementRowLayout(columns: staging) != nil, let schema = remote.extensions.byName["powa"]?.schema {
+        if layout != nil, let schema = remote.extensions.byName["powa"]?.schema {
             let columns = try await step(.remote, .begin, remote: remote.connection, repository: repository.connection) {
                 try await KnownTextsOnRemote.remoteColumns(on: remote.connection, schema: schema, deadline: deadline)
             }
@@ -147,7 +152,7 @@ struct RemoteSnapshot {
                     metadata: ["remote": "\(columns)", "staging": "\(staging.dropFirst())"])
             }
         }
-        knownStatements.load(layout: StatementRowLayout(columns: staging), keys: keys, onRemote: onRemote)
+        knownStatements.load(layout: layout, keys: keys, onRemote: onRemote)
     }
 
     /// Steps 1 and 2 into a spool file rather than the repository, which cannot take them now,
@@ -331,10 +336,8 @@ struct RemoteSnapshot {
             if let onRemote = knownStatements.onRemote {
                 // The keys for the remote to leave out those texts itself (the elider still
                 // counts them, and would leave out any text it sent all the same).
-                let arrays = knownStatements.keyArrays
-                _ = try await self.step(.remote, step, remote: remote.connection, repository: destination.connection) {
-                    try await remote.connection.query(
-                        KnownTextsOnRemote.setKeys, [arrays.userids, arrays.dbids, arrays.queryids], deadline: deadline)
+                try await self.step(.remote, step, remote: remote.connection, repository: destination.connection) {
+                    try await KnownTextsOnRemote.pass(knownStatements.keyArrays, to: remote.connection, deadline: deadline)
                 }
                 copyOut = onRemote.copyOutStatement(serverID: server.id, schema: remoteSchema)
             }

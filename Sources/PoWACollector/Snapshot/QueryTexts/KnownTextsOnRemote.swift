@@ -42,6 +42,14 @@ struct KnownTextsOnRemote: Equatable, Sendable {
                pg_catalog.set_config('\(settings.queryids)', $3, true)
         """
 
+    /// Hands `keys` (`StatementKey.arrays`) to the remote for the rest of its transaction.
+    static func pass(
+        _ keys: (userids: String, dbids: String, queryids: String), to remote: PostgresConnection,
+        deadline: ContinuousClock.Instant?
+    ) async throws {
+        _ = try await remote.query(setKeys, [keys.userids, keys.dbids, keys.queryids], deadline: deadline)
+    }
+
     /// The COPY of the source (in powa's quoted `schema`) with the srvid first and the known
     /// texts left out: the same text at every snapshot of the server.
     func copyOutStatement(serverID: Int, schema: String) -> String {

@@ -4,13 +4,9 @@ struct StatementKey: Hashable, Sendable, Codable {
     let userid: UInt32
     let dbid: UInt32
     let queryid: Int64
+}
 
-    init(userid: UInt32, dbid: UInt32, queryid: Int64) {
-        self.userid = userid
-        self.dbid = dbid
-        self.queryid = queryid
-    }
-
+extension StatementKey {
     /// From integers as a server prints them; nil when an oid is out of its range.
     init?(userid: Int64, dbid: Int64, queryid: Int64) {
         guard let userid = UInt32(exactly: userid), let dbid = UInt32(exactly: dbid) else { return nil }

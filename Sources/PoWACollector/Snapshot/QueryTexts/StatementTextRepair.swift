@@ -29,10 +29,9 @@ struct StatementTextRepair {
         // The keys travel as parameters of the remote's settings, in a transaction of their
         // own (COPY takes no parameters; pasted into its text, each repair would be a new
         // pg_stat_statements entry).
-        let arrays = StatementKey.arrays(missing.compactMap(\.key))
         let restored = try await remote.inTransaction(deadline: deadline) {
-            _ = try await remote.query(
-                KnownTextsOnRemote.setKeys, [arrays.userids, arrays.dbids, arrays.queryids], deadline: deadline)
+            try await KnownTextsOnRemote.pass(
+                StatementKey.arrays(missing.compactMap(\.key)), to: remote, deadline: deadline)
             return try await PostgresConnection.pipeCopy(
                 from: remote,
                 """
